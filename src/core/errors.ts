@@ -1,0 +1,42 @@
+/**
+ * Base class of every error agentix throws. When a driver (postgres.js,
+ * ioredis, better-sqlite3, fs) failed, its error is kept as `cause`.
+ */
+export class AgentixStorageError extends Error {
+  override name = "AgentixStorageError";
+}
+
+/** The session does not exist (or no longer exists). Nothing was written. */
+export class SessionNotFoundError extends AgentixStorageError {
+  override name = "SessionNotFoundError";
+  readonly sessionId: string;
+  constructor(sessionId: string, options?: ErrorOptions) {
+    super(`session not found: ${JSON.stringify(sessionId)}`, options);
+    this.sessionId = sessionId;
+  }
+}
+
+/** An argument or option was rejected before anything was written. `field` names it. */
+export class ValidationError extends AgentixStorageError {
+  override name = "ValidationError";
+  readonly field: string;
+  constructor(field: string, problem: string, options?: ErrorOptions) {
+    super(`${field}: ${problem}`, options);
+    this.field = field;
+  }
+}
+
+/** A call was made after `close()`. */
+export class BackendClosedError extends AgentixStorageError {
+  override name = "BackendClosedError";
+  constructor(backend: string) {
+    super(`${backend} is closed`);
+  }
+}
+
+/** Wraps anything that is not already an agentix error, keeping it as `cause`. */
+export function toStorageError(error: unknown, doing: string): AgentixStorageError {
+  if (error instanceof AgentixStorageError) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new AgentixStorageError(`${doing} failed: ${detail}`, { cause: error });
+}

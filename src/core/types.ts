@@ -1,0 +1,56 @@
+/** Who wrote a message. */
+export type Role = "user" | "assistant" | "system";
+
+/** A value that JSON carries unchanged. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** A JSON object: what session metadata is. */
+export type JsonObject = { [key: string]: JsonValue };
+
+/** What a message may hold at the top level: a string, an array or an object. */
+export type MessageContent = string | JsonValue[] | JsonObject;
+
+/** A session as every backend returns it: exactly these five keys. */
+export interface SessionRecord {
+  session_id: string;
+  agent_id: string;
+  /** ISO 8601 UTC with milliseconds, e.g. `"2024-01-15T14:30:00.123Z"`. */
+  created_at: string;
+  /** Equals the newest message's `timestamp`, or `created_at` before the first message. */
+  updated_at: string;
+  metadata: JsonObject | null;
+}
+
+/** A message as every backend returns it: exactly these three keys. */
+export interface MessageRecord {
+  role: Role;
+  content: MessageContent;
+  /** ISO 8601 UTC with milliseconds: when the message was saved. */
+  timestamp: string;
+}
+
+/** Where a page of `listSessions` ends: pass the last record of the previous page. */
+export type SessionCursor = Pick<SessionRecord, "updated_at" | "session_id">;
+
+/** Options of `listSessions`. */
+export interface ListOptions {
+  /** Only sessions whose `metadata.cwd` is exactly this string. */
+  cwd?: string;
+  /** At most this many records (a positive integer). */
+  limit?: number;
+  /** Keyset pagination: only records strictly after this one in the listing order. */
+  before?: SessionCursor;
+}
+
+/** Options of `loadMessages`. */
+export interface LoadOptions {
+  /** Only the newest N messages, still oldest first (a positive integer). */
+  last?: number;
+}
+
+/** `listSessions` options after validation, as a backend's primitive receives them. */
+export interface SessionQuery {
+  cwd?: string;
+  limit?: number;
+  before?: SessionCursor;
+}

@@ -1,0 +1,256 @@
+import { z } from "zod";
+import { newSessionId, now } from "./clock.js";
+import { ValidationError } from "./errors.js";
+import type {
+  JsonObject,
+  ListOptions,
+  LoadOptions,
+  MessageContent,
+  MessageRecord,
+  Role,
+  SessionQuery,
+  SessionRecord,
+} from "./types.js";
+
+/** Deepest nesting accepted in content and metadata, so that every backend (and every JSON parser on the way) carries it. */
+export const MAX_JSON_DEPTH = 512;
+export const MAX_AGENT_ID_LENGTH = 256;
+
+const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/**
+ * Whether `id` has the shape of a session id (a lowercase hyphenated UUID).
+ * Anything else cannot name a stored session, so it is "not found" before any backend sees it.
+ */
+export function isSessionId(id: string): boolean {
+  return SESSION_ID.test(id);
+}
+
+/** Whether `value` is a plain object: `{}` or `Object.create(null)`, not a class instance, array, Date or Map. */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== "object" || value === null) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Why JSON cannot carry `value` unchanged, or `null` when it can.
+ * `undefined` object properties are dropped, as `JSON.stringify` does; everywhere else it is refused.
+ */
+export function jsonProblem(value: unknown): { path: string; problem: string } | null {
+  const ancestors = new Set<object>();
+  const visit = (v: unknown, path: string, depth: number): { path: string; problem: string } | null => {
+    switch (typeof v) {
+      case "string":
+      case "boolean":
+        return null;
+      case "number":
+        if (!Number.isFinite(v)) return { path, problem: `${v} is not a JSON number` };
+        if (Object.is(v, -0)) return { path, problem: "-0 has no JSON form (it would come back as 0)" };
+        return null;
+      case "object":
+        break;
+      default:
+        return { path, problem: `${typeof v} is not a JSON value` };
+    }
+    if (v === null) return null;
+    if (depth > MAX_JSON_DEPTH) return { path, problem: `nested deeper than ${MAX_JSON_DEPTH} levels` };
+    if (ancestors.has(v)) return { path, problem: "a cycle cannot be stored" };
+    ancestors.add(v);
+    try {
+      if (Array.isArray(v)) {
+        if (Object.getPrototypeOf(v) !== Array.prototype)
+          return { path, problem: "an array subclass is not a JSON array" };
+        for (let i = 0; i < v.length; i++) {
+          const item: unknown = v[i];
+          if (item === undefined)
+            return { path: `${path}[${i}]`, problem: "undefined (or a hole) is not a JSON value" };
+          const found = visit(item, `${path}[${i}]`, depth + 1);
+          if (found) return found;
+        }
+        return null;
+      }
+      if (!isPlainObject(v)) {
+        const kind = (v as object).constructor?.name ?? "object";
+        return { path, problem: `a ${kind} is not a plain JSON object` };
+      }
+      if (Object.getOwnPropertySymbols(v).length > 0) return { path, problem: "symbol keys cannot be stored" };
+      for (const key of Object.keys(v)) {
+        const item = v[key];
+        if (item === undefined) continue;
+        const found = visit(item, `${path}.${key}`, depth + 1);
+        if (found) return found;
+      }
+      return null;
+    } finally {
+      ancestors.delete(v);
+    }
+  };
+  return visit(value, "", 0);
+}
+
+/** A zod schema for a value that JSON carries unchanged. */
+function json<T>(kind: (v: unknown) => v is T, expected: string) {
+  return z.custom<T>().superRefine((value, ctx) => {
+    if (!kind(value)) {
+      ctx.addIssue({ code: "custom", message: `expected ${expected}, got ${describe(value)}` });
+      return;
+    }
+    const found = jsonProblem(value);
+    if (found)
+      ctx.addIssue({
+        code: "custom",
+        message: `${found.path.replace(/^\./, "")}: ${found.problem}`.replace(/^: /, ""),
+      });
+  });
+}
+
+const isContent = (v: unknown): v is MessageContent => typeof v === "string" || Array.isArray(v) || isPlainObject(v);
+
+/** Index keys (agent ids, cwd) must be storable as text by every backend: well-formed Unicode without NUL. */
+const indexText = (s: string) => s.isWellFormed() && !s.includes("\u0000");
+
+export const schemas = {
+  agentId: z
+    .string()
+    .min(1, "must not be empty")
+    .max(MAX_AGENT_ID_LENGTH, `must be at most ${MAX_AGENT_ID_LENGTH} characters`)
+    .refine(indexText, "must be well-formed Unicode without NUL characters"),
+  sessionId: z.string(),
+  role: z.enum(["user", "assistant", "system"]),
+  content: json(isContent, "a string, an array or a plain object"),
+  metadata: json(isPlainObject, "a plain object or null")
+    .nullable()
+    .refine((m) => typeof m?.cwd !== "string" || indexText(m.cwd), {
+      message: "cwd must be well-formed Unicode without NUL characters",
+    }),
+  positiveInt: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  timestamp: z.string().regex(TIMESTAMP, "must be an ISO 8601 UTC timestamp with milliseconds"),
+} as const;
+
+const cursor = z.looseObject({ updated_at: schemas.timestamp, session_id: z.string() });
+const listOptions = z.strictObject({
+  cwd: z.string().optional(),
+  limit: schemas.positiveInt.optional(),
+  before: cursor.optional(),
+});
+const loadOptions = z.strictObject({ last: schemas.positiveInt.optional() });
+
+/** Parses `value` with `schema`, turning the first problem into a `ValidationError` that names the field. */
+export function parse<T>(schema: z.ZodType<T>, value: unknown, field: string): T {
+  const result = schema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const path = (issue?.path ?? []).map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("");
+  throw new ValidationError(`${field}${path}`, issue?.message ?? "invalid");
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  if (typeof value === "object") return `a ${(value as object).constructor?.name ?? "object"}`;
+  return typeof value;
+}
+
+/** The record of a new session, validated. */
+export function newSession(agentId: unknown, metadata: unknown): SessionRecord {
+  const at = now();
+  return {
+    session_id: newSessionId(),
+    agent_id: parse(schemas.agentId, agentId, "agentId"),
+    created_at: at,
+    updated_at: at,
+    metadata: parse(schemas.metadata, metadata ?? null, "metadata") as JsonObject | null,
+  };
+}
+
+/** A message to append, validated, stamped with the time of saving. */
+export function newMessage(role: unknown, content: unknown): MessageRecord {
+  return {
+    role: parse(schemas.role, role, "role") as Role,
+    content: parse(schemas.content, content, "content"),
+    timestamp: now(),
+  };
+}
+
+export function sessionQuery(options: unknown): SessionQuery {
+  const o = parse(listOptions, options ?? {}, "options") as ListOptions;
+  const query: SessionQuery = {};
+  if (o.cwd !== undefined) query.cwd = o.cwd;
+  if (o.limit !== undefined) query.limit = o.limit;
+  if (o.before !== undefined) query.before = { updated_at: o.before.updated_at, session_id: o.before.session_id };
+  return query;
+}
+
+export function loadLast(options: unknown): number | undefined {
+  return (parse(loadOptions, options ?? {}, "options") as LoadOptions).last;
+}
+
+/** Options of `scanSessions`. */
+export interface ScanOptions {
+  /** Only this agent's sessions. */
+  agentId?: string;
+  /** Only sessions whose id is greater than this one (the last id of the previous page). */
+  after?: string;
+  /** At most this many (default 100). */
+  limit?: number;
+}
+
+const scanOptions = z.strictObject({
+  agentId: schemas.agentId.optional(),
+  after: z.string().optional(),
+  limit: schemas.positiveInt.optional(),
+});
+
+export function scanQuery(options: unknown): { after: string | null; limit: number; agentId: string | undefined } {
+  const o = parse(scanOptions, options ?? {}, "options");
+  return { after: o.after ?? null, limit: o.limit ?? 100, agentId: o.agentId };
+}
+
+const importedMessage = z.strictObject({ role: schemas.role, content: schemas.content, timestamp: schemas.timestamp });
+const importedRecord = z.strictObject({
+  session_id: z.string().refine(isSessionId, "must be a lowercase hyphenated UUID"),
+  agent_id: schemas.agentId,
+  created_at: schemas.timestamp,
+  updated_at: schemas.timestamp,
+  metadata: schemas.metadata,
+});
+
+/**
+ * A session and its messages to import, validated: the same rules as for new
+ * ones, and times that could have been written by agentix (message times never
+ * decrease; `updated_at` is not before `created_at` nor before the last message).
+ */
+export function importedSession(
+  record: unknown,
+  messages: unknown,
+): { record: SessionRecord; messages: MessageRecord[] } {
+  const r = parse(importedRecord, record, "record") as SessionRecord;
+  const m = parse(z.array(importedMessage), messages, "messages") as MessageRecord[];
+  m.forEach((message, i) => {
+    const previous = m[i - 1];
+    if (previous && message.timestamp < previous.timestamp) {
+      throw new ValidationError(`messages[${i}].timestamp`, "is before the previous message's");
+    }
+  });
+  const newest = m.at(-1)?.timestamp ?? r.created_at;
+  if (r.updated_at < r.created_at || r.updated_at < newest) {
+    throw new ValidationError("record.updated_at", "is before created_at or before the newest message");
+  }
+  return {
+    record: {
+      session_id: r.session_id,
+      agent_id: r.agent_id,
+      created_at: r.created_at,
+      updated_at: r.updated_at,
+      metadata: r.metadata,
+    },
+    messages: m.map((x) => ({ role: x.role, content: x.content, timestamp: x.timestamp })),
+  };
+}
+
+/** Validates a constructor's options object; unknown or mistyped options are a `ValidationError`. */
+export function parseOptions<T>(schema: z.ZodType<T>, options: unknown, className: string): T {
+  return parse(schema, options ?? {}, `${className} options`);
+}

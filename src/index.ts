@@ -1,0 +1,19 @@
+export { type ForkTarget, type MaybePromise, StorageBackend, SyncStorageBackend } from "./core/backend.js";
+export { AgentixStorageError, BackendClosedError, SessionNotFoundError, ValidationError } from "./core/errors.js";
+export { compareSessions, cwdOf, isAfter, sessionRecord } from "./core/records.js";
+export type { SyncTwin } from "./core/sync.js";
+export type {
+  JsonObject,
+  JsonValue,
+  ListOptions,
+  LoadOptions,
+  MessageContent,
+  MessageRecord,
+  Role,
+  SessionCursor,
+  SessionQuery,
+  SessionRecord,
+} from "./core/types.js";
+export { isSessionId, MAX_AGENT_ID_LENGTH, MAX_JSON_DEPTH, type ScanOptions } from "./core/validation.js";
+export { MemoryStorageBackend } from "./memory.js";
+export { createStorageBackend, STORAGE_URL_ENV } from "./url.js";

@@ -1,0 +1,3 @@
+/** The Drizzle tables of both relational backends: same tables, same columns, same order. */
+export * as pg from "./pg.js";
+export * as sqlite from "./sqlite.js";
