@@ -31,10 +31,10 @@ export interface SerializedError {
 
 export type SyncResponse = { ok: true; value: unknown } | { ok: false; error: SerializedError };
 
-// The worker sits beside this file: sync-worker.ts under tsx/vitest, sync-worker.js once built.
+// The worker sits beside this file: sync-worker.js once built; from the
+// TypeScript sources (tests, bench) a bootstrap that loads it through tsx.
 const here = fileURLToPath(import.meta.url);
-const isTs = here.endsWith(".ts");
-const workerPath = here.replace(/sync\.(ts|js)$/, `sync-worker.${isTs ? "ts" : "js"}`);
+const workerPath = here.replace(/sync\.(ts|js)$/, here.endsWith(".ts") ? "sync-worker-dev.mjs" : "sync-worker.js");
 
 let callWorker: ((request: SyncRequest) => SyncResponse) | undefined;
 
@@ -49,10 +49,7 @@ export class SyncTwinHandle {
 
   call(method: string, args: unknown[]): unknown {
     // One worker for the whole process, started on the first sync call (synckit unrefs it).
-    callWorker ??= createSyncFn<(request: SyncRequest) => Promise<SyncResponse>>(
-      workerPath,
-      isTs ? { tsRunner: "tsx" } : {},
-    );
+    callWorker ??= createSyncFn<(request: SyncRequest) => Promise<SyncResponse>>(workerPath);
     const response = callWorker({ twinId: this.#id, twin: this.#twin, method, args });
     if (response.ok) return response.value;
     throw reviveError(response.error);

@@ -38,48 +38,57 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
  * Why JSON cannot carry `value` unchanged, or `null` when it can.
  * `undefined` object properties are dropped, as `JSON.stringify` does; everywhere else it is refused.
  */
-export function jsonProblem(value: unknown): { path: string; problem: string } | null {
+export interface JsonProblem {
+  /** Where: keys and indexes from the top. */
+  path: Array<string | number>;
+  problem: string;
+}
+
+export function jsonProblem(value: unknown): JsonProblem | null {
   const ancestors = new Set<object>();
-  const visit = (v: unknown, path: string, depth: number): { path: string; problem: string } | null => {
+  // The path is built on the way back up, so a valid value costs no allocation per element.
+  const inside = (key: string | number, found: JsonProblem | null): JsonProblem | null => {
+    found?.path.unshift(key);
+    return found;
+  };
+  const visit = (v: unknown, depth: number): JsonProblem | null => {
     switch (typeof v) {
       case "string":
       case "boolean":
         return null;
       case "number":
-        if (!Number.isFinite(v)) return { path, problem: `${v} is not a JSON number` };
-        if (Object.is(v, -0)) return { path, problem: "-0 has no JSON form (it would come back as 0)" };
+        if (!Number.isFinite(v)) return { path: [], problem: `${v} is not a JSON number` };
+        if (Object.is(v, -0)) return { path: [], problem: "-0 has no JSON form (it would come back as 0)" };
         return null;
       case "object":
         break;
       default:
-        return { path, problem: `${typeof v} is not a JSON value` };
+        return { path: [], problem: `${typeof v} is not a JSON value` };
     }
     if (v === null) return null;
-    if (depth > MAX_JSON_DEPTH) return { path, problem: `nested deeper than ${MAX_JSON_DEPTH} levels` };
-    if (ancestors.has(v)) return { path, problem: "a cycle cannot be stored" };
+    if (depth > MAX_JSON_DEPTH) return { path: [], problem: `nested deeper than ${MAX_JSON_DEPTH} levels` };
+    if (ancestors.has(v)) return { path: [], problem: "a cycle cannot be stored" };
     ancestors.add(v);
     try {
       if (Array.isArray(v)) {
         if (Object.getPrototypeOf(v) !== Array.prototype)
-          return { path, problem: "an array subclass is not a JSON array" };
+          return { path: [], problem: "an array subclass is not a JSON array" };
         for (let i = 0; i < v.length; i++) {
           const item: unknown = v[i];
-          if (item === undefined)
-            return { path: `${path}[${i}]`, problem: "undefined (or a hole) is not a JSON value" };
-          const found = visit(item, `${path}[${i}]`, depth + 1);
+          if (item === undefined) return { path: [i], problem: "undefined (or a hole) is not a JSON value" };
+          const found = inside(i, visit(item, depth + 1));
           if (found) return found;
         }
         return null;
       }
-      if (!isPlainObject(v)) {
-        const kind = (v as object).constructor?.name ?? "object";
-        return { path, problem: `a ${kind} is not a plain JSON object` };
-      }
-      if (Object.getOwnPropertySymbols(v).length > 0) return { path, problem: "symbol keys cannot be stored" };
-      for (const key of Object.keys(v)) {
+      if (!isPlainObject(v))
+        return { path: [], problem: `a ${v.constructor?.name ?? "object"} is not a plain JSON object` };
+      if (Object.getOwnPropertySymbols(v).length > 0) return { path: [], problem: "symbol keys cannot be stored" };
+      for (const key in v) {
+        if (!Object.hasOwn(v, key)) continue;
         const item = v[key];
         if (item === undefined) continue;
-        const found = visit(item, `${path}.${key}`, depth + 1);
+        const found = inside(key, visit(item, depth + 1));
         if (found) return found;
       }
       return null;
@@ -87,7 +96,7 @@ export function jsonProblem(value: unknown): { path: string; problem: string } |
       ancestors.delete(v);
     }
   };
-  return visit(value, "", 0);
+  return visit(value, 0);
 }
 
 /** A zod schema for a value that JSON carries unchanged. */
@@ -98,11 +107,7 @@ function json<T>(kind: (v: unknown) => v is T, expected: string) {
       return;
     }
     const found = jsonProblem(value);
-    if (found)
-      ctx.addIssue({
-        code: "custom",
-        message: `${found.path.replace(/^\./, "")}: ${found.problem}`.replace(/^: /, ""),
-      });
+    if (found) ctx.addIssue({ code: "custom", message: found.problem, path: found.path });
   });
 }
 

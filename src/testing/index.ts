@@ -1,0 +1,46 @@
+/**
+ * The agentix conformance suite: every point of the storage contract as a
+ * vitest test. Run it on your own backend with three lines:
+ *
+ * ```ts
+ * import { runConformanceSuite } from "agentix/testing";
+ * import { MyBackend } from "../src/my-backend.js";
+ * runConformanceSuite("MyBackend", { create: () => new MyBackend({ ... }) });
+ * ```
+ * @module
+ */
+import { describe } from "vitest";
+import { contentTests } from "./content.js";
+import { type ConformanceOptions, suiteContext } from "./context.js";
+import { forkTests } from "./fork.js";
+import { hostileTests } from "./hostile.js";
+import { lifecycleTests } from "./lifecycle.js";
+import { messageTests } from "./messages.js";
+import { portableTests } from "./portable.js";
+import { sessionTests } from "./sessions.js";
+import { syncTests } from "./sync.js";
+import { validationTests } from "./validation.js";
+
+export { trickyContents } from "./content.js";
+export type { ConformanceOptions } from "./context.js";
+export { hostileIds } from "./hostile.js";
+
+/**
+ * Registers the conformance suite for a backend with vitest. `create` must
+ * return a fresh backend for each test (it may share the underlying store:
+ * every test uses its own random agent ids); the suite closes it afterwards.
+ */
+export function runConformanceSuite(name: string, options: ConformanceOptions): void {
+  describe(`${name} conformance`, () => {
+    const ctx = suiteContext(options);
+    sessionTests(ctx);
+    messageTests(ctx);
+    forkTests(ctx);
+    contentTests(ctx);
+    validationTests(ctx);
+    hostileTests(ctx);
+    lifecycleTests(ctx);
+    if (options.sync !== false) syncTests(ctx);
+    if (options.portable !== false) portableTests(ctx);
+  });
+}
