@@ -54,3 +54,30 @@ describe("createStorageBackend", () => {
     await expect(createStorageBackend(42 as never)).rejects.toBeInstanceOf(ValidationError);
   });
 });
+
+describe("importDriver", () => {
+  it("names the package to install when a driver is missing", async () => {
+    const { importDriver } = await import("../src/core/driver.js");
+    const error = await importDriver("agentix-no-such-driver", "agentix/nothing", "agentix-no-such-driver@1").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AgentixStorageError);
+    expect((error as Error).message).toBe('agentix/nothing needs the package "agentix-no-such-driver": run npm install agentix-no-such-driver@1');
+    expect((error as Error).cause).toBeDefined();
+  });
+});
+
+describe("package exports", () => {
+  it("map every subpath to a source entry that exists", async () => {
+    const { readFile, access } = await import("node:fs/promises");
+    const pkg = JSON.parse(await readFile(new URL("../package.json", import.meta.url), "utf8")) as {
+      exports: Record<string, string | { types: string; default: string }>;
+    };
+    const subpaths = Object.keys(pkg.exports).filter((k) => k !== "./package.json");
+    expect(subpaths.sort()).toEqual([".", "./postgres", "./redis", "./schema", "./sqlite", "./testing"]);
+    for (const key of subpaths) {
+      const entry = pkg.exports[key] as { types: string; default: string };
+      expect(entry.types).toBe(entry.default.replace(/\.js$/, ".d.ts"));
+      const source = entry.default.replace(/^\.\/dist\//, "../src/").replace(/\.js$/, ".ts");
+      await access(new URL(source, import.meta.url));
+    }
+  });
+});

@@ -232,7 +232,12 @@ export abstract class StorageBackend implements AsyncDisposable {
       }
       this.#twin = new SyncTwinHandle(twin);
     }
-    return this.#twin.call(method, args) as T;
+    try {
+      return this.#twin.call(method, args) as T;
+    } catch (error) {
+      // The worker's own errors arrive revived; anything else (worker start, uncloneable args) is wrapped.
+      throw toStorageError(error, `${this.constructor.name}.${method}Sync`);
+    }
   }
 
   /** Runs an operation with the closed check and error wrapping; shared by both sync paths. */

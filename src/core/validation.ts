@@ -131,12 +131,19 @@ export const schemas = {
       message: "cwd must be well-formed Unicode without NUL characters",
     }),
   positiveInt: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
-  timestamp: z.string().regex(TIMESTAMP, "must be an ISO 8601 UTC timestamp with milliseconds"),
+  timestamp: z
+    .string()
+    .regex(TIMESTAMP, "must be an ISO 8601 UTC timestamp with milliseconds")
+    .refine((s) => {
+      const ms = Date.parse(s);
+      return !Number.isNaN(ms) && new Date(ms).toISOString() === s;
+    }, "is not a real date and time"),
 } as const;
 
-const cursor = z.looseObject({ updated_at: schemas.timestamp, session_id: z.string() });
+const sessionIdShape = z.string().refine(isSessionId, "must be a session id (a lowercase hyphenated UUID)");
+const cursor = z.looseObject({ updated_at: schemas.timestamp, session_id: sessionIdShape });
 const listOptions = z.strictObject({
-  cwd: z.string().optional(),
+  cwd: z.string().refine(indexText, "must be well-formed Unicode without NUL characters").optional(),
   limit: schemas.positiveInt.optional(),
   before: cursor.optional(),
 });
@@ -204,7 +211,7 @@ export interface ScanOptions {
 
 const scanOptions = z.strictObject({
   agentId: schemas.agentId.optional(),
-  after: z.string().optional(),
+  after: sessionIdShape.optional(),
   limit: schemas.positiveInt.optional(),
 });
 
@@ -215,7 +222,7 @@ export function scanQuery(options: unknown): { after: string | null; limit: numb
 
 const importedMessage = z.strictObject({ role: schemas.role, content: schemas.content, timestamp: schemas.timestamp });
 const importedRecord = z.strictObject({
-  session_id: z.string().refine(isSessionId, "must be a lowercase hyphenated UUID"),
+  session_id: sessionIdShape,
   agent_id: schemas.agentId,
   created_at: schemas.timestamp,
   updated_at: schemas.timestamp,

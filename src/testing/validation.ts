@@ -143,6 +143,8 @@ export function validationTests(ctx: SuiteContext): void {
       ["an empty object", {}],
       ["a bad timestamp", { updated_at: "yesterday", session_id: "x" }],
       ["a timestamp without ms", { updated_at: "2024-01-01T00:00:00Z", session_id: "x" }],
+      ["a session_id that is not an id", { updated_at: "2024-01-01T00:00:00.000Z", session_id: "../x" }],
+      ["an impossible date", { updated_at: "2024-13-45T99:99:99.999Z", session_id: "x" }],
       ["a missing session_id", { updated_at: "2024-01-01T00:00:00.000Z" }],
       ["null", null],
     ])("before: %s", async (_label, bad) => {
@@ -156,6 +158,8 @@ export function validationTests(ctx: SuiteContext): void {
       const id = await b.createSession(agent);
       expectValidation(await rejection(b.listSessions(agent, { lmit: 2 } as never)), "options");
       expectValidation(await rejection(b.listSessions(agent, { cwd: 5 } as never)), "options.cwd");
+      expectValidation(await rejection(b.listSessions(agent, { cwd: "\ud800" })), "options.cwd");
+      expectValidation(await rejection(b.listSessions(agent, { cwd: "a\u0000" })), "options.cwd");
       expectValidation(await rejection(b.loadMessages(id, { lats: 2 } as never)), "options");
       expectValidation(await rejection(b.listSessions(agent, "x" as never)), "options");
     });

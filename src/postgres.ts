@@ -1,0 +1,370 @@
+import { fileURLToPath } from "node:url";
+import type { MigrationMeta } from "drizzle-orm/migrator";
+import type { PendingQuery, Row, Sql } from "postgres";
+import { z } from "zod";
+import { type ForkTarget, StorageBackend } from "./core/backend.js";
+import { importDriver } from "./core/driver.js";
+import { AgentixStorageError } from "./core/errors.js";
+import { cwdOf, sessionRecord } from "./core/records.js";
+import type { SyncTwin } from "./core/sync.js";
+import type { JsonObject, MessageContent, MessageRecord, Role, SessionQuery, SessionRecord } from "./core/types.js";
+import { parseOptions } from "./core/validation.js";
+
+const { default: postgres } = await importDriver<{ default: typeof import("postgres") }>(
+  "postgres",
+  "agentix/postgres",
+);
+const { readMigrationFiles } = await importDriver<typeof import("drizzle-orm/migrator")>(
+  "drizzle-orm/migrator",
+  "agentix/postgres",
+  "drizzle-orm",
+);
+
+/** Options of {@link PostgresStorageBackend}: a `url` or a `client`, plus the schema to work in. */
+export type PostgresStorageOptions = PostgresSchemaOptions &
+  (
+    | {
+        /** A connection string, `postgres://user:pass@host:5432/db`: the backend opens (and closes) its own pool. */
+        url: string;
+        /** Pool size, passed to postgres.js. @default 10 */
+        max?: number;
+      }
+    | {
+        /** A client made by `postgres()`. The backend never closes it, and its `...Sync` methods are unavailable. */
+        client: Sql;
+      }
+  );
+
+export interface PostgresSchemaOptions {
+  /**
+   * The Postgres schema that holds everything this backend creates (tables, indexes, the migrations'
+   * bookkeeping table): one schema per tenant. Created if missing. Any name (at most 63 bytes, not `pg_...`);
+   * it is always quoted, so `"Tenant A"` and `"tenant a"` are two schemas.
+   * @default "public"
+   */
+  schema?: string;
+  /** Apply pending migrations on first use (once per backend; one query when they are applied already). @default true */
+  migrate?: boolean;
+}
+
+const SCHEMA_NAME = z
+  .string()
+  .min(1, "must not be empty")
+  .refine((s) => s.isWellFormed() && !s.includes("\u0000"), "must be well-formed Unicode without NUL characters")
+  // Postgres silently truncates longer names: two tenants would share one schema.
+  .refine((s) => Buffer.byteLength(s) <= 63, "must be at most 63 bytes (UTF-8)")
+  .refine((s) => !s.startsWith("pg_"), 'must not start with "pg_" (reserved by Postgres)');
+
+const isClient = (v: unknown): v is Sql =>
+  typeof v === "function" &&
+  ["unsafe", "begin", "end"].every((k) => typeof (v as unknown as Record<string, unknown>)[k] === "function");
+
+const OPTIONS = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+      .optional(),
+    client: z
+      .custom<Sql>(isClient, "expected a client made by postgres() (not a transaction or reserved connection)")
+      .optional(),
+    max: z.number().int().positive().optional(),
+    schema: SCHEMA_NAME.optional(),
+    migrate: z.boolean().optional(),
+  })
+  .superRefine((o, ctx) => {
+    if ((o.url === undefined) === (o.client === undefined))
+      ctx.addIssue({ code: "custom", message: "give either url or client" });
+    if (o.client !== undefined && o.max !== undefined)
+      ctx.addIssue({ code: "custom", path: ["max"], message: "sizes the pool opened from url; not with client" });
+  });
+
+// Shipped beside src/ and dist/ alike; drizzle's migrator reads meta/_journal.json from disk.
+const MIGRATIONS_FOLDER = fileURLToPath(new URL("../migrations/postgres", import.meta.url));
+let migrationFiles: MigrationMeta[] | undefined;
+
+/** Advisory lock namespace ("agtx") of the migrations, keyed on the schema within it. */
+const MIGRATION_LOCK = 0x61677478;
+
+const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
+const iso = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+type SessionRow = [id: string, agentId: string, createdAt: string, updatedAt: string, metadata: string | null];
+type MessageRow = [role: Role | null, content: string | null, timestamp: string | null];
+
+/**
+ * Sessions in Postgres through postgres.js: every operation is one prepared statement (one round trip),
+ * `forkSession` copies on the server, listings and message loads follow their indexes. The `...Sync` methods
+ * run on a worker thread, on a twin built from the same `url`.
+ *
+ * Every statement names its tables with the schema (`"tenant"."sessions"`) instead of relying on the
+ * connection's `search_path`, so that tenants can share one pool, including a client passed in.
+ */
+export class PostgresStorageBackend extends StorageBackend {
+  readonly #sql: Sql;
+  readonly #url: string | undefined;
+  readonly #max: number | undefined;
+  readonly #schema: string;
+  readonly #migrate: boolean;
+  // Qualified names and column lists as postgres.js fragments: constant text, so each statement is prepared once per connection.
+  readonly #sessions: PendingQuery<Row[]>;
+  readonly #messages: PendingQuery<Row[]>;
+  readonly #sessionColumns: PendingQuery<Row[]>;
+  #migrated: Promise<void> | undefined;
+
+  constructor(options: PostgresStorageOptions) {
+    super();
+    const o = parseOptions(OPTIONS, options, "PostgresStorageBackend");
+    this.#url = o.url;
+    this.#max = o.max;
+    this.#schema = o.schema ?? "public";
+    this.#migrate = o.migrate ?? true;
+    this.#sql =
+      o.client ??
+      postgres(o.url as string, {
+        ...(o.max === undefined ? {} : { max: o.max }),
+        connection: { application_name: "agentix" },
+      });
+    const s = quote(this.#schema);
+    this.#sessions = this.#sql.unsafe(`${s}."sessions"`);
+    this.#messages = this.#sql.unsafe(`${s}."messages"`);
+    this.#sessionColumns = this.#sql.unsafe(`id, agent_id, ${iso("created_at")}, ${iso("updated_at")}, metadata`);
+  }
+
+  protected async insertSession(record: SessionRecord): Promise<void> {
+    await this.#ready();
+    await this.#sql`
+      insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
+      values (${record.session_id}, ${record.agent_id}, ${cwdOf(record.metadata)}, ${json(record.metadata)},
+              ${record.created_at}, ${record.updated_at})`;
+  }
+
+  protected async readSession(sessionId: string): Promise<SessionRecord | null> {
+    await this.#ready();
+    const [row] = await values<SessionRow>(
+      this.#sql`select ${this.#sessionColumns} from ${this.#sessions} where id = ${sessionId}`,
+    );
+    return row ? toSession(row) : null;
+  }
+
+  protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
+    await this.#ready();
+    const { cwd, before, limit } = query;
+    const sql = this.#sql;
+    // One statement per combination of filters (never `$2 is null or cwd = $2`), so that each plan can use its index.
+    // NULLS LAST as in the indexes: the columns are NOT NULL, but the planner matches an index by its declared order.
+    const rows = await values<SessionRow>(sql`
+      select ${this.#sessionColumns} from ${this.#sessions}
+      where agent_id = ${agentId}
+      ${cwd === undefined ? sql`` : sql`and cwd = ${cwd}`}
+      ${before === undefined ? sql`` : this.#afterCursor(before.updated_at, before.session_id)}
+      order by updated_at desc nulls last, id desc nulls last
+      ${limit === undefined ? sql`` : sql`limit ${limit}`}`);
+    return rows.map(toSession);
+  }
+
+  protected async copySession(sessionId: string, target: ForkTarget): Promise<boolean> {
+    await this.#ready();
+    // One statement, so one snapshot and one transaction; messages go from table to table in id order, so the copies
+    // get increasing ids in the same order. Their foreign key sees the new session: it is checked at the statement's end.
+    const [row] = await values<[boolean]>(this.#sql`
+      with source as (
+        select agent_id, cwd, metadata from ${this.#sessions} where id = ${sessionId}
+      ), fork as (
+        insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
+        select ${target.session_id}, agent_id, cwd, metadata, ${target.created_at}, ${target.created_at} from source
+        returning id
+      ), copied as (
+        insert into ${this.#messages} (session_id, role, content, created_at)
+        select fork.id, m.role, m.content, m.created_at from fork, ${this.#messages} m
+        where m.session_id = ${sessionId}
+        order by m.id
+      )
+      select exists (select from fork)`);
+    return row?.[0] === true;
+  }
+
+  protected async removeSession(sessionId: string): Promise<void> {
+    await this.#ready();
+    // The messages go with it: ON DELETE CASCADE, served by the (session_id, id) index.
+    await this.#sql`delete from ${this.#sessions} where id = ${sessionId}`;
+  }
+
+  protected async appendMessage(sessionId: string, message: MessageRecord): Promise<boolean> {
+    await this.#ready();
+    // The UPDATE locks the session row until commit, so concurrent appends to one session run one after the other:
+    // each takes the next message id and a timestamp no earlier than the previous one (GREATEST). No row, no insert.
+    const result = await this.#sql`
+      with session as (
+        update ${this.#sessions} set updated_at = greatest(updated_at, ${message.timestamp})
+        where id = ${sessionId}
+        returning id, updated_at
+      )
+      insert into ${this.#messages} (session_id, role, content, created_at)
+      select id, ${message.role}, ${JSON.stringify(message.content)}, updated_at from session`;
+    return result.count === 1;
+  }
+
+  protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
+    await this.#ready();
+    const sql = this.#sql;
+    // One statement tells "no session" (no row) from "no messages" (one row of nulls). The lateral subquery fixes
+    // the order (it is never flattened, having an ORDER BY; the (session_id, id) index serves it, backwards for
+    // `last`, reversed here), and the nested loop over the one session row passes its rows through in that order.
+    const rows = await values<MessageRow>(sql`
+      select m.role, m.content, ${sql.unsafe(iso("m.created_at"))}
+      from ${this.#sessions} s left join lateral (
+        select role, content, created_at from ${this.#messages}
+        where session_id = s.id
+        ${last === undefined ? sql`order by id` : sql`order by id desc limit ${last}`}
+      ) m on true
+      where s.id = ${sessionId}`);
+    if (rows.length === 0) return null;
+    const messages: MessageRecord[] = [];
+    for (const [role, content, timestamp] of rows) {
+      if (role !== null)
+        messages.push({
+          role,
+          content: JSON.parse(content as string) as MessageContent,
+          timestamp: timestamp as string,
+        });
+    }
+    return last === undefined ? messages : messages.reverse();
+  }
+
+  protected override async scanPage(
+    after: string | null,
+    limit: number,
+    agentId: string | undefined,
+  ): Promise<SessionRecord[]> {
+    await this.#ready();
+    const sql = this.#sql;
+    const rows = await values<SessionRow>(sql`
+      select ${this.#sessionColumns} from ${this.#sessions}
+      where true
+      ${agentId === undefined ? sql`` : sql`and agent_id = ${agentId}`}
+      ${after === null ? sql`` : sql`and id > ${after}`}
+      order by id
+      limit ${limit}`);
+    return rows.map(toSession);
+  }
+
+  protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
+    await this.#ready();
+    // The messages travel as one JSON text parameter (no array types needed from the client) and keep their order.
+    const payload = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content), m.timestamp]));
+    const [row] = await values<[boolean]>(this.#sql`
+      with session as (
+        insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
+        values (${record.session_id}, ${record.agent_id}, ${cwdOf(record.metadata)}, ${json(record.metadata)},
+                ${record.created_at}, ${record.updated_at})
+        on conflict (id) do nothing
+        returning id
+      ), imported as (
+        insert into ${this.#messages} (session_id, role, content, created_at)
+        select session.id, m.value->>0, m.value->>1, (m.value->>2)::timestamptz
+        from session, json_array_elements(${payload}::text::json) with ordinality m
+        order by m.ordinality
+      )
+      select exists (select from session)`);
+    return row?.[0] === true;
+  }
+
+  protected async dispose(): Promise<void> {
+    if (this.#url !== undefined) await this.#sql.end({ timeout: 5 });
+  }
+
+  protected override syncTwin(): SyncTwin {
+    if (this.#url === undefined) {
+      throw new AgentixStorageError(
+        "PostgresStorageBackend: the ...Sync methods run on a worker thread, which cannot share a client passed in; " +
+          "build the backend from { url } to use them",
+      );
+    }
+    const options: PostgresStorageOptions = { url: this.#url, schema: this.#schema, migrate: this.#migrate };
+    if (this.#max !== undefined) options.max = this.#max;
+    return { module: import.meta.url, exportName: "PostgresStorageBackend", options };
+  }
+
+  /** Sessions after `(updatedAt, id)` in the listing order (newest first): the keyset condition of a page. */
+  #afterCursor(updatedAt: string, id: string): PendingQuery<Row[]> {
+    return this.#sql`and (updated_at, id) < (${updatedAt}, ${id})`;
+  }
+
+  /** Applies pending migrations once per backend, on first use; a failed attempt is retried by the next call. */
+  #ready(): Promise<void> {
+    if (!this.#migrate) return Promise.resolve();
+    this.#migrated ??= this.#migrateSchema().catch((error: unknown) => {
+      this.#migrated = undefined;
+      throw error;
+    });
+    return this.#migrated;
+  }
+
+  /**
+   * drizzle-kit writes each migration for the `public` schema: unqualified names, and foreign keys qualified as
+   * `REFERENCES "public"."sessions"`. So the files are read with drizzle's `readMigrationFiles` and applied here, in
+   * one transaction that takes an advisory lock on the schema (many processes may start at once), sets
+   * `search_path` to the schema for that transaction only and rewrites the `"public".` qualifier to it. drizzle's
+   * own `migrate()` cannot do this: it runs its own transaction, outside the lock and on the pool's `search_path`
+   * (a client passed in must not be changed). The bookkeeping table has drizzle's layout, named apart from an
+   * application's own `__drizzle_migrations`, and lives in the schema too.
+   */
+  async #migrateSchema(): Promise<void> {
+    migrationFiles ??= readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
+    const files = migrationFiles;
+    const newest = files.at(-1)?.folderMillis ?? 0;
+    const schema = quote(this.#schema);
+    const journal = this.#sql.unsafe(`${schema}."__agentix_migrations"`);
+    try {
+      // The usual case, once deployed: everything applied already, one query and no lock.
+      const [row] = await values<[boolean]>(
+        this.#sql`select exists (select from ${journal} where created_at >= ${newest})`,
+      );
+      if (row?.[0] === true) return;
+    } catch (error) {
+      // Undefined table or schema: not migrated yet. Anything else is a real failure.
+      if (!["42P01", "3F000"].includes((error as { code?: string }).code ?? "")) throw error;
+    }
+    await this.#sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK}, hashtext(${this.#schema}))`;
+      await tx`set local client_min_messages = warning`;
+      // Checked first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the database even when the schema exists.
+      const [exists] = await values<[boolean]>(
+        tx`select exists (select from pg_namespace where nspname = ${this.#schema})`,
+      );
+      if (exists?.[0] !== true) await tx.unsafe(`create schema ${schema}`);
+      await tx.unsafe(`set local search_path to ${schema}`);
+      await tx`create table if not exists ${journal} (id serial primary key, hash text not null, created_at bigint)`;
+      const [applied] = await values<[string]>(tx`select coalesce(max(created_at), 0)::text from ${journal}`);
+      for (const migration of files) {
+        if (migration.folderMillis <= Number(applied?.[0])) continue;
+        for (const statement of migration.sql) await tx.unsafe(statement.replaceAll('"public".', `${schema}.`));
+        await tx`insert into ${journal} (hash, created_at) values (${migration.hash}, ${migration.folderMillis})`;
+      }
+    });
+  }
+}
+
+/**
+ * Rows as arrays: column names never matter, so a client passed in with a column transform
+ * (`transform: postgres.camel`) reads the same.
+ */
+async function values<T>(query: PendingQuery<Row[]>): Promise<T[]> {
+  return (await query.values()) as unknown as T[];
+}
+
+/** Content and metadata are stored as JSON text (see src/schema/pg.ts); `null` metadata is SQL NULL. */
+function json(value: JsonObject | null): string | null {
+  return value === null ? null : JSON.stringify(value);
+}
+
+function toSession([id, agentId, createdAt, updatedAt, metadata]: SessionRow): SessionRecord {
+  return sessionRecord(
+    id,
+    agentId,
+    createdAt,
+    updatedAt,
+    metadata === null ? null : (JSON.parse(metadata) as JsonObject),
+  );
+}

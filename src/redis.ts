@@ -1,0 +1,361 @@
+import type { Redis as RedisClient, RedisOptions } from "ioredis";
+import { z } from "zod";
+import { type ForkTarget, StorageBackend } from "./core/backend.js";
+import { importDriver } from "./core/driver.js";
+import { AgentixStorageError } from "./core/errors.js";
+import { cwdOf, sessionRecord } from "./core/records.js";
+import type { SyncTwin } from "./core/sync.js";
+import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
+import { isPlainObject, parseOptions } from "./core/validation.js";
+
+const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis");
+
+/** Options of {@link RedisStorageBackend}: `url` or `client`, and `prefix`. */
+export type RedisStorageOptions = (
+  | {
+      /** `redis://` or `rediss://` URL; the backend opens (lazily, on first use) and closes its own connection. */
+      url: string;
+      /** Passed to `new Redis(url, redisOptions)`, e.g. `{ tls: {...}, connectTimeout: 5000 }`. */
+      redisOptions?: RedisOptions;
+      client?: never;
+    }
+  | {
+      /** An ioredis client of yours (standalone or Sentinel, not Cluster). `close()` leaves it open; the `...Sync` methods need `url`. */
+      client: RedisClient;
+      url?: never;
+      redisOptions?: never;
+    }
+) & {
+  /**
+   * Namespace of every key: `{prefix}:session:{id}`, ... Letters, digits, `_`, `-` and `.` only, so that no
+   * tenant's key can be another's and `SCAN MATCH {prefix}:*` selects exactly this tenant's keys.
+   * @default "agentix"
+   */
+  prefix?: string;
+};
+
+const optionsSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
+      .optional(),
+    client: z.custom<RedisClient>(isClient, { message: "must be an ioredis client (Redis, not Cluster)" }).optional(),
+    redisOptions: z.custom<RedisOptions>(isPlainObject, { message: "must be a plain object" }).optional(),
+    prefix: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,128}$/, "must be 1-128 letters, digits, '_', '-' or '.'")
+      .default("agentix"),
+  })
+  .refine((o) => (o.url === undefined) !== (o.client === undefined), { message: "pass either url or client" })
+  .refine((o) => o.client === undefined || o.redisOptions === undefined, {
+    message: "redisOptions apply only with url",
+    path: ["redisOptions"],
+  });
+
+// Every script gets the key namespace as ARGV[1] and builds its keys from it (see `key` and `cwdKey`).
+const prelude = `
+local base = ARGV[1]
+local function key(kind, id) return base .. ':' .. kind .. ':' .. id end
+-- The agent id's byte length makes (agent, cwd) -> key one-to-one although both may contain ':'.
+local function cwdKey(agent, cwd) return base .. ':cwd:' .. #agent .. ':' .. agent .. ':' .. cwd end
+-- Byte order, as in JS for our ASCII ids and fixed-shape timestamps (Lua's '<' follows Redis's LC_COLLATE).
+local function less(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local function index(agent, id, score, cwd)
+  redis.call('ZADD', key('index', agent), score, id)
+  if cwd then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
+end
+`;
+
+/** The scripts, each one atomic call (EVALSHA, falling back to EVAL on NOSCRIPT: defineCommand). */
+const scripts = {
+  // ARGV: base, id, agent, created_at, updated_at, metadata, score, has cwd, cwd, messages...
+  agentixInsert: `
+local id, agent = ARGV[2], ARGV[3]
+if redis.call('EXISTS', key('session', id)) == 1 then return 0 end
+redis.call('HSET', key('session', id), 'session_id', id, 'agent_id', agent, 'created_at', ARGV[4],
+  'updated_at', ARGV[5], 'metadata', ARGV[6])
+local cwd = ARGV[8] == '1' and ARGV[9] or nil
+if cwd then redis.call('HSET', base .. ':cwds', id, cwd) end
+redis.call('ZADD', base .. ':sessions', 0, id)
+index(agent, id, ARGV[7], cwd)
+redis.call('DEL', key('messages', id))
+for i = 10, #ARGV, 1000 do
+  redis.call('RPUSH', key('messages', id), unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 1`,
+  // ARGV: base, id, message JSON up to the timestamp's value, timestamp, score
+  agentixAppend: `
+local id, ts = ARGV[2], ARGV[4]
+local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
+if not s[1] then return 0 end
+local clamped = less(ts, s[2])
+if clamped then ts = s[2] end
+redis.call('RPUSH', key('messages', id), ARGV[3] .. ts .. '"}')
+if not clamped then
+  redis.call('HSET', key('session', id), 'updated_at', ts)
+  index(s[1], id, ARGV[5], redis.call('HGET', base .. ':cwds', id) or nil)
+end
+return 1`,
+  // ARGV: base, source id, new id, created_at, score
+  agentixCopy: `
+local from, to, at = ARGV[2], ARGV[3], ARGV[4]
+local s = redis.call('HMGET', key('session', from), 'agent_id', 'metadata')
+if not s[1] then return 0 end
+redis.call('HSET', key('session', to), 'session_id', to, 'agent_id', s[1], 'created_at', at, 'updated_at', at,
+  'metadata', s[2])
+redis.call('COPY', key('messages', from), key('messages', to))
+local cwd = redis.call('HGET', base .. ':cwds', from) or nil
+if cwd then redis.call('HSET', base .. ':cwds', to, cwd) end
+redis.call('ZADD', base .. ':sessions', 0, to)
+index(s[1], to, ARGV[5], cwd)
+return 1`,
+  // ARGV: base, id
+  agentixRemove: `
+local id = ARGV[2]
+local agent = redis.call('HGET', key('session', id), 'agent_id')
+redis.call('DEL', key('session', id), key('messages', id))
+if not agent then return 0 end
+local cwd = redis.call('HGET', base .. ':cwds', id)
+if cwd then redis.call('ZREM', cwdKey(agent, cwd), id) end
+redis.call('HDEL', base .. ':cwds', id)
+redis.call('ZREM', base .. ':sessions', id)
+redis.call('ZREM', key('index', agent), id)
+return 1`,
+  // ARGV: base, agent, has cwd, cwd, limit (-1: all), before score ('' : none), before id
+  agentixList: `
+local agent, limit, score, before = ARGV[2], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local k = ARGV[3] == '1' and cwdKey(agent, ARGV[4]) or key('index', agent)
+local ids = {}
+local function room() return limit < 0 or #ids < limit end
+if score == '' then
+  ids = redis.call('ZREVRANGEBYSCORE', k, '+inf', '-inf', 'LIMIT', 0, limit)
+else
+  -- Same score as the cursor: only smaller ids (they come greatest first), then every lower score.
+  for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', k, score, score)) do
+    if room() and less(id, before) then ids[#ids + 1] = id end
+  end
+  if room() then
+    local rest = limit < 0 and -1 or limit - #ids
+    for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', k, '(' .. score, '-inf', 'LIMIT', 0, rest)) do
+      ids[#ids + 1] = id
+    end
+  end
+end
+for i, id in ipairs(ids) do ids[i] = redis.call('HGETALL', key('session', id)) end
+return ids`,
+  // ARGV: base, after ('' : from the start), limit
+  agentixScan: `
+local from = ARGV[2] == '' and '-' or '(' .. ARGV[2]
+local ids = redis.call('ZRANGEBYLEX', base .. ':sessions', from, '+', 'LIMIT', 0, ARGV[3])
+for i, id in ipairs(ids) do ids[i] = redis.call('HGETALL', key('session', id)) end
+return ids`,
+};
+
+type Arg = string | number;
+type ScriptCommands = { [name in keyof typeof scripts]: (...args: Arg[]) => Promise<unknown> };
+
+/**
+ * Sessions in Redis, with exactly the reference's key layout (`{prefix}:session:{id}` hash,
+ * `{prefix}:messages:{id}` list, `{prefix}:index:{agent_id}` sorted set by `updated_at` in epoch ms) and
+ * a few documented extra keys. Every write is one Lua script call, atomic and one round trip.
+ */
+export class RedisStorageBackend extends StorageBackend {
+  readonly #options: { url?: string | undefined; redisOptions?: RedisOptions | undefined; prefix: string };
+  readonly #external: RedisClient | undefined;
+  #client: (RedisClient & ScriptCommands) | undefined;
+
+  constructor(options: RedisStorageOptions) {
+    super();
+    const { client, ...rest } = parseOptions(optionsSchema, options, "RedisStorageBackend");
+    this.#options = rest;
+    this.#external = client;
+  }
+
+  protected async insertSession(record: SessionRecord): Promise<void> {
+    await this.#insert(record, []);
+  }
+
+  protected async readSession(sessionId: string): Promise<SessionRecord | null> {
+    return toRecord(await this.#redis().hgetall(this.#key("session", sessionId)));
+  }
+
+  protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
+    const { cwd, limit, before } = query;
+    const reply = await this.#redis().agentixList(
+      this.#base(),
+      agentId,
+      cwd === undefined ? 0 : 1,
+      cwd ?? "",
+      limit ?? -1,
+      before ? Date.parse(before.updated_at) : "",
+      before?.session_id ?? "",
+    );
+    return records(reply);
+  }
+
+  protected async copySession(sessionId: string, target: ForkTarget): Promise<boolean> {
+    const { session_id, created_at } = target;
+    const base = this.#base();
+    return (await this.#redis().agentixCopy(base, sessionId, session_id, created_at, Date.parse(created_at))) === 1;
+  }
+
+  protected async removeSession(sessionId: string): Promise<void> {
+    await this.#redis().agentixRemove(this.#base(), sessionId);
+  }
+
+  protected async appendMessage(sessionId: string, message: MessageRecord): Promise<boolean> {
+    // The script appends the (possibly raised) timestamp: content goes through Lua as an opaque string.
+    const head = `${JSON.stringify({ role: message.role, content: message.content }).slice(0, -1)},"timestamp":"`;
+    const ts = message.timestamp;
+    return (await this.#redis().agentixAppend(this.#base(), sessionId, head, ts, Date.parse(ts))) === 1;
+  }
+
+  protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
+    const reply = await this.#redis()
+      .multi()
+      .exists(this.#key("session", sessionId))
+      .lrange(this.#key("messages", sessionId), last === undefined ? 0 : -last, -1)
+      .exec();
+    const [[existsError, exists] = [], [rangeError, lines] = []] = reply ?? [];
+    if (existsError || rangeError) throw existsError ?? rangeError;
+    if (exists !== 1) return null;
+    return (lines as string[]).map((line) => JSON.parse(line) as MessageRecord);
+  }
+
+  protected override async scanPage(
+    after: string | null,
+    limit: number,
+    agentId: string | undefined,
+  ): Promise<SessionRecord[]> {
+    const redis = this.#redis();
+    if (agentId === undefined) return records(await redis.agentixScan(this.#base(), after ?? "", limit));
+    // The agent's index is ordered by time: sort its ids here rather than in Lua, which would block Redis.
+    const ids = (await redis.zrange(this.#key("index", agentId), 0, "-1"))
+      .filter((id) => after === null || id > after)
+      .sort()
+      .slice(0, limit);
+    const pipeline = redis.pipeline();
+    for (const id of ids) pipeline.hgetall(this.#key("session", id));
+    const hashes = (await pipeline.exec()) ?? [];
+    return hashes.flatMap(([error, hash]) => {
+      if (error) throw error;
+      return toRecord(hash as Record<string, string>) ?? []; // deleted meanwhile
+    });
+  }
+
+  protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
+    return this.#insert(record, messages);
+  }
+
+  protected override syncTwin(): SyncTwin {
+    if (this.#external) {
+      throw new AgentixStorageError(
+        "RedisStorageBackend: the ...Sync methods run on a worker thread with a connection of its own, " +
+          "so they need a backend built from { url } rather than { client }",
+      );
+    }
+    try {
+      return { module: import.meta.url, exportName: "RedisStorageBackend", options: structuredClone(this.#options) };
+    } catch (error) {
+      throw new AgentixStorageError(
+        "RedisStorageBackend: the ...Sync methods rebuild the backend on a worker thread, so redisOptions must " +
+          "survive structuredClone (no functions such as retryStrategy)",
+        { cause: error },
+      );
+    }
+  }
+
+  protected async dispose(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    if (!client || this.#external) return;
+    // Never connected (lazyConnect): nothing to say goodbye to. Otherwise QUIT waits for pending replies.
+    if (client.status === "wait") return client.disconnect();
+    await client.quit().catch(() => client.disconnect());
+  }
+
+  async #insert(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
+    const { session_id, agent_id, created_at, updated_at, metadata } = record;
+    const cwd = cwdOf(metadata);
+    const reply = await this.#redis().agentixInsert(
+      this.#base(),
+      session_id,
+      agent_id,
+      created_at,
+      updated_at,
+      JSON.stringify(metadata),
+      Date.parse(updated_at),
+      cwd === null ? 0 : 1,
+      cwd ?? "",
+      ...messages.map((m) => JSON.stringify({ role: m.role, content: m.content, timestamp: m.timestamp })),
+    );
+    return reply === 1;
+  }
+
+  /** The client, created on first use; with `lazyConnect` a backend that is never used opens nothing. */
+  #redis(): RedisClient & ScriptCommands {
+    if (this.#client) return this.#client;
+    let client = this.#external;
+    if (!client) {
+      // The cast: ioredis's constructor types reject `replyMapping: undefined` under exactOptionalPropertyTypes.
+      const options = { lazyConnect: true, ...this.#options.redisOptions } as RedisOptions & {
+        replyMapping?: "legacy";
+      };
+      client = new Redis(this.#options.url as string, options);
+      // Failures reach the caller through the command's rejection; without a listener ioredis also logs them.
+      client.on("error", () => {});
+    }
+    for (const [name, lua] of Object.entries(scripts)) {
+      client.defineCommand(name, { lua: prelude + lua, numberOfKeys: 0 });
+    }
+    this.#client = client as RedisClient & ScriptCommands;
+    return this.#client;
+  }
+
+  /** A key for a plain command (ioredis adds the client's own `keyPrefix` to it). */
+  #key(kind: "session" | "messages" | "index", id: string): string {
+    return `${this.#options.prefix}:${kind}:${id}`;
+  }
+
+  /** The namespace scripts build keys from: they get no KEYS, so ioredis cannot add `keyPrefix` for them. */
+  #base(): string {
+    return `${this.#redis().options.keyPrefix ?? ""}${this.#options.prefix}`;
+  }
+}
+
+/** An ioredis `Redis` (also from another copy of ioredis); a `Cluster` cannot run scripts across slots. */
+function isClient(value: unknown): value is RedisClient {
+  if (value instanceof Redis) return true;
+  const v = value as { defineCommand?: unknown; isCluster?: unknown } | null;
+  return typeof v?.defineCommand === "function" && v.isCluster !== true;
+}
+
+/** A session hash as a record, or `null` for a missing (empty) hash. */
+function toRecord(hash: Record<string, string>): SessionRecord | null {
+  const { session_id, agent_id, created_at, updated_at, metadata } = hash;
+  if (session_id === undefined || agent_id === undefined || created_at === undefined || updated_at === undefined)
+    return null;
+  return sessionRecord(
+    session_id,
+    agent_id,
+    created_at,
+    updated_at,
+    JSON.parse(metadata ?? "null") as JsonObject | null,
+  );
+}
+
+/** Records from a script's HGETALL replies (flat field/value arrays). */
+function records(reply: unknown): SessionRecord[] {
+  return (reply as string[][]).flatMap((pairs) => {
+    const hash: Record<string, string> = {};
+    for (let i = 0; i < pairs.length; i += 2) hash[pairs[i] as string] = pairs[i + 1] as string;
+    return toRecord(hash) ?? [];
+  });
+}

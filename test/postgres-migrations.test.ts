@@ -1,0 +1,157 @@
+// Migrations and tenant schemas: applied once under an advisory lock, everything inside the schema (foreign keys
+// included), schema names taken as data, tenants invisible to each other.
+import { randomUUID } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { readMigrationFiles } from "drizzle-orm/migrator";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { AgentixStorageError, SessionNotFoundError } from "../src/core/errors.js";
+import { PostgresStorageBackend } from "../src/postgres.js";
+
+const url = inject("postgresUrl");
+const prefix = `agentix_test_${randomUUID().slice(0, 8)}`;
+const journal = readMigrationFiles({
+  migrationsFolder: fileURLToPath(new URL("../migrations/postgres", import.meta.url)),
+});
+
+describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
+  const pgUrl = url as string;
+  let admin: postgres.Sql;
+  const backends: PostgresStorageBackend[] = [];
+  const open = (options: ConstructorParameters<typeof PostgresStorageBackend>[0]) => {
+    const backend = new PostgresStorageBackend(options);
+    backends.push(backend);
+    return backend;
+  };
+  /** A fresh schema name of this file, dropped afterwards. */
+  const fresh = (label = "") => `${prefix}_${label}${randomUUID().slice(0, 8)}`;
+  const relations = async (schema: string) =>
+    (
+      await admin`select c.relname, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  where n.nspname = ${schema} order by c.relname`
+    ).map((r) => `${r.relname}:${r.relkind}`);
+
+  beforeAll(() => {
+    admin = postgres(pgUrl, { onnotice: () => {} });
+  });
+  afterAll(async () => {
+    await Promise.all(backends.map((b) => b.close()));
+    const schemas = await admin`select nspname from pg_namespace where starts_with(nspname, ${prefix})`;
+    for (const { nspname } of schemas)
+      await admin.unsafe(`drop schema "${String(nspname).replaceAll('"', '""')}" cascade`);
+    await admin.end();
+  });
+
+  it("many backends starting at once on a fresh schema migrate it exactly once", async () => {
+    const schema = fresh();
+    const starters = Array.from({ length: 8 }, () => open({ url: pgUrl, schema, max: 2 }));
+    const ids = await Promise.all(starters.map((b, i) => b.createSession(`starter-${i}`)));
+    expect(new Set(ids).size).toBe(8);
+    const rows =
+      await admin`select hash, created_at::float8 as created_at from ${admin(schema)}.__agentix_migrations order by id`;
+    // drizzle's bookkeeping: one row per journal entry, with its hash and time.
+    expect(rows.map((r) => [r.hash, r.created_at])).toEqual(journal.map((m) => [m.hash, m.folderMillis]));
+    for (const b of starters) expect(await b.getSession(ids[0] as string)).not.toBeNull();
+  });
+
+  it("creates everything in the schema, and the foreign key points at that schema's sessions", async () => {
+    const schema = fresh();
+    const b = open({ url: pgUrl, schema });
+    await b.listSessions("anyone");
+    expect(await relations(schema)).toEqual([
+      "__agentix_migrations:r",
+      "__agentix_migrations_id_seq:S",
+      "__agentix_migrations_pkey:i",
+      "messages:r",
+      "messages_id_seq:S",
+      "messages_pkey:i",
+      "messages_session_idx:i",
+      "sessions:r",
+      "sessions_agent_cwd_updated_idx:i",
+      "sessions_agent_updated_idx:i",
+      "sessions_pkey:i",
+    ]);
+    const [fk] = await admin`
+      select n.nspname, c.relname from pg_constraint k
+      join pg_class c on c.oid = k.confrelid join pg_namespace n on n.oid = c.relnamespace
+      where k.contype = 'f' and k.conrelid = ${`"${schema}"."messages"`}::regclass`;
+    expect(fk).toEqual({ nspname: schema, relname: "sessions" });
+  });
+
+  it("two schemas of one database never see each other's sessions", async () => {
+    const a = open({ url: pgUrl, schema: fresh("a") });
+    const b = open({ url: pgUrl, schema: fresh("b") });
+    const agent = `tenant-${randomUUID()}`;
+    const id = await a.createSession(agent, { cwd: "/t" });
+    await a.saveMessage(id, "user", "for a only");
+    expect(await b.getSession(id)).toBeNull();
+    expect(await b.listSessions(agent)).toEqual([]);
+    expect(await b.listSessions(agent, { cwd: "/t" })).toEqual([]);
+    expect(await b.scanSessions()).toEqual([]);
+    await expect(b.loadMessages(id)).rejects.toBeInstanceOf(SessionNotFoundError);
+    await expect(b.saveMessage(id, "user", "x")).rejects.toBeInstanceOf(SessionNotFoundError);
+    await expect(b.forkSession(id)).rejects.toBeInstanceOf(SessionNotFoundError);
+    await b.deleteSession(id);
+    // The same id may exist in both, independently.
+    const record = (await a.getSession(id)) as NonNullable<Awaited<ReturnType<typeof a.getSession>>>;
+    expect(await b.importSession(record, [])).toBe(true);
+    await b.saveMessage(id, "assistant", "for b only");
+    expect((await a.loadMessages(id)).map((m) => m.content)).toEqual(["for a only"]);
+    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["for b only"]);
+  });
+
+  it("takes a schema name as data: quotes, dots, case and SQL are part of the name", async () => {
+    const names = ['Q"uote"; drop table sessions; --', "dot.ted", "Case", "case", "$1 'x'", "Ünï cödé"].map((n) =>
+      fresh(n),
+    );
+    const ids = new Map<string, string>();
+    for (const schema of names)
+      ids.set(schema, await open({ url: pgUrl, schema }).createSession("named", { cwd: schema }));
+    const created = await admin`select nspname from pg_namespace where nspname in ${admin(names)}`;
+    expect(created.map((r) => r.nspname).sort()).toEqual([...names].sort());
+    for (const schema of names) {
+      const listed = await open({ url: pgUrl, schema }).listSessions("named");
+      expect(listed.map((s) => [s.session_id, s.metadata?.cwd])).toEqual([[ids.get(schema), schema]]);
+    }
+  });
+
+  it("with migrate: false, creates nothing and fails clearly on a schema that was never migrated", async () => {
+    const schema = fresh();
+    const b = open({ url: pgUrl, schema, migrate: false });
+    const error = await b.createSession("nobody").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AgentixStorageError);
+    expect((error as Error).message).toMatch(/does not exist/);
+    expect((await admin`select count(*)::int as n from pg_namespace where nspname = ${schema}`)[0]?.n).toBe(0);
+    await open({ url: pgUrl, schema }).listSessions("migrator");
+    expect(await b.createSession("somebody")).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("needs no database privilege on an existing schema, and retries a migration that failed", async (ctx) => {
+    const [me] = await admin`select rolsuper or rolcreaterole as can from pg_roles where rolname = current_user`;
+    if (!me?.can) ctx.skip();
+    const role = `${prefix}_role_${randomUUID().slice(0, 8)}`;
+    const [{ db }] = (await admin`select current_database() as db`) as unknown as [{ db: string }];
+    const as = new URL(pgUrl);
+    as.username = role;
+    as.password = "agentix-test";
+    await admin.unsafe(`create role "${role}" login password 'agentix-test'`);
+    try {
+      // An existing schema the role may use, but no CREATE on the database: must work.
+      const owned = fresh("owned");
+      await admin.unsafe(`create schema "${owned}" authorization "${role}"`);
+      expect(await open({ url: as.href, schema: owned }).createSession("limited")).toMatch(/^[0-9a-f-]{36}$/);
+      // A schema it would have to create: fails, then works once the privilege is granted.
+      const b = open({ url: as.href, schema: fresh("granted") });
+      await expect(b.listSessions("x")).rejects.toThrow(/permission denied/);
+      await admin.unsafe(`grant create on database "${db}" to "${role}"`);
+      expect(await b.listSessions("x")).toEqual([]);
+    } finally {
+      await Promise.all(backends.splice(0).map((b) => b.close()));
+      await admin.unsafe(`revoke all on database "${db}" from "${role}"`);
+      for (const { nspname } of await admin`select nspname from pg_namespace where nspowner = ${role}::regrole`) {
+        await admin.unsafe(`drop schema "${nspname}" cascade`);
+      }
+      await admin.unsafe(`drop role "${role}"`);
+    }
+  });
+});

@@ -1,0 +1,178 @@
+import { randomUUID } from "node:crypto";
+import postgres from "postgres";
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from "vitest";
+import { AgentixStorageError, ValidationError } from "../src/core/errors.js";
+import { PostgresStorageBackend } from "../src/postgres.js";
+import { runConformanceSuite } from "../src/testing/index.js";
+
+const url = inject("postgresUrl");
+const schema = `agentix_test_${randomUUID().slice(0, 8)}`;
+
+describe.skipIf(!url)("PostgresStorageBackend", () => {
+  const pgUrl = url as string;
+  let admin: postgres.Sql;
+  const opened: PostgresStorageBackend[] = [];
+  const open = (options: ConstructorParameters<typeof PostgresStorageBackend>[0]) => {
+    const backend = new PostgresStorageBackend(options);
+    opened.push(backend);
+    return backend;
+  };
+
+  beforeAll(() => {
+    admin = postgres(pgUrl, { onnotice: () => {} });
+  });
+  afterEach(async () => {
+    vi.useRealTimers();
+    await Promise.all(opened.splice(0).map((b) => b.close()));
+  });
+  afterAll(async () => {
+    await admin`drop schema if exists ${admin(schema)} cascade`;
+    await admin.end();
+  });
+
+  runConformanceSuite("PostgresStorageBackend", { create: () => new PostgresStorageBackend({ url: pgUrl, schema }) });
+
+  describe("options", () => {
+    const rejected = (options: unknown): ValidationError => {
+      try {
+        new PostgresStorageBackend(options as never);
+      } catch (error) {
+        expect(error).toBeInstanceOf(ValidationError);
+        return error as ValidationError;
+      }
+      throw new Error(`accepted ${JSON.stringify(options)}`);
+    };
+    const field = "PostgresStorageBackend options";
+
+    it("needs exactly one of url and client", async () => {
+      const client = postgres(pgUrl);
+      expect(rejected(undefined).message).toMatch(/either url or client/);
+      expect(rejected({ schema }).message).toMatch(/either url or client/);
+      expect(rejected({ url: pgUrl, client }).message).toMatch(/either url or client/);
+      await client.end();
+    });
+
+    it.each([
+      ["url", { url: "mysql://localhost/db" }],
+      ["url", { url: 5 }],
+      ["client", { client: {} }],
+      ["client", { client: () => {} }],
+      ["max", { url: "postgres://x/db", max: 0 }],
+      ["max", { url: "postgres://x/db", max: 1.5 }],
+      ["max", { client: postgres("postgres://x/db"), max: 2 }],
+      ["migrate", { url: "postgres://x/db", migrate: "yes" }],
+      ["schema", { url: "postgres://x/db", schema: "" }],
+      ["schema", { url: "postgres://x/db", schema: "pg_tenant" }],
+      ["schema", { url: "postgres://x/db", schema: "a\u0000b" }],
+      ["schema", { url: "postgres://x/db", schema: "\ud800" }],
+      ["schema", { url: "postgres://x/db", schema: "x".repeat(64) }],
+      ["schema", { url: "postgres://x/db", schema: "é".repeat(32) }], // 64 bytes: Postgres would truncate it
+    ])("rejects a bad %s", (name, options) => {
+      expect(rejected(options).field).toBe(`${field}.${name}`);
+    });
+
+    it("rejects unknown options and takes a 63-byte schema name", async () => {
+      expect(rejected({ url: pgUrl, shema: "x" }).field).toBe(field);
+      const b = open({ url: "postgres://x/db", schema: `${"é".repeat(31)}x`, max: 3, migrate: false });
+      expect(b.closed).toBe(false);
+    });
+  });
+
+  describe("connections", () => {
+    const connections = async (name: string) =>
+      Number((await admin`select count(*) from pg_stat_activity where application_name = ${name}`)[0]?.count);
+
+    it("close() ends the pool it opened, and the sync twin's", async () => {
+      const name = `agentix-test-${randomUUID().slice(0, 8)}`;
+      const named = new URL(pgUrl);
+      named.searchParams.set("application_name", name);
+      const b = new PostgresStorageBackend({ url: named.href, schema, max: 3 });
+      const id = await b.createSession("pool");
+      await Promise.all(Array.from({ length: 6 }, () => b.getSession(id)));
+      expect(b.getSessionSync(id)?.session_id).toBe(id);
+      expect(await connections(name)).toBeGreaterThan(1);
+      await b.close();
+      for (let i = 0; i < 100 && (await connections(name)) > 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(await connections(name)).toBe(0);
+    });
+
+    it("never closes a client passed in, and its sync methods say why they cannot run", async () => {
+      const client = postgres(pgUrl);
+      try {
+        const b = new PostgresStorageBackend({ client, schema });
+        const id = await b.createSession("client");
+        expect(() => b.getSessionSync(id)).toThrow(AgentixStorageError);
+        expect(() => b.getSessionSync(id)).toThrow(/worker thread.*\{ url \}/);
+        await b.close();
+        expect((await client`select 1 as one`)[0]?.one).toBe(1);
+      } finally {
+        await client.end();
+      }
+    });
+
+    it("reads rows by position, so a client with a column transform works the same", async () => {
+      const client = postgres(pgUrl, { transform: postgres.camel });
+      try {
+        const b = new PostgresStorageBackend({ client, schema });
+        const id = await b.createSession("camel", { cwd: "/c" });
+        await b.saveMessage(id, "user", { some_key: 1 });
+        expect(await b.getSession(id)).toMatchObject({ session_id: id, agent_id: "camel", metadata: { cwd: "/c" } });
+        expect((await b.loadMessages(id))[0]?.content).toEqual({ some_key: 1 });
+        expect((await b.listSessions("camel", { cwd: "/c" })).map((s) => s.session_id)).toContain(id);
+        await b.close();
+      } finally {
+        await client.end();
+      }
+    });
+  });
+
+  describe("what is stored", () => {
+    const table = (name: string) => admin`${admin(schema)}.${admin(name)}`;
+
+    it("content and metadata as JSON text, cwd apart, exact timestamps; messages go with their session", async () => {
+      const b = open({ url: pgUrl, schema });
+      const metadata = { cwd: "/w", n: 1 };
+      const id = await b.createSession("stored", metadata);
+      const bare = await b.createSession("stored", { cwd: 42 });
+      await b.saveMessage(id, "assistant", '{"a":1}');
+      await b.saveMessage(id, "user", { text: "\u0000\ud800", list: [] });
+      const [session] =
+        await admin`select cwd, metadata, created_at = ${(await b.getSession(id))?.created_at as string}::timestamptz as exact from ${table("sessions")} where id = ${id}`;
+      expect(session).toEqual({ cwd: "/w", metadata: JSON.stringify(metadata), exact: true });
+      const [other] = await admin`select cwd, metadata from ${table("sessions")} where id = ${bare}`;
+      expect(other).toEqual({ cwd: null, metadata: '{"cwd":42}' });
+      const loaded = await b.loadMessages(id);
+      const rows =
+        await admin`select role, content, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as ts from ${table("messages")} where session_id = ${id} order by id`;
+      expect(rows.map((r) => [r.role, r.content, r.ts])).toEqual(
+        loaded.map((m) => [m.role, JSON.stringify(m.content), m.timestamp]),
+      );
+      await b.deleteSession(id);
+      expect((await admin`select count(*)::int as n from ${table("messages")} where session_id = ${id}`)[0]?.n).toBe(0);
+      const empty = await b.createSession("stored", null);
+      expect((await admin`select metadata from ${table("sessions")} where id = ${empty}`)[0]?.metadata).toBeNull();
+    });
+
+    it("concurrent appends from several pools, clocks ahead and behind: ids and timestamps agree", async () => {
+      const writers = Array.from({ length: 4 }, () => open({ url: pgUrl, schema, max: 4 }));
+      const id = await (writers[0] as PostgresStorageBackend).createSession("race");
+      const start = Date.now();
+      vi.useFakeTimers({ toFake: ["Date"] });
+      // Each message is stamped when saveMessage is called: alternate clocks an hour apart, all in flight at once.
+      const saves = Array.from({ length: 120 }, (_, i) => {
+        vi.setSystemTime(start + (i % 3 === 0 ? -3_600_000 : i));
+        return (writers[i % 4] as PostgresStorageBackend).saveMessage(id, "user", `m${i}`);
+      });
+      vi.useRealTimers();
+      await Promise.all(saves);
+      const rows =
+        await admin`select id, to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') as ts from ${table("messages")} where session_id = ${id} order by id`;
+      const stamps = rows.map((r) => r.ts as string);
+      expect(stamps).toHaveLength(120);
+      expect(stamps).toEqual([...stamps].sort());
+      const loaded = await (writers[1] as PostgresStorageBackend).loadMessages(id);
+      expect(loaded.map((m) => m.timestamp)).toEqual(stamps);
+      expect((await (writers[2] as PostgresStorageBackend).getSession(id))?.updated_at).toBe(stamps.at(-1));
+    });
+  });
+});
