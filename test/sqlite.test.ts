@@ -1,0 +1,305 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
+import { drizzle } from "drizzle-orm/better-sqlite3";
+import { migrate } from "drizzle-orm/better-sqlite3/migrator";
+import { afterAll, describe, expect, it } from "vitest";
+import { AgentixStorageError, BackendClosedError, ValidationError } from "../src/index.js";
+import { SqliteStorageBackend, type SqliteStorageOptions } from "../src/sqlite.js";
+import { runConformanceSuite } from "../src/testing/index.js";
+
+const dir = mkdtempSync(join(tmpdir(), "agentix-sqlite-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let files = 0;
+const freshFile = () => join(dir, `db-${++files}.sqlite`);
+const migrationsFolder = fileURLToPath(new URL("../migrations/sqlite", import.meta.url));
+
+// Every test of a suite shares one file (each uses its own random agent ids), as applications do.
+const shared = freshFile();
+runConformanceSuite("SqliteStorageBackend (file)", { create: () => new SqliteStorageBackend({ path: shared }) });
+runConformanceSuite("SqliteStorageBackend (:memory:)", {
+  create: () => new SqliteStorageBackend({ path: ":memory:" }),
+});
+
+/** Opens `file` with a connection of the test's own, closed after `read`. */
+function inspect<T>(file: string, read: (db: Database.Database) => T): T {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    return read(db);
+  } finally {
+    db.close();
+  }
+}
+
+function thrown(run: () => unknown): unknown {
+  try {
+    run();
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected an error");
+}
+
+describe("SqliteStorageBackend", () => {
+  it("writes what it returns into the tables: one row per session and per message, JSON text, append order", async () => {
+    const file = freshFile();
+    await using b = new SqliteStorageBackend({ path: file });
+    const id = await b.createSession("agent", { cwd: "/work", n: 1 });
+    const plain = await b.createSession("agent");
+    await b.saveMessage(id, "user", "hello");
+    await b.saveMessage(id, "assistant", [{ type: "text", text: "hi" }]);
+    await b.saveMessage(id, "system", '{"a":1}');
+    const session = await b.getSession(id);
+
+    const rows = inspect(file, (db) => ({
+      sessions: db.prepare("SELECT * FROM sessions ORDER BY id").all(),
+      messages: db.prepare("SELECT session_id, role, content, created_at FROM messages ORDER BY id").all(),
+    }));
+    expect(rows.sessions).toEqual([
+      {
+        id,
+        agent_id: "agent",
+        cwd: "/work",
+        metadata: '{"cwd":"/work","n":1}',
+        created_at: session?.created_at,
+        updated_at: session?.updated_at,
+      },
+      expect.objectContaining({ id: plain, cwd: null, metadata: null }),
+    ]);
+    const messages = await b.loadMessages(id);
+    expect(rows.messages).toEqual([
+      { session_id: id, role: "user", content: '"hello"', created_at: messages[0]?.timestamp },
+      {
+        session_id: id,
+        role: "assistant",
+        content: '[{"type":"text","text":"hi"}]',
+        created_at: messages[1]?.timestamp,
+      },
+      { session_id: id, role: "system", content: '"{\\"a\\":1}"', created_at: messages[2]?.timestamp },
+    ]);
+    expect(session?.updated_at).toBe(messages[2]?.timestamp);
+  });
+
+  it("forks and deletes in the tables: copied rows keep their timestamps, deleted ones are gone", async () => {
+    const file = freshFile();
+    await using b = new SqliteStorageBackend({ path: file });
+    const id = await b.createSession("agent", { cwd: "/work" });
+    for (const text of ["one", "two", "three"]) await b.saveMessage(id, "user", text);
+    const fork = await b.forkSession(id);
+    const count = (session: string) =>
+      inspect(file, (db) => db.prepare("SELECT count(*) FROM messages WHERE session_id = ?").pluck().get(session));
+    const messagesOf = (session: string) =>
+      inspect(file, (db) =>
+        db.prepare("SELECT role, content, created_at FROM messages WHERE session_id = ? ORDER BY id").all(session),
+      );
+    expect(messagesOf(fork)).toEqual(messagesOf(id));
+    expect(inspect(file, (db) => db.prepare("SELECT cwd, metadata FROM sessions WHERE id = ?").get(fork))).toEqual({
+      cwd: "/work",
+      metadata: '{"cwd":"/work"}',
+    });
+
+    await b.deleteSession(id);
+    expect(count(id)).toBe(0);
+    expect(count(fork)).toBe(3);
+    expect(inspect(file, (db) => db.prepare("SELECT count(*) FROM sessions WHERE id = ?").pluck().get(id))).toBe(0);
+  });
+
+  it("puts the file in WAL mode and creates its directory", async () => {
+    const file = join(dir, "nested", "deeper", "agent.db");
+    await using b = new SqliteStorageBackend({ path: file });
+    await b.createSession("agent");
+    expect(inspect(file, (db) => db.pragma("journal_mode", { simple: true }))).toBe("wal");
+  });
+
+  it("leaves a database it was given open, and uses it as it is", async () => {
+    const db = new Database(":memory:");
+    try {
+      const b = new SqliteStorageBackend({ database: db });
+      const id = await b.createSession("agent");
+      await b.saveMessage(id, "user", "x");
+      expect(db.prepare("SELECT count(*) FROM messages").pluck().get()).toBe(1);
+      await b.close();
+      expect(db.open).toBe(true);
+      await expect(b.getSession(id)).rejects.toBeInstanceOf(BackendClosedError);
+      // A second backend on the same connection finds the data (and the tables migrated already).
+      await using again = new SqliteStorageBackend({ database: db });
+      expect((await again.loadMessages(id)).map((m) => m.content)).toEqual(["x"]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("deletes a session's messages on a database given with foreign keys off", async () => {
+    const db = new Database(":memory:");
+    db.pragma("foreign_keys = OFF");
+    try {
+      await using b = new SqliteStorageBackend({ database: db });
+      const id = await b.createSession("agent");
+      await b.saveMessage(id, "user", "x");
+      await b.deleteSession(id);
+      expect(db.prepare("SELECT count(*) FROM messages").pluck().get()).toBe(0);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("with migrate: false, fails at first use on a database without the tables, saying why, and creates nothing", async () => {
+    const file = freshFile();
+    const b = new SqliteStorageBackend({ path: file, migrate: false }); // no I/O yet: opened on first use
+    const error = await b.createSession("agent").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AgentixStorageError);
+    expect(String((error as Error).message)).toMatch(
+      /no sessions and messages table and migrate is false.*migrate: true/,
+    );
+    expect(() => b.listSessionsSync("agent")).toThrow(/migrate is false/);
+    await b.close();
+    expect(inspect(file, (db) => db.prepare("SELECT name FROM sqlite_master").all())).toEqual([]);
+  });
+
+  it("with migrate: false, works on a database migrated before", async () => {
+    const file = freshFile();
+    const first = new SqliteStorageBackend({ path: file });
+    const id = await first.createSession("agent");
+    await first.close();
+    await using b = new SqliteStorageBackend({ path: file, migrate: false });
+    expect((await b.getSession(id))?.agent_id).toBe("agent");
+  });
+
+  it("keeps drizzle's bookkeeping: one row per migration, and drizzle's own migrate() finds nothing to do", async () => {
+    const file = freshFile();
+    const b = new SqliteStorageBackend({ path: file });
+    const id = await b.createSession("agent");
+    await b.close();
+    const journal = JSON.parse(readFileSync(join(migrationsFolder, "meta/_journal.json"), "utf8")) as {
+      entries: Array<{ when: number }>;
+    };
+    const db = new Database(file);
+    try {
+      const applied = () => db.prepare("SELECT created_at FROM __drizzle_migrations ORDER BY id").pluck().all();
+      expect(applied()).toEqual(journal.entries.map((e) => e.when));
+      migrate(drizzle({ client: db }), { migrationsFolder }); // would throw "table already exists" if it disagreed
+      expect(applied()).toEqual(journal.entries.map((e) => e.when));
+      expect(db.prepare("SELECT agent_id FROM sessions WHERE id = ?").pluck().get(id)).toBe("agent");
+    } finally {
+      db.close();
+    }
+  });
+
+  it("waits busyTimeout ms for another connection's write lock, then fails with the driver error as cause", async () => {
+    const file = freshFile();
+    await using b = new SqliteStorageBackend({ path: file, busyTimeout: 200 });
+    const id = b.createSessionSync("agent");
+    const other = new Database(file);
+    try {
+      other.exec("BEGIN IMMEDIATE");
+      const started = performance.now();
+      const error = thrown(() => b.saveMessageSync(id, "user", "blocked"));
+      expect(performance.now() - started).toBeGreaterThanOrEqual(180);
+      expect(error).toBeInstanceOf(AgentixStorageError);
+      expect((error as Error).message).toMatch(/saveMessage failed: database is locked/);
+      expect(((error as Error).cause as { code?: string }).code).toBe("SQLITE_BUSY");
+      other.exec("ROLLBACK");
+      expect(b.loadMessagesSync(id)).toEqual([]);
+      b.saveMessageSync(id, "user", "free");
+      expect(b.loadMessagesSync(id).map((m) => m.content)).toEqual(["free"]);
+    } finally {
+      other.close();
+    }
+  });
+
+  it("reports a file that is not a database as an AgentixStorageError, leaving the file alone", async () => {
+    const file = freshFile();
+    writeFileSync(file, "not a database, just text that is long enough to have a header ".repeat(4));
+    const before = readFileSync(file);
+    const b = new SqliteStorageBackend({ path: file });
+    const error = await b.listSessions("agent").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AgentixStorageError);
+    expect(((error as Error).cause as { code?: string }).code).toBe("SQLITE_NOTADB");
+    await b.close();
+    expect(readFileSync(file)).toEqual(before);
+  });
+
+  it("rejects unknown, missing, conflicting and mistyped options with a ValidationError", () => {
+    const db = new Database(":memory:");
+    const closed = new Database(":memory:");
+    closed.close();
+    const bad: unknown[] = [
+      undefined,
+      {},
+      { path: "" },
+      { path: 42 },
+      { path: "x.db", database: db },
+      { path: "x.db", busyTimeout: -1 },
+      { path: "x.db", busyTimeout: 1.5 },
+      { path: "x.db", migrate: "yes" },
+      { path: "x.db", colour: "blue" },
+      { database: {} },
+      { database: closed },
+      { database: db, busyTimeout: 100 },
+    ];
+    try {
+      for (const options of bad) {
+        expect(() => new SqliteStorageBackend(options as SqliteStorageOptions), JSON.stringify(options)).toThrow(
+          ValidationError,
+        );
+      }
+    } finally {
+      db.close();
+    }
+  });
+
+  describe("queries are served by the indexes, without a sort", () => {
+    // Plans of the statements the backend really runs, caught with better-sqlite3's `verbose` hook.
+    const planOf = async (run: (b: SqliteStorageBackend) => Promise<unknown>, table: string) => {
+      const statements: string[] = [];
+      const db = new Database(":memory:", { verbose: (s) => statements.push(String(s)) });
+      try {
+        const b = new SqliteStorageBackend({ database: db });
+        await b.listSessions("warm-up"); // migrations and the first statements out of the way
+        statements.length = 0;
+        await run(b);
+        const query = statements.find((s) => s.startsWith(`select "`) && s.includes(`from "${table}"`));
+        expect(query, `no query on ${table} among ${statements.join("\n")}`).toBeDefined();
+        await b.close();
+        return db
+          .prepare(`EXPLAIN QUERY PLAN ${query}`)
+          .all()
+          .map((row) => (row as { detail: string }).detail)
+          .join("\n");
+      } finally {
+        db.close();
+      }
+    };
+    const before = { updated_at: "2030-01-01T00:00:00.000Z", session_id: "01900000-0000-7000-8000-000000000000" };
+
+    it.each([
+      ["listSessions", {}, "sessions_agent_updated_idx (agent_id=?)"],
+      [
+        "listSessions with limit and before",
+        { limit: 10, before },
+        "sessions_agent_updated_idx (agent_id=? AND (updated_at,id)<(?,?))",
+      ],
+      ["listSessions with cwd", { cwd: "/w" }, "sessions_agent_cwd_updated_idx (agent_id=? AND cwd=?)"],
+      [
+        "listSessions with cwd, limit and before",
+        { cwd: "/w", limit: 10, before },
+        "sessions_agent_cwd_updated_idx (agent_id=? AND cwd=? AND (updated_at,id)<(?,?))",
+      ],
+    ])("%s", async (_name, options, index) => {
+      const plan = await planOf((b) => b.listSessions("agent", options), "sessions");
+      expect(plan).toContain(`SEARCH sessions USING INDEX ${index}`);
+      expect(plan).not.toContain("TEMP B-TREE");
+    });
+
+    it("loadMessages with last reads the newest N off the index", async () => {
+      const plan = await planOf(async (b) => {
+        const id = await b.createSession("agent");
+        await b.loadMessages(id, { last: 5 });
+      }, "messages");
+      expect(plan).toContain("SEARCH messages USING INDEX messages_session_idx (session_id=?)");
+      expect(plan).not.toContain("TEMP B-TREE");
+    });
+  });
+});
