@@ -16,4 +16,7 @@ export type {
 } from "./core/types.js";
 export { isSessionId, MAX_AGENT_ID_LENGTH, MAX_JSON_DEPTH, type ScanOptions } from "./core/validation.js";
 export { MemoryStorageBackend } from "./memory.js";
+export { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
 export { createStorageBackend, STORAGE_URL_ENV } from "./url.js";
+export { AgentixAgentOptions, AgentixClient } from "./client.js";
+export { FileStorageBackend, type FileStorageOptions } from "./file.js";

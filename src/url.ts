@@ -1,53 +1,106 @@
-import { homedir } from "node:os";
-import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { StorageBackend } from "./core/backend.js";
-import { AgentixStorageError, ValidationError } from "./core/errors.js";
+import { ValidationError } from "./core/errors.js";
+import { expandHome } from "./core/paths.js";
+import { FileStorageBackend } from "./file.js";
 import { MemoryStorageBackend } from "./memory.js";
 
 /** The environment variable that selects the default backend wherever none is given. */
 export const STORAGE_URL_ENV = "AGENTIX_STORAGE_URL";
 
-/** Expands a leading `~` to the home directory and makes the path absolute. */
-export function expandHome(path: string): string {
-  if (path === "~") return homedir();
-  if (path.startsWith("~/")) return resolve(homedir(), path.slice(2));
-  return resolve(path);
-}
-
 /**
- * Builds a backend from a URL, loading its driver's subpath on demand:
- * `memory:`, `file:<dir>` (or a bare directory), `sqlite:<path>`,
- * `postgres://...` / `postgresql://...`, `redis://...` / `rediss://...`.
- * An unknown scheme is a `ValidationError`.
+ * Builds a backend from a URL, loading its driver's subpath on demand.
  *
+ * | URL | backend |
+ * | --- | --- |
+ * | `memory:` | {@link MemoryStorageBackend} |
+ * | `file:<dir>`, `file:///abs/dir` or a bare directory | `FileStorageBackend` (`~` expanded) |
+ * | `sqlite:<path>`, `sqlite:///abs/path.db`, `sqlite::memory:` | `SqliteStorageBackend` |
+ * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema) | `PostgresStorageBackend` |
+ * | `redis://...` / `rediss://...` (`?prefix=myapp` picks the key prefix) | `RedisStorageBackend` |
+ *
+ * @throws {ValidationError} for an unknown scheme.
+ * @throws {AgentixStorageError} when the backend's driver package is not installed.
  * @example
- * const storage = await createStorageBackend(process.env.AGENTIX_STORAGE_URL ?? "memory:");
+ * const storage = await createStorageBackend(process.env.AGENTIX_STORAGE_URL ?? "sqlite:./agent.db");
  */
 export async function createStorageBackend(url: string): Promise<StorageBackend> {
-  if (typeof url !== "string" || url.length === 0) throw new ValidationError("url", "expected a non-empty string");
-  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase();
-  switch (scheme) {
+  switch (storageScheme(url)) {
     case "memory":
-      return new MemoryStorageBackend();
     case "file":
-    case undefined:
-      throw notYet("file");
-    case "sqlite":
-      throw notYet("sqlite");
-    case "postgres":
-    case "postgresql":
-      throw notYet("postgres");
-    case "redis":
-    case "rediss":
-      throw notYet("redis");
-    default:
-      throw new ValidationError(
-        "url",
-        `unknown scheme "${scheme}:" (expected memory:, file:, sqlite:, postgres://, redis://)`,
-      );
+      return createEmbeddedBackend(url) as StorageBackend;
+    case "sqlite": {
+      const path = url.slice(7);
+      return new (await import("./sqlite.js")).SqliteStorageBackend({ path: path === ":memory:" ? path : filePath(path) });
+    }
+    case "postgres": {
+      const { base, param } = takeParam(url, "schema");
+      const { PostgresStorageBackend } = await import("./postgres.js");
+      return new PostgresStorageBackend(param === undefined ? { url: base } : { url: base, schema: param });
+    }
+    case "redis": {
+      const { base, param } = takeParam(url, "prefix");
+      const { RedisStorageBackend } = await import("./redis.js");
+      return new RedisStorageBackend(param === undefined ? { url: base } : { url: base, prefix: param });
+    }
   }
 }
 
-function notYet(name: string): AgentixStorageError {
-  return new AgentixStorageError(`the ${name} backend is not available in this version of agentix`);
+type Scheme = "memory" | "file" | "sqlite" | "postgres" | "redis";
+const SCHEMES: Record<string, Scheme> = {
+  memory: "memory",
+  file: "file",
+  sqlite: "sqlite",
+  postgres: "postgres",
+  postgresql: "postgres",
+  redis: "redis",
+  rediss: "redis",
+};
+
+/** Which backend a storage URL names. @throws {ValidationError} for an unknown scheme or a non-string. */
+export function storageScheme(url: string): Scheme {
+  if (typeof url !== "string" || url.trim() === "") throw new ValidationError("url", "expected a non-empty string");
+  // A one-letter "scheme" is a Windows drive, so a bare path.
+  const scheme = /^([a-z][a-z0-9+.-]+):/i.exec(url)?.[1]?.toLowerCase();
+  if (scheme === undefined) return "file";
+  const known = SCHEMES[scheme];
+  if (!known) {
+    throw new ValidationError(
+      "url",
+      `unknown scheme "${scheme}:" (expected memory:, file:, sqlite:, postgres://, postgresql://, redis:// or rediss://)`,
+    );
+  }
+  return known;
+}
+
+/** The backends that need no driver (`memory:`, `file:` and bare paths), built synchronously; `undefined` for the others. */
+export function createEmbeddedBackend(url: string): StorageBackend | undefined {
+  switch (storageScheme(url)) {
+    case "memory":
+      return new MemoryStorageBackend();
+    case "file":
+      return new FileStorageBackend({ basePath: url.startsWith("file:") ? filePath(url.slice(5)) : expandHome(url) });
+    default:
+      return undefined;
+  }
+}
+
+/** `//host/path` and `///path` as file URLs; anything else as a path, `~` expanded. */
+function filePath(rest: string): string {
+  if (rest === "") throw new ValidationError("url", "a file: or sqlite: URL needs a path");
+  return rest.startsWith("//") ? fileURLToPath(`file:${rest}`) : expandHome(decodeURIComponent(rest));
+}
+
+/** Removes an agentix parameter from a driver URL, so that the driver never sees it. */
+function takeParam(url: string, name: string): { base: string; param: string | undefined } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (error) {
+    throw new ValidationError("url", `not a valid URL: ${(error as Error).message}`);
+  }
+  const param = parsed.searchParams.get(name) ?? undefined;
+  if (param === undefined) return { base: url, param };
+  parsed.searchParams.delete(name);
+  return { base: parsed.toString(), param };
 }

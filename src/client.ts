@@ -1,0 +1,138 @@
+import { z } from "zod";
+import { type ForkTarget, type MaybePromise, StorageBackend } from "./core/backend.js";
+import { AgentixStorageError } from "./core/errors.js";
+import { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
+import type { MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
+import { parseOptions } from "./core/validation.js";
+import { FileStorageBackend } from "./file.js";
+import { MemoryStorageBackend } from "./memory.js";
+import { createEmbeddedBackend, createStorageBackend, STORAGE_URL_ENV } from "./url.js";
+
+/** Options of an agent's storage, validated with zod (the reference's `AgentixAgentOptions`). */
+export const AgentixAgentOptions = z
+  .strictObject({
+    /** Keep sessions beyond the client's life. @default true */
+    persistenceEnabled: z.boolean().optional(),
+    /** Where the File backend stores sessions. @default "~/.agentix/projects" */
+    storageBasePath: z.string().min(1).optional(),
+    /** A backend to use instead of the File store. It stays yours: `client.close()` does not close it. */
+    storageBackend: z.instanceof(StorageBackend).optional(),
+  })
+  .refine((o) => !(o.persistenceEnabled === false && o.storageBackend), {
+    message: "persistenceEnabled: false keeps sessions in memory; it cannot be combined with a storageBackend",
+    path: ["storageBackend"],
+  });
+export type AgentixAgentOptions = z.input<typeof AgentixAgentOptions>;
+
+/**
+ * The entry point of an agent's storage. `client.storage` is the resolved backend:
+ * - `persistenceEnabled: false` → a {@link MemoryStorageBackend}, gone with the client (wins over `AGENTIX_STORAGE_URL`);
+ * - `storageBackend` → that backend;
+ * - `storageBasePath` → a {@link FileStorageBackend} there;
+ * - else `AGENTIX_STORAGE_URL` when set (see `createStorageBackend`), else the File store under `~/.agentix/projects`.
+ *
+ * @example
+ * await using client = new AgentixClient();
+ * const id = await client.storage.createSession("my-agent", { cwd: process.cwd() });
+ */
+export class AgentixClient implements AsyncDisposable {
+  /** The backend this client stores sessions in. */
+  readonly storage: StorageBackend;
+  readonly #owned: boolean;
+
+  constructor(options: AgentixAgentOptions = {}) {
+    const o = parseOptions(AgentixAgentOptions, options, "AgentixAgentOptions");
+    this.#owned = !o.storageBackend;
+    const url = process.env[STORAGE_URL_ENV];
+    if (o.persistenceEnabled === false) this.storage = new MemoryStorageBackend();
+    else if (o.storageBackend) this.storage = o.storageBackend;
+    else if (o.storageBasePath === undefined && url) {
+      this.storage = createEmbeddedBackend(url) ?? new DeferredStorageBackend(createStorageBackend(url));
+    }
+    else this.storage = new FileStorageBackend({ basePath: expandHome(o.storageBasePath ?? DEFAULT_BASE_PATH) });
+  }
+
+  /** Resolves once the storage is ready (only a backend from `AGENTIX_STORAGE_URL` needs loading). Rejects if it cannot load. */
+  async ready(): Promise<StorageBackend> {
+    if (this.storage instanceof DeferredStorageBackend) await this.storage.target();
+    return this.storage;
+  }
+
+  /** Closes the storage if the client created it (a `storageBackend` you passed in stays open). */
+  async close(): Promise<void> {
+    if (this.#owned) await this.storage.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+type Primitives = Record<string, (...args: unknown[]) => MaybePromise<unknown>>;
+
+/**
+ * A backend that is still loading its driver (`AGENTIX_STORAGE_URL` from a
+ * synchronous constructor): async calls wait for it; sync calls need `await client.ready()` first.
+ */
+class DeferredStorageBackend extends StorageBackend {
+  readonly #pending: Promise<StorageBackend>;
+  #loaded: StorageBackend | undefined;
+
+  constructor(pending: Promise<StorageBackend>) {
+    super();
+    pending.catch(() => {}); // reported on first use, not as an unhandled rejection
+    this.#pending = pending.then((b) => {
+      this.#loaded = b;
+      return b;
+    });
+  }
+
+  target(): Promise<StorageBackend> {
+    return this.#pending;
+  }
+
+  async #call<T>(name: string, ...args: unknown[]): Promise<T> {
+    const target = (await this.#pending) as unknown as Primitives;
+    return (await target[name]?.apply(target, args)) as T;
+  }
+
+  protected insertSession(record: SessionRecord) {
+    return this.#call<void>("insertSession", record);
+  }
+  protected readSession(id: string) {
+    return this.#call<SessionRecord | null>("readSession", id);
+  }
+  protected querySessions(agentId: string, query: SessionQuery) {
+    return this.#call<SessionRecord[]>("querySessions", agentId, query);
+  }
+  protected copySession(id: string, target: ForkTarget) {
+    return this.#call<boolean>("copySession", id, target);
+  }
+  protected removeSession(id: string) {
+    return this.#call<void>("removeSession", id);
+  }
+  protected appendMessage(id: string, message: MessageRecord) {
+    return this.#call<boolean>("appendMessage", id, message);
+  }
+  protected readMessages(id: string, last: number | undefined) {
+    return this.#call<MessageRecord[] | null>("readMessages", id, last);
+  }
+  protected override scanPage(after: string | null, limit: number, agentId: string | undefined) {
+    return this.#call<SessionRecord[]>("scanPage", after, limit, agentId);
+  }
+  protected override insertImported(record: SessionRecord, messages: MessageRecord[]) {
+    return this.#call<boolean>("insertImported", record, messages);
+  }
+  protected async dispose() {
+    await (await this.#pending.catch(() => undefined))?.close();
+  }
+
+  protected override runSync<T>(method: string, args: unknown[]): T {
+    if (this.closed) return super.runSync(method, args, () => undefined as T);
+    if (!this.#loaded) {
+      throw new AgentixStorageError(`the storage from ${STORAGE_URL_ENV} is still loading: await client.ready() before calling ${method}Sync`);
+    }
+    const target = this.#loaded as unknown as Record<string, (...a: unknown[]) => T>;
+    return (target[`${method}Sync`] as (...a: unknown[]) => T).apply(target, args);
+  }
+}

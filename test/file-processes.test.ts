@@ -1,0 +1,135 @@
+// Several processes on one directory: the File backend's locks and atomic renames, tested for real.
+import { spawn } from "node:child_process";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+import { FileStorageBackend } from "../src/file.js";
+
+const root = mkdtempSync(join(tmpdir(), "agentix-file-processes-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const fixture = fileURLToPath(new URL("./fixtures/file-writer.ts", import.meta.url));
+
+interface Job {
+  basePath: string;
+  sessionId: string;
+  writer: number;
+  count: number;
+  forkEvery: number;
+  pad: number;
+}
+
+/** Starts a writer process; `ready` once it waits for the go file, `done` with its fork ids. */
+function writer(job: Job) {
+  const child = spawn(process.execPath, ["--import", "tsx", fixture, JSON.stringify(job)], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  let onReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => {
+    onReady = resolve;
+  });
+  child.stdout.on("data", (chunk: Buffer) => {
+    stdout += chunk.toString();
+    if (stdout.startsWith("ready\n")) onReady();
+  });
+  child.stderr.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const done = new Promise<{ code: number | null; signal: string | null; forks: string[] }>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      if (code !== 0 && signal === null) reject(new Error(`writer ${job.writer} exited with ${code}: ${stderr}`));
+      const last = stdout.trim().split("\n").at(-1) ?? "";
+      resolve({ code, signal, forks: last.startsWith("[") ? (JSON.parse(last) as string[]) : [] });
+    });
+  });
+  return { child, ready, done };
+}
+
+describe("FileStorageBackend with several processes", () => {
+  it("loses no append and no fork, and keeps each writer's order", async () => {
+    const basePath = join(root, "writers");
+    const b = new FileStorageBackend({ basePath });
+    const source = await b.createSession("agent", { cwd: "/shared" });
+    const writers = 4;
+    const count = 300;
+    const forkEvery = 60;
+    const jobs = Array.from({ length: writers }, (_, w) =>
+      writer({ basePath, sessionId: source, writer: w, count, forkEvery, pad: 0 }),
+    );
+    await Promise.all(jobs.map((j) => j.ready));
+    writeFileSync(`${basePath}.go`, "");
+    const results = await Promise.all(jobs.map((j) => j.done));
+
+    const messages = await b.loadMessages(source);
+    const contents = messages.map((m) => m.content as { w: number; i: number });
+    expect(messages).toHaveLength(writers * count);
+    expect(new Set(contents.map((c) => `${c.w}:${c.i}`)).size).toBe(writers * count);
+    for (let w = 0; w < writers; w++) {
+      expect(contents.filter((c) => c.w === w).map((c) => c.i)).toEqual(Array.from({ length: count }, (_, i) => i));
+    }
+    // The writers really ran at once: their messages interleave.
+    const switches = contents.filter((c, k) => k > 0 && c.w !== contents[k - 1]?.w).length;
+    expect(switches).toBeGreaterThan(writers);
+    for (let k = 1; k < messages.length; k++) {
+      expect((messages[k]?.timestamp as string) >= (messages[k - 1]?.timestamp as string)).toBe(true);
+    }
+    expect((await b.getSession(source))?.updated_at).toBe(messages.at(-1)?.timestamp);
+
+    // Every fork is a snapshot: a prefix of the source's log that holds the forking writer's own last append.
+    const forks = results.flatMap((r, w) => r.forks.map((id, k) => ({ id, w, i: (k + 1) * forkEvery - 1 })));
+    expect(forks).toHaveLength(writers * (count / forkEvery));
+    for (const fork of forks) {
+      const copied = await b.loadMessages(fork.id);
+      expect(copied).toStrictEqual(messages.slice(0, copied.length));
+      expect(copied.map((m) => m.content)).toContainEqual({ w: fork.w, i: fork.i, pad: "" });
+      expect((await b.getSession(fork.id))?.metadata).toStrictEqual({ cwd: "/shared" });
+    }
+    expect(await b.listSessions("agent", { cwd: "/shared" })).toHaveLength(1 + forks.length);
+    expect(readdirSync(join(basePath, "locks"))).toEqual([]);
+    expect(readdirSync(join(basePath, "tmp"))).toEqual([]);
+    await b.close();
+  });
+
+  it("survives a writer killed with SIGKILL in the middle of large appends", async () => {
+    const basePath = join(root, "killed");
+    const b = new FileStorageBackend({ basePath });
+    const source = await b.createSession("agent");
+    const log = join(basePath, "sessions", source, "messages.jsonl");
+    const pad = 8 << 20;
+    const job = writer({ basePath, sessionId: source, writer: 0, count: 1_000_000, forkEvery: 0, pad });
+    await job.ready;
+    writeFileSync(`${basePath}.go`, "");
+    while (statSync(log).size < 5 * pad) await new Promise((resolve) => setTimeout(resolve, 5));
+    job.child.kill("SIGKILL");
+    expect((await job.done).signal).toBe("SIGKILL");
+
+    const survived = await b.loadMessages(source);
+    expect(survived.length).toBeGreaterThanOrEqual(4); // the fifth may be the line torn by the kill
+    expect(survived.map((m) => (m.content as { i: number }).i)).toEqual(survived.map((_, i) => i));
+    expect((await b.getSession(source))?.updated_at).toBe(survived.at(-1)?.timestamp);
+    // Killed while holding the lock, it left the lock behind: it is taken over once stale (here: made stale).
+    const lock = join(basePath, "locks", `${source}.lock`);
+    if (existsSync(lock)) utimesSync(lock, new Date(0), new Date(0));
+    await b.saveMessage(source, "user", "after the crash");
+    const text = readFileSync(log, "utf8");
+    expect(text.endsWith("\n")).toBe(true);
+    const lines = text.slice(0, -1).split("\n");
+    expect(lines).toHaveLength(survived.length + 1);
+    expect(JSON.parse(lines.at(-1) as string).content).toBe("after the crash");
+    expect((await b.loadMessages(source)).slice(0, -1)).toStrictEqual(survived);
+    await b.close();
+  });
+});
