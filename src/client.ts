@@ -48,8 +48,7 @@ export class AgentixClient implements AsyncDisposable {
     else if (o.storageBackend) this.storage = o.storageBackend;
     else if (o.storageBasePath === undefined && url) {
       this.storage = createEmbeddedBackend(url) ?? new DeferredStorageBackend(createStorageBackend(url));
-    }
-    else this.storage = new FileStorageBackend({ basePath: expandHome(o.storageBasePath ?? DEFAULT_BASE_PATH) });
+    } else this.storage = new FileStorageBackend({ basePath: expandHome(o.storageBasePath ?? DEFAULT_BASE_PATH) });
   }
 
   /** Resolves once the storage is ready (only a backend from `AGENTIX_STORAGE_URL` needs loading). Rejects if it cannot load. */
@@ -130,7 +129,9 @@ class DeferredStorageBackend extends StorageBackend {
   protected override runSync<T>(method: string, args: unknown[]): T {
     if (this.closed) return super.runSync(method, args, () => undefined as T);
     if (!this.#loaded) {
-      throw new AgentixStorageError(`the storage from ${STORAGE_URL_ENV} is still loading: await client.ready() before calling ${method}Sync`);
+      throw new AgentixStorageError(
+        `the storage from ${STORAGE_URL_ENV} is still loading: await client.ready() before calling ${method}Sync`,
+      );
     }
     const target = this.#loaded as unknown as Record<string, (...a: unknown[]) => T>;
     return (target[`${method}Sync`] as (...a: unknown[]) => T).apply(target, args);

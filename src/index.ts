@@ -1,5 +1,7 @@
+export { AgentixAgentOptions, AgentixClient } from "./client.js";
 export { type ForkTarget, type MaybePromise, StorageBackend, SyncStorageBackend } from "./core/backend.js";
 export { AgentixStorageError, BackendClosedError, SessionNotFoundError, ValidationError } from "./core/errors.js";
+export { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
 export { compareSessions, cwdOf, isAfter, sessionRecord } from "./core/records.js";
 export type { SyncTwin } from "./core/sync.js";
 export type {
@@ -15,8 +17,6 @@ export type {
   SessionRecord,
 } from "./core/types.js";
 export { isSessionId, MAX_AGENT_ID_LENGTH, MAX_JSON_DEPTH, type ScanOptions } from "./core/validation.js";
-export { MemoryStorageBackend } from "./memory.js";
-export { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
-export { createStorageBackend, STORAGE_URL_ENV } from "./url.js";
-export { AgentixAgentOptions, AgentixClient } from "./client.js";
 export { FileStorageBackend, type FileStorageOptions } from "./file.js";
+export { MemoryStorageBackend } from "./memory.js";
+export { createStorageBackend, STORAGE_URL_ENV } from "./url.js";

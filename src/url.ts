@@ -31,7 +31,9 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
       return createEmbeddedBackend(url) as StorageBackend;
     case "sqlite": {
       const path = url.slice(7);
-      return new (await import("./sqlite.js")).SqliteStorageBackend({ path: path === ":memory:" ? path : filePath(path) });
+      return new (await import("./sqlite.js")).SqliteStorageBackend({
+        path: path === ":memory:" ? path : filePath(path),
+      });
     }
     case "postgres": {
       const { base, param } = takeParam(url, "schema");
