@@ -58,9 +58,13 @@ describe("createStorageBackend", () => {
 describe("importDriver", () => {
   it("names the package to install when a driver is missing", async () => {
     const { importDriver } = await import("../src/core/driver.js");
-    const error = await importDriver("agentix-no-such-driver", "agentix/nothing", "agentix-no-such-driver@1").catch((e: unknown) => e);
+    const error = await importDriver("agentix-no-such-driver", "agentix/nothing", "agentix-no-such-driver@1").catch(
+      (e: unknown) => e,
+    );
     expect(error).toBeInstanceOf(AgentixStorageError);
-    expect((error as Error).message).toBe('agentix/nothing needs the package "agentix-no-such-driver": run npm install agentix-no-such-driver@1');
+    expect((error as Error).message).toBe(
+      'agentix/nothing needs the package "agentix-no-such-driver": run npm install agentix-no-such-driver@1',
+    );
     expect((error as Error).cause).toBeDefined();
   });
 });
