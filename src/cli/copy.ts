@@ -1,0 +1,36 @@
+import { Command } from "commander";
+import { Progress } from "./progress.js";
+import { pool, redact, scanAll, selectStorage, snapshot, withStorage } from "./shared.js";
+
+/** `agentix copy`: every session from one backend to another, ids and times kept; sessions already there are skipped. */
+export function copyCommand(): Command {
+  return new Command("copy")
+    .description("copy every session (with its messages) from one storage to another; safe to run again")
+    .requiredOption("--to <url>", "the storage to copy into")
+    .option("--from <url>", "the storage to copy from (default: --storage, AGENTIX_STORAGE_URL or the File store)")
+    .option("--agent <id>", "only this agent's sessions")
+    .action(async (options: { from?: string; to: string; agent?: string }, command: Command) => {
+      const from = options.from ?? selectStorage(command);
+      await withStorage(from, (source) =>
+        withStorage(options.to, async (target) => {
+          // Counted first, so that the bar has a total; a scan reads records only, not messages.
+          let total = 0;
+          for await (const _ of scanAll(source, options.agent)) total++;
+          const progress = new Progress(total);
+          try {
+            // A few sessions in flight hide the round trips of a remote target.
+            await pool(scanAll(source, options.agent), 8, async (record) => {
+              const dump = await snapshot(source, record);
+              if (dump) progress.tick(await target.importSession(dump.session, dump.messages));
+            });
+          } finally {
+            progress.stop();
+          }
+          process.stdout.write(
+            `Copied ${progress.copied} session${progress.copied === 1 ? "" : "s"} from ${redact(from)} to ${redact(options.to)}` +
+              `, skipped ${progress.skipped} already present\n`,
+          );
+        }),
+      );
+    });
+}
