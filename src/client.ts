@@ -1,8 +1,8 @@
 import { z } from "zod";
-import { type ForkTarget, type MaybePromise, StorageBackend } from "./core/backend.js";
+import { StorageBackend } from "./core/backend.js";
+import { DelegatingStorageBackend } from "./core/delegate.js";
 import { AgentixStorageError } from "./core/errors.js";
 import { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
-import type { MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
 import { FileStorageBackend } from "./file.js";
 import { MemoryStorageBackend } from "./memory.js";
@@ -53,7 +53,7 @@ export class AgentixClient implements AsyncDisposable {
 
   /** Resolves once the storage is ready (only a backend from `AGENTIX_STORAGE_URL` needs loading). Rejects if it cannot load. */
   async ready(): Promise<StorageBackend> {
-    if (this.storage instanceof DeferredStorageBackend) await this.storage.target();
+    if (this.storage instanceof DeferredStorageBackend) await this.storage.loaded();
     return this.storage;
   }
 
@@ -67,63 +67,25 @@ export class AgentixClient implements AsyncDisposable {
   }
 }
 
-type Primitives = Record<string, (...args: unknown[]) => MaybePromise<unknown>>;
-
 /**
  * A backend that is still loading its driver (`AGENTIX_STORAGE_URL` from a
  * synchronous constructor): async calls wait for it; sync calls need `await client.ready()` first.
  */
-class DeferredStorageBackend extends StorageBackend {
-  readonly #pending: Promise<StorageBackend>;
+class DeferredStorageBackend extends DelegatingStorageBackend {
   #loaded: StorageBackend | undefined;
 
   constructor(pending: Promise<StorageBackend>) {
-    super();
-    pending.catch(() => {}); // reported on first use, not as an unhandled rejection
-    this.#pending = pending.then((b) => {
-      this.#loaded = b;
-      return b;
-    });
+    super(
+      pending.then((b) => {
+        this.#loaded = b;
+        return b;
+      }),
+    );
   }
 
-  target(): Promise<StorageBackend> {
-    return this.#pending;
-  }
-
-  async #call<T>(name: string, ...args: unknown[]): Promise<T> {
-    const target = (await this.#pending) as unknown as Primitives;
-    return (await target[name]?.apply(target, args)) as T;
-  }
-
-  protected insertSession(record: SessionRecord) {
-    return this.#call<void>("insertSession", record);
-  }
-  protected readSession(id: string) {
-    return this.#call<SessionRecord | null>("readSession", id);
-  }
-  protected querySessions(agentId: string, query: SessionQuery) {
-    return this.#call<SessionRecord[]>("querySessions", agentId, query);
-  }
-  protected copySession(id: string, target: ForkTarget) {
-    return this.#call<boolean>("copySession", id, target);
-  }
-  protected removeSession(id: string) {
-    return this.#call<void>("removeSession", id);
-  }
-  protected appendMessage(id: string, message: MessageRecord) {
-    return this.#call<boolean>("appendMessage", id, message);
-  }
-  protected readMessages(id: string, last: number | undefined) {
-    return this.#call<MessageRecord[] | null>("readMessages", id, last);
-  }
-  protected override scanPage(after: string | null, limit: number, agentId: string | undefined) {
-    return this.#call<SessionRecord[]>("scanPage", after, limit, agentId);
-  }
-  protected override insertImported(record: SessionRecord, messages: MessageRecord[]) {
-    return this.#call<boolean>("insertImported", record, messages);
-  }
-  protected async dispose() {
-    await (await this.#pending.catch(() => undefined))?.close();
+  /** Resolves once the backend has loaded. */
+  loaded(): Promise<StorageBackend> {
+    return this.target();
   }
 
   protected override runSync<T>(method: string, args: unknown[]): T {

@@ -1,0 +1,60 @@
+import { type ForkTarget, type MaybePromise, StorageBackend } from "./backend.js";
+import type { MessageRecord, SessionQuery, SessionRecord } from "./types.js";
+
+type Primitives = Record<string, (...args: unknown[]) => MaybePromise<unknown>>;
+
+/**
+ * A backend whose primitives are those of another backend, reached once it has
+ * loaded: validation happens here once, the target only stores. `close()` closes the target.
+ */
+export abstract class DelegatingStorageBackend extends StorageBackend {
+  readonly #target: Promise<StorageBackend>;
+
+  constructor(target: Promise<StorageBackend>) {
+    super();
+    target.catch(() => {}); // reported by the first call that needs it, not as an unhandled rejection
+    this.#target = target;
+  }
+
+  /** The backend the primitives go to. */
+  protected target(): Promise<StorageBackend> {
+    return this.#target;
+  }
+
+  async #call<T>(name: string, ...args: unknown[]): Promise<T> {
+    // The target's primitives are protected: same base class, reached by name.
+    const target = (await this.#target) as unknown as Primitives;
+    return (await target[name]?.apply(target, args)) as T;
+  }
+
+  protected insertSession(record: SessionRecord) {
+    return this.#call<void>("insertSession", record);
+  }
+  protected readSession(id: string) {
+    return this.#call<SessionRecord | null>("readSession", id);
+  }
+  protected querySessions(agentId: string, query: SessionQuery) {
+    return this.#call<SessionRecord[]>("querySessions", agentId, query);
+  }
+  protected copySession(id: string, target: ForkTarget) {
+    return this.#call<boolean>("copySession", id, target);
+  }
+  protected removeSession(id: string) {
+    return this.#call<void>("removeSession", id);
+  }
+  protected appendMessage(id: string, message: MessageRecord) {
+    return this.#call<boolean>("appendMessage", id, message);
+  }
+  protected readMessages(id: string, last: number | undefined) {
+    return this.#call<MessageRecord[] | null>("readMessages", id, last);
+  }
+  protected override scanPage(after: string | null, limit: number, agentId: string | undefined) {
+    return this.#call<SessionRecord[]>("scanPage", after, limit, agentId);
+  }
+  protected override insertImported(record: SessionRecord, messages: MessageRecord[]) {
+    return this.#call<boolean>("insertImported", record, messages);
+  }
+  protected async dispose() {
+    await (await this.#target.catch(() => undefined))?.close();
+  }
+}
