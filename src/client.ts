@@ -62,6 +62,7 @@ export class AgentixClient implements AsyncDisposable {
     if (this.#owned) await this.storage.close();
   }
 
+  /** Same as {@link AgentixClient.close}: what `await using` calls. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

@@ -1,3 +1,8 @@
+/**
+ * agentix: session storage for AI agents. The contract (`StorageBackend`), the errors, the Memory and File
+ * backends, `AgentixClient` and `createStorageBackend`.
+ * @module agentix
+ */
 export { AgentixAgentOptions, AgentixClient } from "./client.js";
 export { type ForkTarget, type MaybePromise, StorageBackend, SyncStorageBackend } from "./core/backend.js";
 export { AgentixStorageError, BackendClosedError, SessionNotFoundError, ValidationError } from "./core/errors.js";
@@ -16,7 +21,7 @@ export type {
   SessionQuery,
   SessionRecord,
 } from "./core/types.js";
-export { isSessionId, MAX_AGENT_ID_LENGTH, MAX_JSON_DEPTH, type ScanOptions } from "./core/validation.js";
+export { isSessionId, MAX_AGENT_ID_LENGTH, MAX_JSON_DEPTH, parseOptions, type ScanOptions } from "./core/validation.js";
 export { FileStorageBackend, type FileStorageOptions } from "./file.js";
 export { MemoryStorageBackend } from "./memory.js";
 export { createStorageBackend, STORAGE_URL_ENV } from "./url.js";

@@ -1,3 +1,7 @@
+/**
+ * The Postgres backend (postgres.js and drizzle-orm).
+ * @module agentix/postgres
+ */
 import { fileURLToPath } from "node:url";
 import type { MigrationMeta } from "drizzle-orm/migrator";
 import type { PendingQuery, Row, Sql } from "postgres";
@@ -35,6 +39,7 @@ export type PostgresStorageOptions = PostgresSchemaOptions &
       }
   );
 
+/** Options every PostgresStorageBackend takes, with `url` or with `client`. */
 export interface PostgresSchemaOptions {
   /**
    * The Postgres schema that holds everything this backend creates (tables, indexes, the migrations'

@@ -1,3 +1,7 @@
+/**
+ * The Redis backend (ioredis).
+ * @module agentix/redis
+ */
 import type { Redis as RedisClient, RedisOptions } from "ioredis";
 import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
@@ -17,12 +21,15 @@ export type RedisStorageOptions = (
       url: string;
       /** Passed to `new Redis(url, redisOptions)`, e.g. `{ tls: {...}, connectTimeout: 5000 }`. */
       redisOptions?: RedisOptions;
+      /** @hidden */
       client?: never;
     }
   | {
       /** An ioredis client of yours (standalone or Sentinel, not Cluster). `close()` leaves it open; the `...Sync` methods need `url`. */
       client: RedisClient;
+      /** @hidden */
       url?: never;
+      /** @hidden */
       redisOptions?: never;
     }
 ) & {

@@ -1,3 +1,7 @@
+/**
+ * The SQLite backend (better-sqlite3 12 and drizzle-orm).
+ * @module agentix/sqlite
+ */
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -36,6 +40,7 @@ export type SqliteStorageOptions = (
        * @default 5000
        */
       busyTimeout?: number;
+      /** @hidden */
       database?: never;
     }
   | {
@@ -44,7 +49,9 @@ export type SqliteStorageOptions = (
        * timeout, foreign keys) are yours to set.
        */
       database: BetterSqlite3.Database;
+      /** @hidden */
       path?: never;
+      /** @hidden */
       busyTimeout?: never;
     }
 ) & {

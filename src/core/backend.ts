@@ -29,7 +29,9 @@ export type MaybePromise<T> = T | Promise<T>;
 
 /** What `copySession` is told about the new session: its id and its time of creation. */
 export interface ForkTarget {
+  /** The new session's id (a UUIDv7 made by the base class). */
   session_id: string;
+  /** The fork's time of creation, also its `updated_at`. */
   created_at: string;
 }
 
@@ -167,6 +169,7 @@ export abstract class StorageBackend implements AsyncDisposable {
     }
   }
 
+  /** Same as {@link StorageBackend.close}: what `await using` calls. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
@@ -176,30 +179,39 @@ export abstract class StorageBackend implements AsyncDisposable {
     return this.#closed;
   }
 
+  /** {@link StorageBackend.createSession}, blocking the caller: returns the new id. */
   createSessionSync(agentId: string, metadata?: JsonObject | null): string {
     return this.runSync("createSession", [agentId, metadata], () => ops.createSession(this, agentId, metadata));
   }
+  /** {@link StorageBackend.getSession}, blocking the caller. */
   getSessionSync(sessionId: string): SessionRecord | null {
     return this.runSync("getSession", [sessionId], () => ops.getSession(this, sessionId));
   }
+  /** {@link StorageBackend.listSessions}, blocking the caller. */
   listSessionsSync(agentId: string, options?: ListOptions): SessionRecord[] {
     return this.runSync("listSessions", [agentId, options], () => ops.listSessions(this, agentId, options));
   }
+  /** {@link StorageBackend.forkSession}, blocking the caller: returns the new id. */
   forkSessionSync(sessionId: string): string {
     return this.runSync("forkSession", [sessionId], () => ops.forkSession(this, sessionId));
   }
+  /** {@link StorageBackend.deleteSession}, blocking the caller. */
   deleteSessionSync(sessionId: string): void {
     this.runSync("deleteSession", [sessionId], () => ops.deleteSession(this, sessionId));
   }
+  /** {@link StorageBackend.saveMessage}, blocking the caller. */
   saveMessageSync(sessionId: string, role: Role, content: MessageContent): void {
     this.runSync("saveMessage", [sessionId, role, content], () => ops.saveMessage(this, sessionId, role, content));
   }
+  /** {@link StorageBackend.loadMessages}, blocking the caller. */
   loadMessagesSync(sessionId: string, options?: LoadOptions): MessageRecord[] {
     return this.runSync("loadMessages", [sessionId, options], () => ops.loadMessages(this, sessionId, options));
   }
+  /** {@link StorageBackend.scanSessions}, blocking the caller. */
   scanSessionsSync(options?: ScanOptions): SessionRecord[] {
     return this.runSync("scanSessions", [options], () => ops.scanSessions(this, options));
   }
+  /** {@link StorageBackend.importSession}, blocking the caller. */
   importSessionSync(record: SessionRecord, messages: MessageRecord[]): boolean {
     return this.runSync("importSession", [record, messages], () => ops.importSession(this, record, messages));
   }

@@ -3,12 +3,14 @@
  * ioredis, better-sqlite3, fs) failed, its error is kept as `cause`.
  */
 export class AgentixStorageError extends Error {
+  /** The class name, kept on the instance so that it survives serialization and logs. */
   override name = "AgentixStorageError";
 }
 
 /** The session does not exist (or no longer exists). Nothing was written. */
 export class SessionNotFoundError extends AgentixStorageError {
   override name = "SessionNotFoundError";
+  /** The id that was not found, as the caller passed it. */
   readonly sessionId: string;
   constructor(sessionId: string, options?: ErrorOptions) {
     super(`session not found: ${JSON.stringify(sessionId)}`, options);
@@ -19,6 +21,7 @@ export class SessionNotFoundError extends AgentixStorageError {
 /** An argument or option was rejected before anything was written. `field` names it. */
 export class ValidationError extends AgentixStorageError {
   override name = "ValidationError";
+  /** The rejected argument or option with its path, e.g. `content.parts[2].data`, `options.limit`. */
   readonly field: string;
   constructor(field: string, problem: string, options?: ErrorOptions) {
     super(`${field}: ${problem}`, options);

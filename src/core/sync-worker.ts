@@ -5,8 +5,26 @@ import { type SyncRequest, type SyncResponse, type SyncTwin, serializeError } fr
 
 const twins = new Map<string, Promise<StorageBackend>>();
 
+/** Imports a backend's module; one written in TypeScript (a custom backend run from its sources) through tsx. */
+async function load(specifier: string): Promise<Record<string, new (options: unknown) => StorageBackend>> {
+  try {
+    return await import(specifier);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ERR_UNKNOWN_FILE_EXTENSION") throw error;
+    try {
+      const { register } = await import("tsx/esm/api");
+      register();
+    } catch {
+      throw new Error(
+        `${specifier} is TypeScript: install tsx (npm install -D tsx) so that the sync worker can load it`,
+      );
+    }
+    return await import(specifier);
+  }
+}
+
 async function build(twin: SyncTwin): Promise<StorageBackend> {
-  const module = (await import(twin.module)) as Record<string, new (options: unknown) => StorageBackend>;
+  const module = await load(twin.module);
   const Backend = module[twin.exportName];
   if (typeof Backend !== "function") throw new Error(`${twin.module} does not export ${twin.exportName}`);
   return new Backend(twin.options);

@@ -8,8 +8,11 @@ import { AgentixStorageError, BackendClosedError, SessionNotFoundError, Validati
  * `module` is a URL or an importable specifier; `options` must survive `structuredClone`.
  */
 export interface SyncTwin {
+  /** The module that exports the backend class, usually `import.meta.url`. */
   module: string;
+  /** The class's name among that module's exports. */
   exportName: string;
+  /** The constructor's options; they must survive `structuredClone` (no clients, no functions). */
   options: unknown;
 }
 

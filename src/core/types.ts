@@ -12,18 +12,23 @@ export type MessageContent = string | JsonValue[] | JsonObject;
 
 /** A session as every backend returns it: exactly these five keys. */
 export interface SessionRecord {
+  /** A UUIDv7, lowercase, hyphenated. */
   session_id: string;
+  /** The agent the session belongs to (1–256 characters). */
   agent_id: string;
   /** ISO 8601 UTC with milliseconds, e.g. `"2024-01-15T14:30:00.123Z"`. */
   created_at: string;
   /** Equals the newest message's `timestamp`, or `created_at` before the first message. */
   updated_at: string;
+  /** A JSON object given at creation, or `null`; `metadata.cwd` is the working directory when it is a string. */
   metadata: JsonObject | null;
 }
 
 /** A message as every backend returns it: exactly these three keys. */
 export interface MessageRecord {
+  /** `"user"`, `"assistant"` or `"system"`. */
   role: Role;
+  /** A string, an array or an object; comes back deep-equal to what was saved. */
   content: MessageContent;
   /** ISO 8601 UTC with milliseconds: when the message was saved. */
   timestamp: string;
@@ -50,7 +55,10 @@ export interface LoadOptions {
 
 /** `listSessions` options after validation, as a backend's primitive receives them. */
 export interface SessionQuery {
+  /** Only sessions whose cwd is exactly this. */
   cwd?: string;
+  /** At most this many. */
   limit?: number;
+  /** Only sessions strictly after this position in the listing order. */
   before?: SessionCursor;
 }

@@ -14,6 +14,7 @@ import type {
 
 /** Deepest nesting accepted in content and metadata, so that every backend (and every JSON parser on the way) carries it. */
 export const MAX_JSON_DEPTH = 512;
+/** The longest accepted agent id, in UTF-16 code units. */
 export const MAX_AGENT_ID_LENGTH = 256;
 
 const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

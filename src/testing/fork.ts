@@ -69,6 +69,36 @@ export function forkTests(ctx: SuiteContext): void {
       await expect(b.forkSession(gone)).rejects.toBeInstanceOf(SessionNotFoundError);
     });
 
+    it("forks one session many times at once, each fork whole", async () => {
+      const b = await ctx.backend();
+      const agent = agentId();
+      const source = await b.createSession(agent);
+      for (let i = 0; i < 20; i++) await b.saveMessage(source, "user", `m${i}`);
+      const forks = await Promise.all(Array.from({ length: 10 }, () => b.forkSession(source)));
+      expect(new Set(forks).size).toBe(10);
+      const expected = await b.loadMessages(source);
+      for (const fork of forks) expect(await b.loadMessages(fork)).toStrictEqual(expected);
+      expect(await b.listSessions(agent)).toHaveLength(11);
+    });
+
+    it("a fork racing the deletion of its source copies everything or fails with SessionNotFoundError", async () => {
+      const b = await ctx.backend();
+      const agent = agentId();
+      for (let round = 0; round < 10; round++) {
+        const source = await b.createSession(agent);
+        for (let i = 0; i < 10; i++) await b.saveMessage(source, "user", `m${i}`);
+        const [fork] = await Promise.allSettled([b.forkSession(source), b.deleteSession(source)]);
+        if (fork.status === "fulfilled") {
+          expect((await b.loadMessages(fork.value)).map((m) => m.content)).toEqual(
+            Array.from({ length: 10 }, (_, i) => `m${i}`),
+          );
+        } else {
+          expect(fork.reason).toBeInstanceOf(SessionNotFoundError);
+        }
+      }
+      for (const s of await b.listSessions(agent)) expect(await b.loadMessages(s.session_id)).toHaveLength(10);
+    });
+
     it("never shows a half-copied fork to a concurrent reader", async () => {
       const b = await ctx.backend();
       const agent = agentId();

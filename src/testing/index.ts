@@ -7,7 +7,7 @@
  * import { MyBackend } from "../src/my-backend.js";
  * runConformanceSuite("MyBackend", { create: () => new MyBackend({ ... }) });
  * ```
- * @module
+ * @module agentix/testing
  */
 import { describe } from "vitest";
 import { contentTests } from "./content.js";

@@ -1,0 +1,58 @@
+import { sql } from "drizzle-orm";
+import { bigint, binary, customType, datetime, index, mysqlEnum, mysqlTable, varbinary } from "drizzle-orm/mysql-core";
+
+// The same two tables as src/schema/pg.ts, in MySQL's terms. Each type is chosen so that the database compares
+// and keeps values exactly as JavaScript does:
+// - session ids: CHAR(36) ASCII with the binary collation, so `=`, `<` and ORDER BY compare bytes, like `<` on JS strings;
+// - agent ids and cwd: binary strings. Every text collation of MySQL/MariaDB folds case or, like utf8mb4_bin,
+//   ignores trailing spaces ("a" = "a "); binary strings compare byte for byte;
+// - content and metadata: JSON *text* in utf8mb4 (4-byte UTF-8, for emoji). JSON.stringify escapes NUL and lone
+//   surrogates, so the text is always valid UTF-8. Not the JSON type: MySQL's reorders object keys, and MariaDB's
+//   (LONGTEXT with a JSON_VALID check) refuses the escaped lone surrogate "\ud800";
+// - times: DATETIME(3), UTC, converted at the boundary (it has no time zone, so the session's time_zone never applies).
+// drizzle-orm has no column option for charset and collation: `customType` writes the type verbatim.
+
+const sessionId = customType<{ data: string }>({ dataType: () => "char(36) character set ascii collate ascii_bin" });
+const jsonText = customType<{ data: string }>({
+  dataType: () => "longtext character set utf8mb4 collate utf8mb4_bin",
+});
+const bytes = customType<{ data: string }>({ dataType: () => "longblob" });
+const at = (name: string) => datetime(name, { mode: "string", fsp: 3 });
+
+/**
+ * One row per session. An index key holds at most 3072 bytes, so the unbounded `cwd` is indexed through its
+ * SHA-256 (`cwd_hash`, computed by the database); queries compare both.
+ */
+export const sessions = mysqlTable(
+  "sessions",
+  {
+    id: sessionId("id").primaryKey(),
+    // 256 UTF-16 code units (the longest agent id) are at most 768 bytes of UTF-8.
+    agentId: varbinary("agent_id", { length: 768 }).notNull(),
+    cwd: bytes("cwd"),
+    cwdHash: binary("cwd_hash", { length: 32 }).generatedAlwaysAs(sql`unhex(sha2(cwd, 256))`, { mode: "stored" }),
+    metadata: jsonText("metadata"),
+    createdAt: at("created_at").notNull(),
+    updatedAt: at("updated_at").notNull(),
+  },
+  // InnoDB reads an index backwards as fast as forwards: ascending indexes serve "newest first".
+  (t) => [
+    index("sessions_agent_updated_idx").on(t.agentId, t.updatedAt, t.id),
+    index("sessions_agent_cwd_updated_idx").on(t.agentId, t.cwdHash, t.updatedAt, t.id),
+  ],
+);
+
+/** One row per message; `id` (AUTO_INCREMENT) increases with every append and fixes the order. */
+export const messages = mysqlTable(
+  "messages",
+  {
+    id: bigint("id", { mode: "number", unsigned: true }).autoincrement().primaryKey(),
+    sessionId: sessionId("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    role: mysqlEnum("role", ["user", "assistant", "system"]).notNull(),
+    content: jsonText("content").notNull(),
+    createdAt: at("created_at").notNull(),
+  },
+  (t) => [index("messages_session_idx").on(t.sessionId, t.id)],
+);
