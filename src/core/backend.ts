@@ -252,7 +252,7 @@ export abstract class StorageBackend implements AsyncDisposable {
     }
   }
 
-  /** Runs an operation with the closed check and error wrapping; shared by both sync paths. */
+  /** Runs an operation natively and synchronously, with the closed check and error wrapping. */
   protected guardSync<T>(method: string, run: () => MaybePromise<T>): T {
     this.#assertOpen();
     let result: MaybePromise<T>;
