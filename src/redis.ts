@@ -63,6 +63,7 @@ const optionsSchema = z
 // Every script gets the key namespace as ARGV[1] and builds its keys from it (see `key` and `cwdKey`).
 const prelude = `
 local base = ARGV[1]
+local FIELDS = {'session_id', 'agent_id', 'created_at', 'updated_at', 'metadata'}
 local function key(kind, id) return base .. ':' .. kind .. ':' .. id end
 -- The agent id's byte length makes (agent, cwd) -> key one-to-one although both may contain ':'.
 local function cwdKey(agent, cwd) return base .. ':cwd:' .. #agent .. ':' .. agent .. ':' .. cwd end
@@ -102,7 +103,8 @@ return 1`,
 local id, ts = ARGV[2], ARGV[4]
 local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
 if not s[1] then return 0 end
-local clamped = less(ts, s[2])
+-- Fixed-shape ISO timestamps differ only in digits, which every collation orders like bytes.
+local clamped = ts < s[2]
 if clamped then ts = s[2] end
 redis.call('RPUSH', key('messages', id), ARGV[3] .. ts .. '"}')
 if not clamped then
@@ -155,13 +157,13 @@ else
     end
   end
 end
-for i, id in ipairs(ids) do ids[i] = redis.call('HGETALL', key('session', id)) end
+for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
 return ids`,
   // ARGV: base, after ('' : from the start), limit
   agentixScan: `
 local from = ARGV[2] == '' and '-' or '(' .. ARGV[2]
 local ids = redis.call('ZRANGEBYLEX', base .. ':sessions', from, '+', 'LIMIT', 0, ARGV[3])
-for i, id in ipairs(ids) do ids[i] = redis.call('HGETALL', key('session', id)) end
+for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
 return ids`,
 };
 
@@ -225,15 +227,20 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
-    const reply = await this.#redis()
-      .multi()
-      .exists(this.#key("session", sessionId))
-      .lrange(this.#key("messages", sessionId), last === undefined ? 0 : -last, -1)
-      .exec();
-    const [[existsError, exists] = [], [rangeError, lines] = []] = reply ?? [];
-    if (existsError || rangeError) throw existsError ?? rangeError;
-    if (exists !== 1) return null;
-    return (lines as string[]).map((line) => JSON.parse(line) as MessageRecord);
+    const redis = this.#redis();
+    const messages = this.#key("messages", sessionId);
+    const from = last === undefined ? 0 : -last;
+    // The scripts write and delete a session's list together with its hash, so a non-empty list means the
+    // session exists: one LRANGE. Only an empty one needs the atomic check that tells "empty" from "not found".
+    let lines = await redis.lrange(messages, from, -1);
+    if (lines.length === 0) {
+      const reply = await redis.multi().exists(this.#key("session", sessionId)).lrange(messages, from, -1).exec();
+      const [[existsError, exists] = [], [rangeError, range] = []] = reply ?? [];
+      if (existsError || rangeError) throw existsError ?? rangeError;
+      if (exists !== 1) return null;
+      lines = range as string[];
+    }
+    return lines.map((line) => JSON.parse(line) as MessageRecord);
   }
 
   protected override async scanPage(
@@ -358,11 +365,19 @@ function toRecord(hash: Record<string, string>): SessionRecord | null {
   );
 }
 
-/** Records from a script's HGETALL replies (flat field/value arrays). */
+/** Records from a script's replies: per session, the values of `FIELDS` in their order (nil when deleted). */
 function records(reply: unknown): SessionRecord[] {
-  return (reply as string[][]).flatMap((pairs) => {
-    const hash: Record<string, string> = {};
-    for (let i = 0; i < pairs.length; i += 2) hash[pairs[i] as string] = pairs[i + 1] as string;
-    return toRecord(hash) ?? [];
-  });
+  return (reply as Array<Array<string | null>>).flatMap(([session_id, agent_id, created_at, updated_at, metadata]) =>
+    session_id && agent_id && created_at && updated_at
+      ? [
+          sessionRecord(
+            session_id,
+            agent_id,
+            created_at,
+            updated_at,
+            JSON.parse(metadata ?? "null") as JsonObject | null,
+          ),
+        ]
+      : [],
+  );
 }

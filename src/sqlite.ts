@@ -386,10 +386,12 @@ function prepare(client: BetterSqlite3.Database, owned: boolean) {
       return true;
     }),
     read: client.transaction((sessionId: string, last: number | undefined): MessageRecord[] | null => {
-      if (!readSession.get({ id: sessionId })) return null;
-      const rows =
-        last === undefined ? readAll.all({ id: sessionId }) : readLast.all({ id: sessionId, last }).reverse();
-      return rows.map((r) => ({ role: r.role as Role, content: JSON.parse(r.content), timestamp: r.createdAt }));
+      // Rows as arrays (no per-row object mapping); the session is looked up only when there are none.
+      const rows = (
+        last === undefined ? readAll.values({ id: sessionId }) : readLast.values({ id: sessionId, last }).reverse()
+      ) as Array<[role: Role, content: string, timestamp: string]>;
+      if (rows.length === 0 && !readSession.get({ id: sessionId })) return null;
+      return rows.map(([role, content, timestamp]) => ({ role, content: JSON.parse(content), timestamp }));
     }),
     copy: client.transaction((sessionId: string, target: ForkTarget): boolean => {
       const values = { id: sessionId, target: target.session_id, at: target.created_at };

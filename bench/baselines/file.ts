@@ -1,0 +1,185 @@
+// The File baseline: the workloads written by hand with node:fs on the backend's directory layout
+// (sessions/<id>/session.json + messages.jsonl, agents/<agent>/<id>). It is a single-process floor: no lock
+// between processes and no repair of a torn last line, both of which the backend does.
+import { createHash, randomBytes } from "node:crypto";
+import * as fs from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { uuidv7 } from "uuidv7";
+import { compareSessions, isAfter } from "../../src/core/records.js";
+import type { MessageContent, MessageRecord, Role, SessionCursor, SessionRecord } from "../../src/core/types.js";
+import { FileStorageBackend } from "../../src/file.js";
+import { agentixSubject, type BenchTarget, type Namespace, type Side, type Subject } from "../workloads.js";
+
+const TIMESTAMP_AT_END = /"timestamp":"([^"]{24})"\}\n$/;
+const UPDATED_AT = /"updated_at": "([^"]{24})"/;
+
+export class RawFile implements Subject {
+  readonly #base: string;
+
+  constructor(base: string) {
+    this.#base = base;
+  }
+
+  saveMessage(sessionId: string, role: Role, content: MessageContent): void {
+    const dir = join(this.#base, "sessions", sessionId);
+    const fd = openIfExists(join(dir, "messages.jsonl"), fs.constants.O_RDWR | fs.constants.O_APPEND);
+    if (fd === null) throw new Error(`session not found: ${sessionId}`);
+    try {
+      // The clamp: no earlier than the last line nor the session's own updated_at (a fork's time).
+      const size = fs.fstatSync(fd).size;
+      const tail = Buffer.alloc(Math.min(size, 64));
+      fs.readSync(fd, tail, 0, tail.length, size - tail.length);
+      const last = TIMESTAMP_AT_END.exec(tail.toString("latin1"))?.[1] ?? "";
+      const head = Buffer.alloc(160);
+      const meta = fs.openSync(join(dir, "session.json"), "r");
+      const n = fs.readSync(meta, head, 0, 160, 0);
+      fs.closeSync(meta);
+      const floor = UPDATED_AT.exec(head.toString("latin1", 0, n))?.[1] ?? "";
+      let timestamp = new Date().toISOString();
+      if (timestamp < last) timestamp = last;
+      if (timestamp < floor) timestamp = floor;
+      fs.writeSync(fd, `${JSON.stringify({ role, content, timestamp })}\n`);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  loadMessages(sessionId: string, last?: number): MessageRecord[] {
+    const path = join(this.#base, "sessions", sessionId, "messages.jsonl");
+    let text: string;
+    if (last === undefined) {
+      text = readIfExists(path) ?? notFound(sessionId);
+    } else {
+      const fd = openIfExists(path, "r") ?? notFound(sessionId);
+      try {
+        text = tail(fd, last);
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    const end = text.lastIndexOf("\n");
+    if (end <= 0) return [];
+    // Lines of JSON never hold a raw newline: the log is an array once its newlines are commas.
+    return JSON.parse(`[${text.slice(0, end).replaceAll("\n", ",")}]`) as MessageRecord[];
+  }
+
+  listSessions(agentId: string, limit: number, before?: SessionCursor): SessionRecord[] {
+    const index = join(this.#base, "agents", agentKey(agentId));
+    const records: SessionRecord[] = [];
+    for (const id of fs.readdirSync(index)) {
+      const dir = join(this.#base, "sessions", id);
+      const meta = readIfExists(join(dir, "session.json"));
+      if (meta === null) continue;
+      const record = JSON.parse(meta) as SessionRecord;
+      const fd = fs.openSync(join(dir, "messages.jsonl"), "r");
+      const size = fs.fstatSync(fd).size;
+      const buffer = Buffer.alloc(Math.min(size, 64));
+      fs.readSync(fd, buffer, 0, buffer.length, size - buffer.length);
+      fs.closeSync(fd);
+      const last = TIMESTAMP_AT_END.exec(buffer.toString("latin1"))?.[1];
+      if (last !== undefined && last > record.updated_at) record.updated_at = last;
+      if (before && !isAfter(record, before)) continue;
+      const { session_id, agent_id, created_at, updated_at, metadata } = record;
+      records.push({ session_id, agent_id, created_at, updated_at, metadata });
+    }
+    return records.sort(compareSessions).slice(0, limit);
+  }
+
+  forkSession(sessionId: string): string {
+    const source = join(this.#base, "sessions", sessionId);
+    const meta = readIfExists(join(source, "session.json")) ?? notFound(sessionId);
+    const { agent_id, metadata } = JSON.parse(meta) as SessionRecord;
+    const id = uuidv7();
+    const at = new Date().toISOString();
+    // Filled under a temporary name and renamed into place: readers see all of it or nothing.
+    const tmp = join(this.#base, "tmp", `${id}.${randomBytes(6).toString("hex")}`);
+    fs.mkdirSync(tmp);
+    const record = { session_id: id, created_at: at, updated_at: at, agent_id, metadata };
+    fs.writeFileSync(join(tmp, "session.json"), `${JSON.stringify(record, null, 2)}\n`, { flag: "wx" });
+    fs.copyFileSync(join(source, "messages.jsonl"), join(tmp, "messages.jsonl"), fs.constants.COPYFILE_FICLONE);
+    const index = join(this.#base, "agents", agentKey(agent_id));
+    fs.mkdirSync(index, { recursive: true });
+    fs.writeFileSync(join(index, id), "", { flag: "wx" });
+    fs.renameSync(tmp, join(this.#base, "sessions", id));
+    return id;
+  }
+}
+
+/** The backend's directory name for an agent: a readable slug and the SHA-256 of the id. */
+function agentKey(agentId: string): string {
+  const slug = agentId
+    .toLowerCase()
+    .replace(/[^a-z0-9_-]+/g, "_")
+    .slice(0, 48);
+  return `${slug}.${createHash("sha256").update(agentId).digest("hex")}`;
+}
+
+/** The last `n` lines (and a partial one before them), read backwards from the end. */
+function tail(fd: number, n: number): string {
+  const size = fs.fstatSync(fd).size;
+  for (let chunk = 16_384; ; chunk *= 4) {
+    const from = Math.max(0, size - chunk);
+    const buffer = Buffer.alloc(size - from);
+    fs.readSync(fd, buffer, 0, buffer.length, from);
+    let at = buffer.length - 1; // the newline that ends the last line
+    let seen = 0;
+    while (seen < n && at > 0) {
+      at = buffer.lastIndexOf(0x0a, at - 1);
+      if (at === -1) break;
+      seen++;
+    }
+    if (seen === n) return buffer.toString("utf8", at + 1);
+    if (from === 0) return buffer.toString("utf8");
+  }
+}
+
+function openIfExists(path: string, flags: string | number): number | null {
+  try {
+    return fs.openSync(path, flags);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw error;
+  }
+}
+
+function readIfExists(path: string): string | null {
+  try {
+    return fs.readFileSync(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw error;
+  }
+}
+
+function notFound(sessionId: string): never {
+  throw new Error(`session not found: ${sessionId}`);
+}
+
+export function fileTarget(): BenchTarget {
+  return {
+    name: "file",
+    probe: async () => null,
+    versions: async () => ({}),
+    async open(side: Side): Promise<Namespace> {
+      const dir = fs.mkdtempSync(join(tmpdir(), "agentix-bench-"));
+      const admin = new FileStorageBackend({ basePath: dir });
+      // Without fsync, as the targets are stated (and as the backend defaults).
+      const backend = side === "agentix" ? new FileStorageBackend({ basePath: dir, fsync: false }) : undefined;
+      return {
+        subject: backend ? agentixSubject(backend) : new RawFile(dir),
+        ...(backend ? { backend } : {}),
+        admin,
+        async seedSessions(records: SessionRecord[]) {
+          for (const r of records) await admin.importSession(r, []);
+        },
+        async drop() {
+          await backend?.close();
+          await admin.close();
+          fs.rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    },
+    close: async () => {},
+  };
+}

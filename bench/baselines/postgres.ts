@@ -1,0 +1,172 @@
+// The Postgres baseline: the workloads written by hand against postgres.js, the fastest correct way we found,
+// on the backend's own tables (a fresh schema migrated once by the backend). One statement per operation.
+import { randomBytes } from "node:crypto";
+import postgres, { type Sql } from "postgres";
+import { uuidv7 } from "uuidv7";
+import { cwdOf } from "../../src/core/records.js";
+import type { MessageContent, MessageRecord, Role, SessionCursor, SessionRecord } from "../../src/core/types.js";
+import { PostgresStorageBackend } from "../../src/postgres.js";
+import { packageVersion } from "../machine.js";
+import { agentixSubject, type BenchTarget, type Namespace, type Side, type Subject } from "../workloads.js";
+
+/** Both sides get the same pool: postgres.js's default size. */
+const POOL = 10;
+const iso = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+type Row = string[];
+
+export class RawPostgres implements Subject {
+  readonly #sql: Sql;
+  readonly #q: ReturnType<typeof statements>;
+
+  constructor(sql: Sql, schema: string) {
+    this.#sql = sql;
+    this.#q = statements(`"${schema}"`);
+  }
+
+  async saveMessage(sessionId: string, role: Role, content: MessageContent): Promise<void> {
+    const params = [sessionId, new Date().toISOString(), role, JSON.stringify(content)];
+    const result = await this.#sql.unsafe(this.#q.append, params, { prepare: true });
+    if (result.count !== 1) throw new Error(`session not found: ${sessionId}`);
+  }
+
+  async loadMessages(sessionId: string, last?: number): Promise<MessageRecord[]> {
+    const rows = (await (last === undefined
+      ? this.#sql.unsafe(this.#q.load, [sessionId], { prepare: true })
+      : this.#sql.unsafe(this.#q.loadLast, [sessionId, last], { prepare: true })
+    ).values()) as unknown as Row[];
+    if (rows.length === 0) throw new Error(`session not found: ${sessionId}`);
+    const messages: MessageRecord[] = [];
+    for (const [role, content, timestamp] of rows) {
+      if (role !== null)
+        messages.push({ role: role as Role, content: JSON.parse(content as string), timestamp: timestamp as string });
+    }
+    return last === undefined ? messages : messages.reverse();
+  }
+
+  async listSessions(agentId: string, limit: number, before?: SessionCursor): Promise<SessionRecord[]> {
+    const query = before
+      ? this.#sql.unsafe(this.#q.listBefore, [agentId, before.updated_at, before.session_id, limit], { prepare: true })
+      : this.#sql.unsafe(this.#q.list, [agentId, limit], { prepare: true });
+    const rows = (await query.values()) as unknown as Row[];
+    return rows.map(([session_id, agent_id, created_at, updated_at, metadata]) => ({
+      session_id: session_id as string,
+      agent_id: agent_id as string,
+      created_at: created_at as string,
+      updated_at: updated_at as string,
+      metadata: metadata === null ? null : JSON.parse(metadata as string),
+    }));
+  }
+
+  async forkSession(sessionId: string): Promise<string> {
+    const id = uuidv7();
+    const params = [sessionId, id, new Date().toISOString()];
+    const [row] = (await this.#sql.unsafe(this.#q.fork, params, { prepare: true }).values()) as unknown as boolean[][];
+    if (row?.[0] !== true) throw new Error(`session not found: ${sessionId}`);
+    return id;
+  }
+}
+
+function statements(s: string) {
+  const columns = `id, agent_id, ${iso("created_at")}, ${iso("updated_at")}, metadata`;
+  // NULLS LAST, as the index is declared: `desc` alone means NULLS FIRST, which the index cannot serve.
+  const order = "order by updated_at desc nulls last, id desc nulls last";
+  return {
+    // The UPDATE locks the session row, so concurrent appends to one session serialise; GREATEST is the clamp.
+    append: `with session as (
+        update ${s}.sessions set updated_at = greatest(updated_at, $2) where id = $1 returning id, updated_at
+      )
+      insert into ${s}.messages (session_id, role, content, created_at)
+      select id, $3, $4, updated_at from session`,
+    // Faster than a plain `select ... from messages where session_id = $1 order by id` here (measured: the
+    // lateral subquery always walks the (session_id, id) index), and it tells "no session" from "no messages".
+    load: `select m.role, m.content, ${iso("m.created_at")} from ${s}.sessions s left join lateral (
+        select role, content, created_at from ${s}.messages where session_id = s.id order by id
+      ) m on true where s.id = $1`,
+    loadLast: `select m.role, m.content, ${iso("m.created_at")} from ${s}.sessions s left join lateral (
+        select role, content, created_at from ${s}.messages where session_id = s.id order by id desc limit $2
+      ) m on true where s.id = $1`,
+    list: `select ${columns} from ${s}.sessions where agent_id = $1 ${order} limit $2`,
+    listBefore: `select ${columns} from ${s}.sessions where agent_id = $1 and (updated_at, id) < ($2, $3) ${order} limit $4`,
+    // One statement is one transaction: the session row and its messages are copied on the server, in id order.
+    fork: `with fork as (
+        insert into ${s}.sessions (id, agent_id, cwd, metadata, created_at, updated_at)
+        select $2, agent_id, cwd, metadata, $3, $3 from ${s}.sessions where id = $1
+        returning id
+      ), copied as (
+        insert into ${s}.messages (session_id, role, content, created_at)
+        select fork.id, m.role, m.content, m.created_at from fork, ${s}.messages m where m.session_id = $1 order by m.id
+      )
+      select exists (select from fork)`,
+  };
+}
+
+export function postgresTarget(url: string): BenchTarget {
+  const root = postgres(url, { max: 2, onnotice: () => {} });
+  return {
+    name: "postgres",
+    async probe() {
+      try {
+        await root`select 1`;
+        return null;
+      } catch (error) {
+        return `no Postgres at ${url}: ${(error as Error).message}`;
+      }
+    },
+    async versions() {
+      const [row] = await root`show server_version`;
+      return { Postgres: String(row?.server_version), "postgres.js": packageVersion("postgres") };
+    },
+    async open(side: Side): Promise<Namespace> {
+      const schema = `agentix_bench_${randomBytes(5).toString("hex")}`;
+      // The backend's migration, run once, makes the tables of both sides.
+      const admin = new PostgresStorageBackend({ url, schema, max: 4 });
+      await admin.listSessions("migrate");
+      const wire = { roundTrips: 0, commands: 0 };
+      const client = postgres(url, {
+        max: POOL,
+        onnotice: () => {},
+        // Called once for every statement sent.
+        debug: () => {
+          wire.roundTrips++;
+          wire.commands++;
+        },
+      });
+      const backend = side === "agentix" ? new PostgresStorageBackend({ client, schema }) : undefined;
+      const quoted = `"${schema}"`;
+      return {
+        subject: backend ? agentixSubject(backend) : new RawPostgres(client, schema),
+        ...(backend ? { backend } : {}),
+        admin,
+        wire,
+        async seedSessions(records: SessionRecord[]) {
+          const rows = records.map((r) => ({
+            id: r.session_id,
+            agent_id: r.agent_id,
+            cwd: cwdOf(r.metadata),
+            metadata: r.metadata === null ? null : JSON.stringify(r.metadata),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+          }));
+          await root.unsafe(
+            `insert into ${quoted}.sessions (id, agent_id, cwd, metadata, created_at, updated_at)
+             select * from json_to_recordset($1::text::json)
+               as r(id uuid, agent_id text, cwd text, metadata text, created_at timestamptz, updated_at timestamptz)`,
+            [JSON.stringify(rows)],
+          );
+        },
+        async settle() {
+          // Fresh statistics on both sides, so that autovacuum does not change a plan in the middle of a run.
+          await root.unsafe(`analyze ${quoted}.sessions, ${quoted}.messages`);
+        },
+        async drop() {
+          await backend?.close();
+          await client.end({ timeout: 5 });
+          await admin.close();
+          await root.unsafe(`drop schema if exists ${quoted} cascade`);
+        },
+      };
+    },
+    close: () => root.end({ timeout: 5 }),
+  };
+}

@@ -1,0 +1,308 @@
+// The report: a markdown table (stdout and docs/benchmarks.md), the targets of issue 8 and an SVG bar chart of
+// the ratios, drawn by hand.
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import type { Machine } from "./machine.js";
+import type { BackendName, Scale } from "./workloads.js";
+
+export interface Figure {
+  median: number;
+  samples: number[];
+  /** Medians of the figures shown beside the main one: p50 and p99 latency (ms), CPU time per operation (µs). */
+  extra?: Record<string, number>;
+}
+
+export interface Result {
+  backend: BackendName;
+  metric: string;
+  unit: "ops/s" | "ms";
+  agentix?: Figure;
+  raw?: Figure;
+  /** agentix ÷ raw of the metric itself (ops/s or ms), from pairs of repetitions (see `pairedRatio` in run.ts). */
+  ratio?: number;
+  /** Set when the workload failed or its check did: no figure is kept then. */
+  error?: string;
+}
+
+export type Target =
+  | { kind: "ratio"; atLeast: number } // throughput: agentix ÷ raw
+  | { kind: "ratio"; atMost: number } // time: agentix ÷ raw
+  | { kind: "absolute"; atLeast: number } // ops/s of agentix
+  | { kind: "absolute"; atMost: number }; // ms of agentix
+
+export interface RoundTrips {
+  backend: BackendName;
+  op: string;
+  agentix: { roundTrips: number; commands: number };
+  raw?: { roundTrips: number; commands: number };
+  /** What issue 8 expects of agentix: one round trip per operation (a fork is one statement, one transaction). */
+  expected: number;
+}
+
+export interface Report {
+  startedAt: string;
+  quick: boolean;
+  scale: Scale;
+  durationSeconds: number;
+  machine: Machine;
+  reps: Record<string, number>;
+  results: Result[];
+  roundTrips: RoundTrips[];
+  skipped: Array<{ backend: BackendName; reason: string }>;
+}
+
+const rel = (atLeast: number): Target => ({ kind: "ratio", atLeast });
+const relTime = (atMost: number): Target => ({ kind: "ratio", atMost });
+const server = { append_seq: rel(0.9), append_conc: rel(0.9), load: relTime(1.25), load_last: relTime(1.25) };
+
+/** The targets of issue 8. */
+export const TARGETS: Record<BackendName, Record<string, Target>> = {
+  postgres: { ...server, list: relTime(1.5), list_deep: relTime(1.5), fork: relTime(1.25) },
+  redis: { ...server, list: relTime(1.5), list_deep: relTime(1.5), fork: relTime(1.25) },
+  sqlite: { append_seq: rel(0.8), append_conc: rel(0.8), load: relTime(1.25), load_last: relTime(1.25) },
+  file: { append_seq: { kind: "absolute", atLeast: 5000 }, load: { kind: "absolute", atMost: 50 } },
+};
+
+/** How fast agentix is next to raw, higher is better whatever the unit: what the chart draws. */
+export function speed(r: Result): number | undefined {
+  const x = r.ratio;
+  return x === undefined ? undefined : r.unit === "ops/s" ? x : 1 / x;
+}
+
+export function met(r: Result): boolean | undefined {
+  const target = TARGETS[r.backend][r.metric];
+  if (!target || r.error) return r.error ? false : undefined;
+  const value = target.kind === "ratio" ? r.ratio : r.agentix?.median;
+  if (value === undefined) return undefined;
+  if ("atLeast" in target) return value >= target.atLeast;
+  // "Within 1.25×" includes 1.25×; "under 50 ms" does not include 50 ms.
+  return target.kind === "ratio" ? value <= target.atMost : value < target.atMost;
+}
+
+/** The target as a speed (the chart's unit), when it is a ratio. */
+function speedTarget(r: Result): number | undefined {
+  const target = TARGETS[r.backend][r.metric];
+  if (target?.kind !== "ratio") return undefined;
+  return "atLeast" in target ? target.atLeast : 1 / target.atMost;
+}
+
+function describeTarget(target: Target | undefined, unit: string): string {
+  if (!target) return "—";
+  if (target.kind === "ratio") return "atLeast" in target ? `≥ ${target.atLeast}×` : `≤ ${target.atMost}×`;
+  return "atLeast" in target ? `≥ ${group(target.atLeast)} ${unit}` : `< ${target.atMost} ${unit}`;
+}
+
+/** What each metric measured, at the run's scale. */
+function label(metric: string, scale: Scale): string {
+  const labels: Record<string, string> = {
+    append_seq: `append, sequential (${group(scale.appendSeq)})`,
+    append_conc: `append, ${scale.writers} writers × ${group(scale.appendsPerWriter)}`,
+    load: `load ${group(scale.loadSize)} messages`,
+    load_last: "load newest 50",
+    list: `list newest ${scale.pageSize}`,
+    list_deep: `list page ${scale.deepPage} (\`before\`)`,
+    fork: `fork ${group(scale.forkSize)} messages`,
+  };
+  return labels[metric] ?? metric;
+}
+
+const NAMES: Record<BackendName, string> = { postgres: "Postgres", redis: "Redis", sqlite: "SQLite", file: "File" };
+
+function group(n: number): string {
+  return Math.round(n).toLocaleString("en-US");
+}
+
+function figure(value: number, unit: "ops/s" | "ms"): string {
+  if (unit === "ops/s") return `${group(value)} ops/s`;
+  return `${value < 10 ? value.toFixed(2) : value.toFixed(1)} ms`;
+}
+
+function cell(f: Figure | undefined, unit: "ops/s" | "ms"): string {
+  if (!f) return "—";
+  const extra: string[] = [];
+  if (f.extra?.p50 !== undefined) extra.push(`p50 ${f.extra.p50.toFixed(2)} ms`);
+  if (f.extra?.p99 !== undefined) extra.push(`p99 ${f.extra.p99.toFixed(2)} ms`);
+  if (f.extra?.cpu !== undefined) extra.push(`CPU ${Math.round(f.extra.cpu)} µs/op`);
+  return figure(f.median, unit) + (extra.length > 0 ? ` (${extra.join(", ")})` : "");
+}
+
+export function resultsTable(report: Report): string {
+  const lines = [
+    "| backend | workload | agentix | raw baseline | agentix ÷ raw | target | |",
+    "|---|---|--:|--:|--:|:-:|:-:|",
+  ];
+  for (const r of report.results) {
+    const x = r.ratio;
+    const ok = met(r);
+    const status = r.error ? `**failed**: ${r.error}` : ok === undefined ? "" : ok ? "✓ met" : "✗ **missed**";
+    lines.push(
+      `| ${NAMES[r.backend]} | ${label(r.metric, report.scale)} | ${cell(r.agentix, r.unit)} | ${cell(r.raw, r.unit)} | ` +
+        `${x === undefined ? "—" : `${x.toFixed(2)}×`} | ${describeTarget(TARGETS[r.backend][r.metric], r.unit)} | ${status} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+export function roundTripTable(report: Report): string {
+  if (report.roundTrips.length === 0) return "";
+  const backends = [...new Set(report.roundTrips.map((r) => r.backend))];
+  const ops = [...new Set(report.roundTrips.map((r) => r.op))];
+  const head = backends.map((b) => `${NAMES[b]} agentix | ${NAMES[b]} raw`).join(" | ");
+  const lines = [`| operation | expected | ${head} |`, `|---|--:|${backends.map(() => "--:|--:").join("|")}|`];
+  const show = (w: { roundTrips: number; commands: number } | undefined) =>
+    w === undefined
+      ? "—"
+      : w.commands === w.roundTrips
+        ? `${w.roundTrips}`
+        : `${w.roundTrips} (${w.commands} commands)`;
+  for (const op of ops) {
+    let expected = 1;
+    const cells = backends.map((b) => {
+      const row = report.roundTrips.find((r) => r.backend === b && r.op === op);
+      expected = row?.expected ?? expected;
+      const off = row && row.agentix.roundTrips !== row.expected ? " ✗" : "";
+      return `${show(row?.agentix)}${off} | ${show(row?.raw)}`;
+    });
+    lines.push(`| \`${op}\` | ${expected} | ${cells.join(" | ")} |`);
+  }
+  return lines.join("\n");
+}
+
+export function machineLines(report: Report): string {
+  const m = report.machine;
+  const versions = Object.entries(m.versions)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(", ");
+  // The load at the start is other work; at the end it includes the bench's own client and servers.
+  const busy = m.load.start > m.cores / 2;
+  return [
+    `- CPU: ${m.cpu}, ${m.cores} cores; RAM ${m.memoryGiB} GiB; ${m.os}`,
+    `- Node ${m.node}; ${versions}`,
+    `- Servers on the same machine (loopback), client and server sharing the cores.`,
+    `- Load average (1 min): ${m.load.start} at the start, ${m.load.end} at the end (the bench's own work included)` +
+      (busy ? " — **the machine was busy with other work when the run began: figures are noisy**." : "."),
+    `- Run: ${report.startedAt}, ${report.quick ? "`--quick`" : "full"}, ${Math.round(report.durationSeconds)} s; ` +
+      `medians of ${Object.entries(report.reps)
+        .map(([w, n]) => `${n} (${w})`)
+        .join(", ")} repetitions.`,
+  ].join("\n");
+}
+
+/** A horizontal bar per result: agentix's speed next to raw (1 = as fast), the target marked on it. */
+export function chart(report: Report): string {
+  const rows = report.results.filter((r) => speed(r) !== undefined);
+  const rowLabel = (r: Result) => `${NAMES[r.backend]} · ${label(r.metric, report.scale).replaceAll("`", "")}`;
+  // About 6.5 px per character at font-size 12.
+  const labelWidth = Math.max(...rows.map((r) => rowLabel(r).length)) * 6.5 + 16;
+  const plot = 480;
+  const rowHeight = 22;
+  const top = 56;
+  const groupGap = 14;
+  const max = Math.max(1.5, Math.ceil(Math.max(...rows.map((r) => speed(r) as number)) * 4) / 4);
+  const x = (v: number) => labelWidth + (Math.min(v, max) / max) * plot;
+  const backends = [...new Set(rows.map((r) => r.backend))];
+  const height = top + rows.length * rowHeight + backends.length * groupGap + 40;
+  const width = labelWidth + plot + 290;
+  const parts: string[] = [];
+  const text = (px: number, py: number, s: string, attrs = "") =>
+    parts.push(`<text x="${px.toFixed(1)}" y="${py.toFixed(1)}"${attrs}>${escapeXml(s)}</text>`);
+
+  text(
+    12,
+    22,
+    "agentix speed relative to the raw driver baseline (1 = as fast; higher is better)",
+    ' font-weight="bold"',
+  );
+  text(12, 40, "green: target met · red: missed · grey: no target · black tick: the target as a ratio", ' fill="#555"');
+  for (let v = 0; v <= max + 1e-9; v += 0.25) {
+    const gx = x(v);
+    const strong = Math.abs(v - 1) < 1e-9;
+    parts.push(
+      `<line x1="${gx.toFixed(1)}" y1="${top - 4}" x2="${gx.toFixed(1)}" y2="${height - 30}" stroke="${strong ? "#333" : "#ddd"}"${strong ? ' stroke-dasharray="4 3"' : ""}/>`,
+    );
+    if (Math.abs(v * 2 - Math.round(v * 2)) < 1e-9) text(gx, height - 14, `${v}×`, ' text-anchor="middle" fill="#555"');
+  }
+  let y = top;
+  for (const backend of backends) {
+    for (const r of rows.filter((row) => row.backend === backend)) {
+      const s = speed(r) as number;
+      const ok = met(r);
+      const color = ok === undefined ? "#90a4ae" : ok ? "#2e7d32" : "#c62828";
+      text(labelWidth - 8, y + 14, rowLabel(r), ' text-anchor="end"');
+      parts.push(
+        `<rect x="${labelWidth}" y="${y + 3}" width="${(x(s) - labelWidth).toFixed(1)}" height="${rowHeight - 6}" fill="${color}"/>`,
+      );
+      // In a column of their own, right of the plot, so that no value sits on a target tick.
+      const target = TARGETS[r.backend][r.metric];
+      const absolute =
+        target?.kind === "absolute" && r.agentix
+          ? ` (${figure(r.agentix.median, r.unit)}; target ${describeTarget(target, r.unit)})`
+          : "";
+      text(labelWidth + plot + 12, y + 15, `${s.toFixed(2)}×${absolute}`, ' fill="#333"');
+      const t = speedTarget(r);
+      if (t !== undefined) {
+        parts.push(
+          `<line x1="${x(t).toFixed(1)}" y1="${y + 1}" x2="${x(t).toFixed(1)}" y2="${y + rowHeight - 1}" stroke="#000" stroke-width="2"/>`,
+        );
+      }
+      y += rowHeight;
+    }
+    y += groupGap;
+  }
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, sans-serif" font-size="12">`,
+    `<rect width="100%" height="100%" fill="#fff"/>`,
+    ...parts,
+    "</svg>",
+    "",
+  ].join("\n");
+}
+
+function escapeXml(s: string): string {
+  return s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+}
+
+export function markdown(report: Report): string {
+  const trips = roundTripTable(report);
+  return [
+    resultsTable(report),
+    "",
+    ...(trips
+      ? ["Round trips per operation (after warm-up; Postgres: statements sent, Redis: request batches):", "", trips, ""]
+      : []),
+    ...report.skipped.map((s) => `Skipped ${NAMES[s.backend]}: ${s.reason}`),
+  ]
+    .join("\n")
+    .trimEnd();
+}
+
+const START = "<!-- bench:start -->";
+const END = "<!-- bench:end -->";
+
+/** The head of a docs page written from scratch; the real one is written by hand around the markers. */
+const INTRO = "# Benchmarks\n\nWritten by `npm run bench`: agentix next to a raw driver baseline, per backend.\n\n";
+
+/** Replaces the generated part of docs/benchmarks.md, keeping whatever was written by hand around it. */
+export function writeDocs(report: Report, docsPath: string, svgPath: string, svgName: string): void {
+  writeFileSync(svgPath, chart(report));
+  const generated = [
+    START,
+    "<!-- Generated by `npm run bench`: edits between these markers are overwritten. -->",
+    "",
+    `![agentix speed relative to the raw baseline](${svgName})`,
+    "",
+    markdown(report),
+    "",
+    "Measured on:",
+    "",
+    machineLines(report),
+    END,
+  ].join("\n");
+  const current = existsSync(docsPath) ? readFileSync(docsPath, "utf8") : `${INTRO}${START}\n${END}\n`;
+  const from = current.indexOf(START);
+  const to = current.indexOf(END);
+  const next =
+    from === -1 || to === -1
+      ? `${current.trimEnd()}\n\n${generated}\n`
+      : current.slice(0, from) + generated + current.slice(to + END.length);
+  writeFileSync(docsPath, next);
+}

@@ -1,0 +1,469 @@
+// The workloads of `npm run bench`, written once against `Subject`: what both an agentix backend and its raw
+// baseline implement. Each workload seeds its data (untimed, through an agentix backend on the same namespace),
+// times its repetitions and checks what was written (counts and order) before its figures are kept.
+
+import { uuidv7 } from "uuidv7";
+import type { StorageBackend } from "../src/core/backend.js";
+import { compareSessions } from "../src/core/records.js";
+import type {
+  JsonObject,
+  MessageContent,
+  MessageRecord,
+  Role,
+  SessionCursor,
+  SessionRecord,
+} from "../src/core/types.js";
+
+/** What a workload times: an agentix backend or a raw baseline. Sync baselines may return plain values. */
+export interface Subject {
+  saveMessage(sessionId: string, role: Role, content: MessageContent): Promise<void> | void;
+  loadMessages(sessionId: string, last?: number): Promise<MessageRecord[]> | MessageRecord[];
+  listSessions(agentId: string, limit: number, before?: SessionCursor): Promise<SessionRecord[]> | SessionRecord[];
+  forkSession(sessionId: string): Promise<string> | string;
+}
+
+/** The public API of an agentix backend, as a subject. */
+export function agentixSubject(backend: StorageBackend): Subject {
+  return {
+    saveMessage: (id, role, content) => backend.saveMessage(id, role, content),
+    loadMessages: (id, last) => backend.loadMessages(id, last === undefined ? undefined : { last }),
+    listSessions: (agent, limit, before) => backend.listSessions(agent, before ? { limit, before } : { limit }),
+    forkSession: (id) => backend.forkSession(id),
+  };
+}
+
+/** Round trips (statements on Postgres, request batches on Redis) and commands a subject's client has sent so far. */
+export interface WireCounter {
+  roundTrips: number;
+  commands: number;
+}
+
+/** One fresh namespace (schema, key prefix, file or directory), dropped after its workload. */
+export interface Namespace {
+  subject: Subject;
+  /** The agentix backend behind `subject`, on the agentix side only. */
+  backend?: StorageBackend;
+  /** An agentix backend of its own on the same namespace: seeds the data and checks what the subject wrote. */
+  admin: StorageBackend;
+  /** What the subject's client sent (Postgres, Redis). */
+  wire?: WireCounter;
+  /** Writes many sessions (no messages) the fastest way the store allows: a bulk insert, or pipelined imports. */
+  seedSessions(records: SessionRecord[]): Promise<void>;
+  /** Called once the data is seeded: statistics refreshed where the store keeps them. */
+  settle?(): Promise<void>;
+  drop(): Promise<void>;
+}
+
+export type BackendName = "postgres" | "redis" | "sqlite" | "file";
+
+export interface BenchTarget {
+  name: BackendName;
+  /** Why the backend cannot be measured here (no server), or `null`. */
+  probe(): Promise<string | null>;
+  /** Server and driver versions, for the report. */
+  versions(): Promise<Record<string, string>>;
+  open(side: Side): Promise<Namespace>;
+  close(): Promise<void>;
+}
+
+export type Side = "agentix" | "raw";
+
+/** How big each workload is: the issue's sizes, or smaller ones for `--quick`. */
+export interface Scale {
+  appendSeq: number;
+  writers: number;
+  appendsPerWriter: number;
+  loadSize: number;
+  agents: number;
+  sessionsPerAgent: number;
+  pageSize: number;
+  /** Which page the deep listing reads (1 is the first). */
+  deepPage: number;
+  forkSize: number;
+}
+
+export const FULL: Scale = {
+  appendSeq: 2000,
+  writers: 32,
+  appendsPerWriter: 200,
+  loadSize: 10_000,
+  agents: 10,
+  sessionsPerAgent: 1000,
+  pageSize: 50,
+  deepPage: 10,
+  forkSize: 10_000,
+};
+
+export const QUICK: Scale = {
+  ...FULL,
+  appendSeq: 500,
+  writers: 32,
+  appendsPerWriter: 25,
+  agents: 4,
+  sessionsPerAgent: 500,
+};
+
+/** One repetition's figures, by metric name. */
+export type Sample = Record<string, number>;
+
+export interface RunContext<S> {
+  subject: Subject;
+  admin: StorageBackend;
+  state: S;
+  scale: Scale;
+  rep: number;
+}
+
+export interface Workload<S = unknown> {
+  name: string;
+  /** The figures one repetition yields, in report order. */
+  metrics: MetricSpec[];
+  /** Repetitions per side: even, so that each side goes first as often as second (see run.ts). */
+  reps: { full: number; quick: number };
+  seed(ns: Namespace, scale: Scale, reps: number): Promise<S>;
+  /** Untimed calls before the first repetition: statements prepared, scripts loaded, code warmed. */
+  warm(ctx: RunContext<S>): Promise<void>;
+  run(ctx: RunContext<S>): Promise<Sample>;
+  /** Throws when what the subject wrote is wrong. */
+  check(ctx: RunContext<S>): Promise<void>;
+}
+
+export interface MetricSpec {
+  name: string;
+  /** `ops/s`: higher is better; `ms`: lower is better. */
+  unit: "ops/s" | "ms";
+  /** Figures shown beside the main one (latency percentiles), not compared. */
+  extra?: string[];
+}
+
+// ---- data ----
+
+const WORDS =
+  "the agent reads the file, plans a change, runs the tests and reports back to the user with a short summary of " +
+  "what it changed and why; then it waits for the next instruction while the session keeps every message in order ";
+
+/** Message content of about 200 bytes of JSON; `seq` tells its place in the session, for the order checks. */
+export function content(seq: number): JsonObject {
+  const from = (seq * 7) % 64;
+  return { type: "text", text: WORDS.slice(from, from + 160), seq };
+}
+
+export function role(seq: number): Role {
+  return seq % 2 === 0 ? "user" : "assistant";
+}
+
+/** `n` messages with increasing timestamps ending before now, as an import takes them. */
+export function history(n: number): MessageRecord[] {
+  const start = Date.now() - 86_400_000;
+  return Array.from({ length: n }, (_, i) => ({
+    role: role(i),
+    content: content(i),
+    timestamp: new Date(start + i * 5).toISOString(),
+  }));
+}
+
+/** Imports a session with `messages`, for the load and fork workloads. */
+async function importHistory(admin: StorageBackend, agentId: string, messages: MessageRecord[]): Promise<string> {
+  const at = messages.at(-1)?.timestamp ?? new Date().toISOString();
+  const id = uuidv7();
+  const record = { session_id: id, agent_id: agentId, created_at: at, updated_at: at, metadata: { cwd: "/bench" } };
+  if (!(await admin.importSession(record, messages))) throw new Error(`import of ${id} refused`);
+  return id;
+}
+
+/** Other sessions beside the measured one, so that no table holds a single session. */
+async function neighbours(admin: StorageBackend, count: number, size: number): Promise<void> {
+  for (let i = 0; i < count; i++) await importHistory(admin, `neighbour-${i % 3}`, history(size));
+}
+
+/** `agents × perAgent` sessions with distinct and equal (tie) `updated_at` values, interleaved by agent. */
+export function sessionSet(agents: number, perAgent: number): SessionRecord[] {
+  const start = Date.now() - 30 * 86_400_000;
+  const records: SessionRecord[] = [];
+  for (let i = 0; i < perAgent; i++) {
+    for (let a = 0; a < agents; a++) {
+      const created = start + (i * agents + a) * 1000;
+      // Sessions 3 and 4 of every five of an agent share their updated_at: the session_id breaks the tie.
+      const offset = i % 5 === 3 ? agents * 1000 + 200 : i % 5 === 4 ? 200 : 500 + ((i * 7919) % 97) * 10;
+      records.push({
+        session_id: uuidv7(),
+        agent_id: `agent-${a}`,
+        created_at: new Date(created).toISOString(),
+        updated_at: new Date(created + offset).toISOString(),
+        metadata: { cwd: `/work/project-${i % 4}`, title: `session ${i} of agent ${a}` },
+      });
+    }
+  }
+  return records;
+}
+
+// ---- checks ----
+
+class CheckError extends Error {
+  override name = "CheckError";
+}
+
+function expect(ok: boolean, message: string): asserts ok {
+  if (!ok) throw new CheckError(message);
+}
+
+/** Exactly `n` messages with `seq` from `first` on, each with exactly its three keys, timestamps never decreasing. */
+export function checkMessages(messages: MessageRecord[], n: number, first: number, what: string): void {
+  expect(messages.length === n, `${what}: ${messages.length} messages, expected ${n}`);
+  messages.forEach((m, i) => {
+    const seq = (m.content as JsonObject).seq;
+    expect(seq === first + i, `${what}: message ${i} has seq ${String(seq)}, expected ${first + i} (order)`);
+    expect(m.role === role(first + i), `${what}: message ${i} has role ${m.role}`);
+    expect(Object.keys(m).join() === "role,content,timestamp", `${what}: message ${i} has keys ${Object.keys(m)}`);
+    const previous = messages[i - 1];
+    expect(!previous || previous.timestamp <= m.timestamp, `${what}: timestamps decrease at message ${i}`);
+  });
+}
+
+/** A session's messages as written by `n` appends, and `updated_at` equal to the newest timestamp. */
+async function checkAppended(admin: StorageBackend, sessionId: string, n: number): Promise<void> {
+  const messages = await admin.loadMessages(sessionId);
+  checkMessages(messages, n, 0, `session ${sessionId}`);
+  const session = await admin.getSession(sessionId);
+  expect(session?.updated_at === messages.at(-1)?.timestamp, `session ${sessionId}: updated_at is not the newest`);
+}
+
+// ---- timing ----
+
+export function median(values: number[]): number {
+  return quantile(values, 0.5);
+}
+
+/** The `q` quantile, interpolated between the nearest ranks. */
+export function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const at = (sorted.length - 1) * q;
+  const lo = Math.floor(at);
+  const hi = Math.ceil(at);
+  return (sorted[lo] as number) + ((sorted[hi] as number) - (sorted[lo] as number)) * (at - lo);
+}
+
+/** This process's CPU time (user + system) per operation since `since`, in µs: the client's share of the work. */
+function cpuPerOp(since: NodeJS.CpuUsage, ops: number): number {
+  const used = process.cpuUsage(since);
+  return (used.user + used.system) / ops;
+}
+
+/** The median of `n` calls' times, in ms: one repetition of an operation too quick to time once. */
+async function medianOf<T>(n: number, run: () => Promise<T> | T, check: (value: T) => void): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const [ms, value] = await timed(run);
+    check(value);
+    times.push(ms);
+  }
+  return median(times);
+}
+
+async function timed<T>(run: () => Promise<T> | T): Promise<[ms: number, value: T]> {
+  const start = performance.now();
+  const value = await run();
+  return [performance.now() - start, value];
+}
+
+// ---- the workloads ----
+
+interface AppendState {
+  sessions: string[];
+  warm: string;
+}
+
+const appendSeq: Workload<AppendState> = {
+  name: "append_seq",
+  metrics: [{ name: "append_seq", unit: "ops/s", extra: ["p50", "p99", "cpu"] }],
+  reps: { full: 12, quick: 6 },
+  async seed(ns, _scale, reps) {
+    const sessions: string[] = [];
+    for (let i = 0; i < reps; i++) sessions.push(await ns.admin.createSession("appender", { cwd: "/bench" }));
+    return { sessions, warm: await ns.admin.createSession("appender", { cwd: "/bench" }) };
+  },
+  async warm({ subject, state }) {
+    for (let i = 0; i < 200; i++) await subject.saveMessage(state.warm, role(i), content(i));
+  },
+  async run({ subject, state, scale, rep }) {
+    const id = state.sessions[rep] as string;
+    const latencies: number[] = [];
+    const cpu = process.cpuUsage();
+    const start = performance.now();
+    for (let i = 0; i < scale.appendSeq; i++) {
+      const t = performance.now();
+      await subject.saveMessage(id, role(i), content(i));
+      latencies.push(performance.now() - t);
+    }
+    const total = performance.now() - start;
+    return {
+      append_seq: (scale.appendSeq / total) * 1000,
+      p50: quantile(latencies, 0.5),
+      p99: quantile(latencies, 0.99),
+      cpu: cpuPerOp(cpu, scale.appendSeq),
+    };
+  },
+  async check({ admin, state, scale }) {
+    for (const id of state.sessions) await checkAppended(admin, id, scale.appendSeq);
+  },
+};
+
+const appendConc: Workload<{ sessions: string[][]; warm: string[] }> = {
+  name: "append_conc",
+  metrics: [{ name: "append_conc", unit: "ops/s", extra: ["cpu"] }],
+  reps: { full: 12, quick: 6 },
+  async seed(ns, scale, reps) {
+    const batch = () =>
+      Promise.all(Array.from({ length: scale.writers }, () => ns.admin.createSession("writer", { cwd: "/bench" })));
+    const sessions: string[][] = [];
+    for (let i = 0; i < reps; i++) sessions.push(await batch());
+    return { sessions, warm: await batch() };
+  },
+  async warm({ subject, state }) {
+    await Promise.all(
+      state.warm.map(async (id) => {
+        for (let i = 0; i < 20; i++) await subject.saveMessage(id, role(i), content(i));
+      }),
+    );
+  },
+  async run({ subject, state, scale, rep }) {
+    const cpu = process.cpuUsage();
+    const [ms] = await timed(() =>
+      Promise.all(
+        (state.sessions[rep] as string[]).map(async (id) => {
+          for (let i = 0; i < scale.appendsPerWriter; i++) await subject.saveMessage(id, role(i), content(i));
+        }),
+      ),
+    );
+    const ops = scale.writers * scale.appendsPerWriter;
+    return { append_conc: (ops / ms) * 1000, cpu: cpuPerOp(cpu, ops) };
+  },
+  async check({ admin, state, scale }) {
+    for (const ids of state.sessions) for (const id of ids) await checkAppended(admin, id, scale.appendsPerWriter);
+  },
+};
+
+const LAST = 50;
+
+const load: Workload<{ id: string }> = {
+  name: "load",
+  metrics: [
+    { name: "load", unit: "ms" },
+    { name: "load_last", unit: "ms" },
+  ],
+  reps: { full: 22, quick: 8 },
+  async seed(ns, scale) {
+    await neighbours(ns.admin, 3, 2000);
+    return { id: await importHistory(ns.admin, "loader", history(scale.loadSize)) };
+  },
+  async warm({ subject, state }) {
+    for (let i = 0; i < 3; i++) {
+      await subject.loadMessages(state.id);
+      await subject.loadMessages(state.id, LAST);
+    }
+  },
+  async run({ subject, state, scale }) {
+    const [ms, all] = await timed(() => subject.loadMessages(state.id));
+    checkMessages(all, scale.loadSize, 0, "load");
+    // The newest 50 are quick to read: the median of five calls makes one repetition.
+    const last = await medianOf(
+      5,
+      () => subject.loadMessages(state.id, LAST),
+      (messages) => checkMessages(messages, LAST, scale.loadSize - LAST, "load_last"),
+    );
+    return { load: ms, load_last: last };
+  },
+  async check() {},
+};
+
+interface ListState {
+  agent: string;
+  /** The agent's sessions in listing order. */
+  expected: SessionRecord[];
+}
+
+const list: Workload<ListState> = {
+  name: "list",
+  metrics: [
+    { name: "list", unit: "ms" },
+    { name: "list_deep", unit: "ms" },
+  ],
+  reps: { full: 22, quick: 8 },
+  async seed(ns, scale) {
+    const records = sessionSet(scale.agents, scale.sessionsPerAgent);
+    await ns.seedSessions(records);
+    const agent = "agent-3";
+    const expected = records.filter((r) => r.agent_id === agent).sort(compareSessions);
+    return { agent, expected };
+  },
+  async warm({ subject, state, scale }) {
+    const cursor = state.expected[scale.pageSize * (scale.deepPage - 1) - 1] as SessionRecord;
+    for (let i = 0; i < 5; i++) {
+      await subject.listSessions(state.agent, scale.pageSize);
+      await subject.listSessions(state.agent, scale.pageSize, cursor);
+    }
+  },
+  async run({ subject, state, scale }) {
+    const { agent, expected } = state;
+    const size = scale.pageSize;
+    // Each figure is the median of five calls; the pages are checked every time.
+    const first = await medianOf(
+      5,
+      () => subject.listSessions(agent, size),
+      (page) => checkPage(page, expected.slice(0, size), "list"),
+    );
+    // The cursor is the previous page's last record, as a caller passes it.
+    const deep = size * (scale.deepPage - 1);
+    const cursor = { ...(expected[deep - 1] as SessionRecord) };
+    const later = await medianOf(
+      5,
+      () => subject.listSessions(agent, size, cursor),
+      (page) => checkPage(page, expected.slice(deep, deep + size), `list page ${scale.deepPage}`),
+    );
+    return { list: first, list_deep: later };
+  },
+  async check({ admin, state }) {
+    // Everything was seeded as it should be: the whole listing through the backend, in order.
+    checkPage(await admin.listSessions(state.agent), state.expected, "full listing");
+  },
+};
+
+function checkPage(page: SessionRecord[], expected: SessionRecord[], what: string): void {
+  expect(page.length === expected.length, `${what}: ${page.length} sessions, expected ${expected.length}`);
+  page.forEach((record, i) => {
+    const want = expected[i] as SessionRecord;
+    expect(record.session_id === want.session_id, `${what}: record ${i} is ${record.session_id} (order)`);
+    expect(record.updated_at === want.updated_at, `${what}: record ${i} has updated_at ${record.updated_at}`);
+    expect(JSON.stringify(record.metadata) === JSON.stringify(want.metadata), `${what}: record ${i} metadata`);
+  });
+}
+
+const fork: Workload<{ id: string; forks: string[] }> = {
+  name: "fork",
+  metrics: [{ name: "fork", unit: "ms" }],
+  reps: { full: 16, quick: 6 },
+  async seed(ns, scale) {
+    await neighbours(ns.admin, 3, 2000);
+    return { id: await importHistory(ns.admin, "forker", history(scale.forkSize)), forks: [] };
+  },
+  async warm({ subject, admin, state }) {
+    await admin.deleteSession(await subject.forkSession(state.id));
+  },
+  async run({ subject, admin, state, scale }) {
+    const [ms, id] = await timed(() => subject.forkSession(state.id));
+    const source = await admin.getSession(state.id);
+    const copy = await admin.getSession(id);
+    expect(copy?.agent_id === source?.agent_id, "fork: agent_id differs");
+    expect(JSON.stringify(copy?.metadata) === JSON.stringify(source?.metadata), "fork: metadata differs");
+    checkMessages(await admin.loadMessages(id), scale.forkSize, 0, "fork");
+    // Deleted again (untimed), so that every repetition forks into tables of the same size.
+    await admin.deleteSession(id);
+    return { fork: ms };
+  },
+  async check({ admin, state, scale }) {
+    checkMessages(await admin.loadMessages(state.id), scale.forkSize, 0, "fork source");
+  },
+};
+
+export const WORKLOADS = [appendSeq, appendConc, load, list, fork] as Workload[];
