@@ -5,9 +5,17 @@ export function newSessionId(): string {
   return uuidv7();
 }
 
-/** Now as ISO 8601 UTC with millisecond precision. */
+let lastMs = Number.NaN;
+let lastIso = "";
+
+/** Now as ISO 8601 UTC with millisecond precision (formatted once per millisecond: it is on every append's path). */
 export function now(): string {
-  return new Date().toISOString();
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
 }
 
 /** The later of two timestamps of the form `now()` returns. */

@@ -46,58 +46,60 @@ export interface JsonProblem {
 }
 
 export function jsonProblem(value: unknown): JsonProblem | null {
-  const ancestors = new Set<object>();
-  // The path is built on the way back up, so a valid value costs no allocation per element.
-  const inside = (key: string | number, found: JsonProblem | null): JsonProblem | null => {
-    found?.path.unshift(key);
-    return found;
-  };
-  const visit = (v: unknown, depth: number): JsonProblem | null => {
-    switch (typeof v) {
-      case "string":
-      case "boolean":
-        return null;
-      case "number":
-        if (!Number.isFinite(v)) return { path: [], problem: `${v} is not a JSON number` };
-        if (Object.is(v, -0)) return { path: [], problem: "-0 has no JSON form (it would come back as 0)" };
-        return null;
-      case "object":
-        break;
-      default:
-        return { path: [], problem: `${typeof v} is not a JSON value` };
-    }
-    if (v === null) return null;
-    if (depth > MAX_JSON_DEPTH) return { path: [], problem: `nested deeper than ${MAX_JSON_DEPTH} levels` };
-    if (ancestors.has(v)) return { path: [], problem: "a cycle cannot be stored" };
-    ancestors.add(v);
-    try {
-      if (Array.isArray(v)) {
-        if (Object.getPrototypeOf(v) !== Array.prototype)
-          return { path: [], problem: "an array subclass is not a JSON array" };
-        for (let i = 0; i < v.length; i++) {
-          const item: unknown = v[i];
-          if (item === undefined) return { path: [i], problem: "undefined (or a hole) is not a JSON value" };
-          const found = inside(i, visit(item, depth + 1));
-          if (found) return found;
-        }
-        return null;
-      }
-      if (!isPlainObject(v))
-        return { path: [], problem: `a ${v.constructor?.name ?? "object"} is not a plain JSON object` };
-      if (Object.getOwnPropertySymbols(v).length > 0) return { path: [], problem: "symbol keys cannot be stored" };
-      for (const key in v) {
-        if (!Object.hasOwn(v, key)) continue;
-        const item = v[key];
-        if (item === undefined) continue;
-        const found = inside(key, visit(item, depth + 1));
-        if (found) return found;
-      }
+  // The fast walk tracks no ancestors: a cycle shows up as nesting deeper than the limit, and only then does
+  // a second walk tell a cycle from deep nesting. The path is built on the way back up, so a valid value costs
+  // no allocation per element.
+  const found = walk(value, 0, null);
+  return found?.problem === TOO_DEEP ? walk(value, 0, new Set()) : found;
+}
+
+const TOO_DEEP = `nested deeper than ${MAX_JSON_DEPTH} levels`;
+
+function walk(v: unknown, depth: number, ancestors: Set<object> | null): JsonProblem | null {
+  switch (typeof v) {
+    case "string":
+    case "boolean":
       return null;
-    } finally {
-      ancestors.delete(v);
+    case "number":
+      if (!Number.isFinite(v)) return { path: [], problem: `${v} is not a JSON number` };
+      if (v === 0 && 1 / v < 0) return { path: [], problem: "-0 has no JSON form (it would come back as 0)" };
+      return null;
+    case "object":
+      if (v === null) return null;
+      break;
+    default:
+      return { path: [], problem: `${typeof v} is not a JSON value` };
+  }
+  if (ancestors?.has(v)) return { path: [], problem: "a cycle cannot be stored" };
+  if (depth > MAX_JSON_DEPTH) return { path: [], problem: TOO_DEEP };
+  ancestors?.add(v);
+  let found: JsonProblem | null = null;
+  if (Array.isArray(v)) {
+    if (Object.getPrototypeOf(v) !== Array.prototype)
+      return { path: [], problem: "an array subclass is not a JSON array" };
+    for (let i = 0; i < v.length && !found; i++) {
+      const item: unknown = v[i];
+      found =
+        item === undefined
+          ? { path: [], problem: "undefined (or a hole) is not a JSON value" }
+          : walk(item, depth + 1, ancestors);
+      found?.path.unshift(i);
     }
-  };
-  return visit(value, 0);
+  } else {
+    if (!isPlainObject(v))
+      return { path: [], problem: `a ${v.constructor?.name ?? "object"} is not a plain JSON object` };
+    if (Object.getOwnPropertySymbols(v).length > 0) return { path: [], problem: "symbol keys cannot be stored" };
+    const keys = Object.keys(v);
+    for (let i = 0; i < keys.length && !found; i++) {
+      const key = keys[i] as string;
+      const item = v[key];
+      if (item === undefined) continue; // dropped, as JSON.stringify does
+      found = walk(item, depth + 1, ancestors);
+      found?.path.unshift(key);
+    }
+  }
+  ancestors?.delete(v);
+  return found;
 }
 
 /** A zod schema for a value that JSON carries unchanged. */
