@@ -250,6 +250,7 @@ export function chart(report: Report): string {
   }
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, sans-serif" font-size="12">`,
+    "<title>agentix speed relative to the raw driver baseline, per backend and workload</title>",
     `<rect width="100%" height="100%" fill="#fff"/>`,
     ...parts,
     "</svg>",
