@@ -161,7 +161,7 @@ export class PostgresStorageBackend extends StorageBackend {
     const rows = await values<SessionRow>(sql`
       select ${this.#sessionColumns} from ${this.#sessions}
       where agent_id = ${agentId}
-      ${cwd === undefined ? sql`` : sql`and cwd = ${cwd}`}
+      ${cwd === undefined ? sql`` : sql`and md5(cwd) = md5(${cwd}) and cwd = ${cwd}`}
       ${before === undefined ? sql`` : this.#afterCursor(before.updated_at, before.session_id)}
       order by updated_at desc nulls last, id desc nulls last
       ${limit === undefined ? sql`` : sql`limit ${limit}`}`);

@@ -55,7 +55,12 @@ describe.each([
   it("would fail on drift: a committed snapshot that lacks an index gets a new migration creating it", async () => {
     const out = join(dir, `${folder}-drifted`);
     cpSync(committed, out, { recursive: true });
-    const snapshotFile = join(out, "meta", "0000_snapshot.json");
+    // drizzle-kit diffs against the newest snapshot.
+    const newest = readdirSync(join(out, "meta"))
+      .filter((f) => f.endsWith("_snapshot.json"))
+      .sort()
+      .at(-1) as string;
+    const snapshotFile = join(out, "meta", newest);
     const meta = JSON.parse(readFileSync(snapshotFile, "utf8")) as {
       tables: Record<string, { indexes: Record<string, unknown> }>;
     };

@@ -18,7 +18,8 @@ export const sessions = pgTable(
   },
   (t) => [
     index("sessions_agent_updated_idx").on(t.agentId, t.updatedAt.desc(), t.id.desc()),
-    index("sessions_agent_cwd_updated_idx").on(t.agentId, t.cwd, t.updatedAt.desc(), t.id.desc()),
+    // md5(cwd), not cwd: a btree row holds at most ~2.7 kB, and a path may be 4 kB. Queries match both.
+    index("sessions_agent_cwd_updated_idx").on(t.agentId, sql`md5(${t.cwd})`, t.updatedAt.desc(), t.id.desc()),
   ],
 );
 

@@ -1,0 +1,2 @@
+DROP INDEX "sessions_agent_cwd_updated_idx";--> statement-breakpoint
+CREATE INDEX "sessions_agent_cwd_updated_idx" ON "sessions" USING btree ("agent_id",md5("cwd"),"updated_at" DESC NULLS LAST,"id" DESC NULLS LAST);
