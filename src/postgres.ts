@@ -129,6 +129,8 @@ export class PostgresStorageBackend extends StorageBackend {
       postgres(o.url as string, {
         ...(o.max === undefined ? {} : { max: o.max }),
         connection: { application_name: "agentix" },
+        // postgres.js prints server notices to stdout by default; a library must not.
+        onnotice: () => {},
       });
     const s = quote(this.#schema);
     this.#sessions = this.#sql.unsafe(`${s}."sessions"`);
