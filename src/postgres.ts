@@ -8,7 +8,8 @@ import type { PendingQuery, Row, Sql } from "postgres";
 import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
-import { AgentixStorageError } from "./core/errors.js";
+import { AgentixStorageError, BackendClosedError, toStorageError } from "./core/errors.js";
+import { migrationTags } from "./core/migrations.js";
 import { cwdOf, sessionRecord } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
 import type { JsonObject, MessageContent, MessageRecord, Role, SessionQuery, SessionRecord } from "./core/types.js";
@@ -298,13 +299,33 @@ export class PostgresStorageBackend extends StorageBackend {
     return this.#sql`and (updated_at, id) < (${updatedAt}, ${id})`;
   }
 
+  /**
+   * Applies the pending migrations now and returns their tags, such as `["0000_init"]`; `[]` when the schema is
+   * up to date. The backend also migrates on first use (`migrate: true`), so this is for deploy steps and tools.
+   * @throws {BackendClosedError} after `close()`.
+   * @throws {AgentixStorageError} when the server refuses (the driver's error is the `cause`).
+   */
+  async migrate(): Promise<string[]> {
+    if (this.closed) throw new BackendClosedError("PostgresStorageBackend");
+    try {
+      const applied = await this.#migrateSchema();
+      this.#migrated ??= Promise.resolve();
+      return applied;
+    } catch (error) {
+      throw toStorageError(error, "PostgresStorageBackend.migrate");
+    }
+  }
+
   /** Applies pending migrations once per backend, on first use; a failed attempt is retried by the next call. */
   #ready(): Promise<void> {
     if (!this.#migrate) return Promise.resolve();
-    this.#migrated ??= this.#migrateSchema().catch((error: unknown) => {
-      this.#migrated = undefined;
-      throw error;
-    });
+    this.#migrated ??= this.#migrateSchema().then(
+      () => {},
+      (error: unknown) => {
+        this.#migrated = undefined;
+        throw error;
+      },
+    );
     return this.#migrated;
   }
 
@@ -317,7 +338,7 @@ export class PostgresStorageBackend extends StorageBackend {
    * (a client passed in must not be changed). The bookkeeping table has drizzle's layout, named apart from an
    * application's own `__drizzle_migrations`, and lives in the schema too.
    */
-  async #migrateSchema(): Promise<void> {
+  async #migrateSchema(): Promise<string[]> {
     migrationFiles ??= readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
     const files = migrationFiles;
     const newest = files.at(-1)?.folderMillis ?? 0;
@@ -328,11 +349,13 @@ export class PostgresStorageBackend extends StorageBackend {
       const [row] = await values<[boolean]>(
         this.#sql`select exists (select from ${journal} where created_at >= ${newest})`,
       );
-      if (row?.[0] === true) return;
+      if (row?.[0] === true) return [];
     } catch (error) {
       // Undefined table or schema: not migrated yet. Anything else is a real failure.
       if (!["42P01", "3F000"].includes((error as { code?: string }).code ?? "")) throw error;
     }
+    const tags = migrationTags(MIGRATIONS_FOLDER);
+    const done: string[] = [];
     await this.#sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK}, hashtext(${this.#schema}))`;
       await tx`set local client_min_messages = warning`;
@@ -348,8 +371,10 @@ export class PostgresStorageBackend extends StorageBackend {
         if (migration.folderMillis <= Number(applied?.[0])) continue;
         for (const statement of migration.sql) await tx.unsafe(statement.replaceAll('"public".', `${schema}.`));
         await tx`insert into ${journal} (hash, created_at) values (${migration.hash}, ${migration.folderMillis})`;
+        done.push(tags.get(migration.folderMillis) ?? String(migration.folderMillis));
       }
     });
+    return done;
   }
 }
 

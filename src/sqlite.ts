@@ -10,6 +10,7 @@ import { z } from "zod";
 import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
 import { AgentixStorageError } from "./core/errors.js";
+import { migrationTags } from "./core/migrations.js";
 import { cwdOf, sessionRecord } from "./core/records.js";
 import type { JsonObject, MessageRecord, Role, SessionQuery, SessionRecord } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
@@ -114,6 +115,25 @@ export class SqliteStorageBackend extends SyncStorageBackend {
     return this.#connection;
   }
 
+  /**
+   * Applies the pending migrations now (opening the database if need be) and returns their tags, such as
+   * `["0000_init"]`; `[]` when the schema is up to date. Backends also migrate on first use (`migrate: true`).
+   * @throws {BackendClosedError} after `close()`.
+   */
+  migrateSync(): string[] {
+    return this.guardSync("migrate", () => {
+      if (this.#connection) return migrate(this.#connection.client);
+      const opened = connect(this.#options);
+      this.#connection = opened;
+      return opened.migrated;
+    });
+  }
+
+  /** {@link SqliteStorageBackend.migrateSync}, as a promise. */
+  async migrate(): Promise<string[]> {
+    return this.migrateSync();
+  }
+
   protected insertSession(record: SessionRecord): void {
     this.#db.insertSession.run(sessionRow(record));
   }
@@ -170,13 +190,13 @@ export class SqliteStorageBackend extends SyncStorageBackend {
 }
 
 /** Opens (when given a path) and migrates the database, then prepares every statement once. */
-function connect(options: Options): Connection {
+function connect(options: Options): Connection & { migrated: string[] } {
   const owned = options.database === undefined;
   const client = options.database ?? openFile(options.path as string, options.busyTimeout ?? 5000);
   try {
-    if (options.migrate) migrate(client);
-    else assertMigrated(client);
-    return prepare(client, owned);
+    const migrated = options.migrate ? migrate(client) : [];
+    if (!options.migrate) assertMigrated(client);
+    return { ...prepare(client, owned), migrated };
   } catch (error) {
     if (owned) client.close();
     throw error;
@@ -224,10 +244,12 @@ function retryBusy(run: () => unknown, timeout: number): void {
  * taking the lock, so two processes starting on a fresh file would both run
  * `CREATE TABLE` and one would fail.
  */
-function migrate(client: BetterSqlite3.Database): void {
+function migrate(client: BetterSqlite3.Database): string[] {
   const pending = readMigrationFiles({ migrationsFolder: MIGRATIONS });
   const newest = pending.at(-1)?.folderMillis ?? 0;
-  if (appliedUpTo(client) >= newest) return; // the common case, without taking the write lock
+  if (appliedUpTo(client) >= newest) return []; // the common case, without taking the write lock
+  const tags = migrationTags(MIGRATIONS);
+  const done: string[] = [];
   client
     .transaction(() => {
       client.exec(
@@ -239,9 +261,11 @@ function migrate(client: BetterSqlite3.Database): void {
         if (migration.folderMillis <= applied) continue;
         for (const statement of migration.sql) client.exec(statement);
         record.run(migration.hash, migration.folderMillis);
+        done.push(tags.get(migration.folderMillis) ?? String(migration.folderMillis));
       }
     })
     .immediate();
+  return done;
 }
 
 /** The `when` of the newest applied migration, or -1 when none is. */

@@ -34,6 +34,16 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
   beforeAll(() => {
     admin = postgres(pgUrl, { onnotice: () => {} });
   });
+
+  it("migrate() applies what is pending and names it; then nothing; after close it refuses", async () => {
+    const b = open({ url: pgUrl, schema: fresh("explicit") });
+    expect(await b.migrate()).toEqual(journal.map((m) => expect.stringMatching(/^\d{4}_/)));
+    expect((await b.migrate()).length).toBe(0);
+    const id = await b.createSession("after-migrate");
+    expect((await b.getSession(id))?.agent_id).toBe("after-migrate");
+    await b.close();
+    await expect(b.migrate()).rejects.toMatchObject({ name: "BackendClosedError" });
+  });
   afterAll(async () => {
     await Promise.all(backends.map((b) => b.close()));
     const schemas = await admin`select nspname from pg_namespace where starts_with(nspname, ${prefix})`;

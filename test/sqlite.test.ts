@@ -303,3 +303,20 @@ describe("SqliteStorageBackend", () => {
     });
   });
 });
+
+describe("SqliteStorageBackend.migrate", () => {
+  it("applies what is pending and names it; then nothing; after close it refuses", async () => {
+    const b = new SqliteStorageBackend({ path: join(dir, "explicit-migrate.db") });
+    const tags = (
+      JSON.parse(readFileSync(join(migrationsFolder, "meta", "_journal.json"), "utf8")) as {
+        entries: Array<{ tag: string }>;
+      }
+    ).entries.map((e) => e.tag);
+    expect(await b.migrate()).toEqual(tags);
+    expect(b.migrateSync()).toEqual([]);
+    const id = await b.createSession("after-migrate");
+    expect((await b.getSession(id))?.agent_id).toBe("after-migrate");
+    await b.close();
+    await expect(b.migrate()).rejects.toBeInstanceOf(BackendClosedError);
+  });
+});
