@@ -2,6 +2,7 @@
  * The Redis backend (ioredis).
  * @module agentix/redis
  */
+import { randomUUID } from "node:crypto";
 import type { Redis as RedisClient, RedisOptions } from "ioredis";
 import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
@@ -81,6 +82,15 @@ local function index(agent, id, score, cwd)
 end
 `;
 
+/**
+ * A writer's op bitmaps: one key per hour (and per 2^20 ops, 128 KiB at most), which expires an hour after its
+ * hour ends, far longer than any reconnect. Only a block's first successful append sets the TTL, so that an
+ * append costs one SETBIT and not also a PEXPIRE.
+ */
+const OP_BLOCK_MS = 3_600_000;
+const OP_TTL_MS = 2 * OP_BLOCK_MS;
+const OPS_PER_KEY = 2 ** 20;
+
 /** The scripts, each one atomic call (EVALSHA, falling back to EVAL on NOSCRIPT: defineCommand). */
 const scripts = {
   // ARGV: base, id, agent, created_at, updated_at, metadata, score, has cwd, cwd, messages...
@@ -98,11 +108,17 @@ for i = 10, #ARGV, 1000 do
   redis.call('RPUSH', key('messages', id), unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
 return 1`,
-  // ARGV: base, id, message JSON up to the timestamp's value, timestamp, score
+  // ARGV: base, id, message JSON up to the timestamp's value, timestamp, score, op block, op bit, set the TTL
   agentixAppend: `
 local id, ts = ARGV[2], ARGV[4]
 local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
 if not s[1] then return 0 end
+-- Each append carries its writer's op number. ioredis resends the commands in flight when a connection drops,
+-- so an append whose reply was lost arrives twice: its bit is set already, and it is not applied again.
+local ops = base .. ':op:' .. ARGV[6]
+local seen = redis.call('SETBIT', ops, ARGV[7], 1)
+if ARGV[8] == '1' then redis.call('PEXPIRE', ops, ${OP_TTL_MS}) end
+if seen == 1 then return 1 end
 -- Fixed-shape ISO timestamps differ only in digits, which every collation orders like bytes.
 local clamped = ts < s[2]
 if clamped then ts = s[2] end
@@ -178,6 +194,9 @@ type ScriptCommands = { [name in keyof typeof scripts]: (...args: Arg[]) => Prom
 export class RedisStorageBackend extends StorageBackend {
   readonly #options: { url?: string | undefined; redisOptions?: RedisOptions | undefined; prefix: string };
   readonly #external: RedisClient | undefined;
+  /** This backend as a writer: its appends are numbered, so that a resent one is applied once (see agentixAppend). */
+  readonly #writer = randomUUID();
+  #ops = { hour: -1, count: 0, expiring: "" };
   #client: (RedisClient & ScriptCommands) | undefined;
 
   constructor(options: RedisStorageOptions) {
@@ -223,7 +242,20 @@ export class RedisStorageBackend extends StorageBackend {
     // The script appends the (possibly raised) timestamp: content goes through Lua as an opaque string.
     const head = `${JSON.stringify({ role: message.role, content: message.content }).slice(0, -1)},"timestamp":"`;
     const ts = message.timestamp;
-    return (await this.#redis().agentixAppend(this.#base(), sessionId, head, ts, Date.parse(ts))) === 1;
+    const { key, bit, setTtl } = this.#nextOp();
+    const reply = await this.#redis().agentixAppend(
+      this.#base(),
+      sessionId,
+      head,
+      ts,
+      Date.parse(ts),
+      key,
+      bit,
+      setTtl,
+    );
+    // Once an append of this block succeeded with the TTL flag, its key expires: later appends skip the PEXPIRE.
+    if (reply === 1 && setTtl === 1) this.#ops.expiring = key;
+    return reply === 1;
   }
 
   protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
@@ -331,6 +363,15 @@ export class RedisStorageBackend extends StorageBackend {
     }
     this.#client = client as RedisClient & ScriptCommands;
     return this.#client;
+  }
+
+  /** The op number of the next append: its bitmap key (writer, hour, block of 2^20) and bit. */
+  #nextOp(): { key: string; bit: number; setTtl: 0 | 1 } {
+    const hour = Math.floor(Date.now() / OP_BLOCK_MS);
+    if (hour !== this.#ops.hour) this.#ops = { hour, count: 0, expiring: "" };
+    const n = this.#ops.count++;
+    const key = `${this.#writer}:${hour}:${Math.floor(n / OPS_PER_KEY)}`;
+    return { key, bit: n % OPS_PER_KEY, setTtl: this.#ops.expiring === key ? 0 : 1 };
   }
 
   /** A key for a plain command (ioredis adds the client's own `keyPrefix` to it). */

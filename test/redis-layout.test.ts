@@ -9,6 +9,11 @@ import { RedisStorageBackend } from "../src/redis.js";
 const url = inject("redisUrl");
 const prefix = `agentix-test-${randomUUID().slice(0, 8)}`;
 
+/** The keys that hold data: all but the appends' op bitmaps (`{prefix}:op:{writer}:{block}`, which expire). */
+async function dataKeysOf(redis: Redis, keyPrefix: string): Promise<string[]> {
+  return (await keysOf(redis, keyPrefix)).filter((key) => !key.startsWith(`${keyPrefix}:op:`));
+}
+
 async function keysOf(redis: Redis, keyPrefix: string): Promise<string[]> {
   const pattern = `${keyPrefix.replace(/[*?[\]\\]/g, "\\$&")}:*`;
   const keys: string[] = [];
@@ -47,7 +52,14 @@ describe.skipIf(!url)("RedisStorageBackend key layout", () => {
     const messages = await b.loadMessages(a);
 
     const cwdKey = `${prefix}:cwd:${Buffer.byteLength(agent)}:${agent}:${cwd}`;
-    expect(await keysOf(raw, prefix)).toEqual(
+    // This backend's appends so far are ops 0 and 1 of this hour's bitmap, which expires an hour after the hour ends.
+    const opKeys = (await keysOf(raw, prefix)).filter((key) => key.startsWith(`${prefix}:op:`));
+    expect(opKeys).toHaveLength(1);
+    const hour = Math.floor(Date.now() / 3_600_000);
+    expect(opKeys[0]).toMatch(new RegExp(`^${prefix}:op:[0-9a-f-]{36}:(${hour - 1}|${hour}):0$`));
+    expect(await raw.bitcount(opKeys[0] as string)).toBe(2);
+    expect(await raw.pttl(opKeys[0] as string)).toBeGreaterThan(7_000_000);
+    expect(await dataKeysOf(raw, prefix)).toEqual(
       [
         `${prefix}:session:${a}`,
         `${prefix}:session:${n}`,
@@ -93,7 +105,7 @@ describe.skipIf(!url)("RedisStorageBackend key layout", () => {
     expect(await scored(cwdKey)).toEqual(ascending([ra, rf]));
 
     for (const id of [a, n, f]) await b.deleteSession(id);
-    expect(await keysOf(raw, prefix)).toEqual([]);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
   });
 
   it("reads a session written in the reference layout alone (no extra keys)", async () => {
@@ -114,7 +126,7 @@ describe.skipIf(!url)("RedisStorageBackend key layout", () => {
     expect(await b.listSessions(agent)).toStrictEqual([record]);
     expect(await b.loadMessages(id)).toStrictEqual([{ role: "user", content: ["x"], timestamp: at }]);
     await b.deleteSession(id);
-    expect(await keysOf(raw, prefix)).toEqual([]);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
   });
 
   it("never lets one agent's cwd index be another's, although both may contain ':'", async () => {
@@ -134,7 +146,7 @@ describe.skipIf(!url)("RedisStorageBackend key layout", () => {
       expect((await b.listSessions(agent, { cwd })).map((s) => s.session_id)).toEqual([ids[i]]);
     }
     for (const id of ids) await b.deleteSession(id);
-    expect(await keysOf(raw, prefix)).toEqual([]);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
   });
 
   it("keeps ids that look like key patterns out of every key", async () => {
@@ -145,6 +157,6 @@ describe.skipIf(!url)("RedisStorageBackend key layout", () => {
     }
     expect(await b.getSession(id)).not.toBeNull();
     await b.deleteSession(id);
-    expect(await keysOf(raw, prefix)).toEqual([]);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
   });
 });

@@ -134,15 +134,14 @@ describe.skipIf(!runs)("Redis faults on a private server", { timeout: 120_000 },
       duplicates += stored.length - once.length;
       expect(once).toEqual(load.acked[w]);
     }
-    // At most each call in flight, once (the resend bug below); 0 once appends are idempotent.
-    expect(duplicates).toBeLessThanOrEqual(WRITERS);
+    // ioredis resends the calls in flight; each append's op bit (in the AOF with it) keeps it from applying twice.
+    expect(duplicates).toBe(0);
     figure("redis SIGKILL with AOF always", { acked: load.total(), lost: 0, duplicatedByResend: duplicates });
   });
 
-  // BUG (reported to the lead): ioredis resends the commands that were in flight when a connection drops
-  // (autoResendUnfulfilledCommands, on by default), and the append script is not idempotent, so an append that
-  // Redis ran but whose reply was lost is applied twice. Remove `.fails` once src/redis.ts dedupes appends.
-  it.fails("a connection lost after Redis ran an append but before its reply: the append is stored once", async () => {
+  // ioredis resends the commands that were in flight when a connection drops (autoResendUnfulfilledCommands, on by
+  // default): an append that Redis ran but whose reply was lost arrives twice, and its op bit makes it apply once.
+  it("a connection lost after Redis ran an append but before its reply: the append is stored once", async () => {
     const redis = await server();
     const proxy = await ReplyLosingProxy.listen(redis.port);
     cleanups.push(() => proxy.close());
@@ -155,7 +154,7 @@ describe.skipIf(!runs)("Redis faults on a private server", { timeout: 120_000 },
     const saved = b.saveMessage(id, "user", "reply lost");
     expect(await eventually(async () => (await raw.llen(`lossy:messages:${id}`)) === 2)).toBe(true);
     proxy.cut();
-    // ioredis reconnects and resends the script: the call resolves, and the message is there twice.
+    // ioredis reconnects and resends the script: the call resolves, and the message is there once.
     await saved;
     expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["before", "reply lost"]);
   });
