@@ -37,7 +37,7 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
 
   it("migrate() applies what is pending and names it; then nothing; after close it refuses", async () => {
     const b = open({ url: pgUrl, schema: fresh("explicit") });
-    expect(await b.migrate()).toEqual(journal.map((m) => expect.stringMatching(/^\d{4}_/)));
+    expect(await b.migrate()).toEqual(journal.map(() => expect.stringMatching(/^\d{4}_/)));
     expect((await b.migrate()).length).toBe(0);
     const id = await b.createSession("after-migrate");
     expect((await b.getSession(id))?.agent_id).toBe("after-migrate");
