@@ -2,7 +2,6 @@ import { z } from "zod";
 import { StorageBackend } from "./core/backend.js";
 import { DelegatingStorageBackend } from "./core/delegate.js";
 import { AgentixStorageError } from "./core/errors.js";
-import { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
 import { parseOptions } from "./core/validation.js";
 import { FileStorageBackend } from "./file.js";
 import { MemoryStorageBackend } from "./memory.js";
@@ -48,7 +47,10 @@ export class AgentixClient implements AsyncDisposable {
     else if (o.storageBackend) this.storage = o.storageBackend;
     else if (o.storageBasePath === undefined && url) {
       this.storage = createEmbeddedBackend(url) ?? new DeferredStorageBackend(createStorageBackend(url));
-    } else this.storage = new FileStorageBackend({ basePath: expandHome(o.storageBasePath ?? DEFAULT_BASE_PATH) });
+    } else {
+      // The File backend expands `~` and knows the default directory.
+      this.storage = new FileStorageBackend(o.storageBasePath === undefined ? {} : { basePath: o.storageBasePath });
+    }
   }
 
   /** Resolves once the storage is ready (only a backend from `AGENTIX_STORAGE_URL` needs loading). Rejects if it cannot load. */
