@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { StorageBackend } from "./core/backend.js";
+import { type Op, StorageBackend } from "./core/backend.js";
 import { DelegatingStorageBackend } from "./core/delegate.js";
 import { AgentixStorageError } from "./core/errors.js";
 import { parseOptions } from "./core/validation.js";
@@ -91,14 +91,14 @@ class DeferredStorageBackend extends DelegatingStorageBackend {
     return this.target();
   }
 
-  protected override runSync<T>(method: string, args: unknown[]): T {
-    if (this.closed) return super.runSync(method, args, () => undefined as T);
+  protected override runSync<A extends unknown[], P, R>(method: string, op: Op<A, P, R>, args: A): R {
+    if (this.closed) return super.runSync(method, op, args);
     if (!this.#loaded) {
       throw new AgentixStorageError(
         `the storage from ${STORAGE_URL_ENV} is still loading: await client.ready() before calling ${method}Sync`,
       );
     }
-    const target = this.#loaded as unknown as Record<string, (...a: unknown[]) => T>;
-    return (target[`${method}Sync`] as (...a: unknown[]) => T).apply(target, args);
+    const target = this.#loaded as unknown as Record<string, (...a: unknown[]) => R>;
+    return (target[`${method}Sync`] as (...a: unknown[]) => R).apply(target, args);
   }
 }

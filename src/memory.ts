@@ -1,7 +1,7 @@
 import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
 import { latest } from "./core/clock.js";
 import { compareSessions, cwdOf, isAfter } from "./core/records.js";
-import type { MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
+import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
 
 interface StoredSession {
   record: SessionRecord;
@@ -21,8 +21,11 @@ export class MemoryStorageBackend extends SyncStorageBackend {
   readonly #sessions = new Map<string, StoredSession>();
   readonly #byAgent = new Map<string, Set<string>>();
 
-  protected insertSession(record: SessionRecord): void {
+  protected insertSession(record: SessionRecord): SessionRecord | null {
+    const existing = this.#sessions.get(record.session_id);
+    if (existing) return toRecord(existing);
     this.#store({ ...record }, JSON.stringify(record.metadata), []);
+    return null;
   }
 
   protected readSession(sessionId: string): SessionRecord | null {
@@ -42,6 +45,15 @@ export class MemoryStorageBackend extends SyncStorageBackend {
     return matches.slice(0, query.limit).map(toRecord);
   }
 
+  protected replaceMetadata(sessionId: string, metadata: JsonObject | null, at: string): SessionRecord | null {
+    const stored = this.#sessions.get(sessionId);
+    if (!stored) return null;
+    stored.metadata = JSON.stringify(metadata);
+    stored.cwd = cwdOf(metadata);
+    stored.record.updated_at = latest(at, stored.record.updated_at);
+    return toRecord(stored);
+  }
+
   protected copySession(sessionId: string, target: ForkTarget): boolean {
     const source = this.#sessions.get(sessionId);
     if (!source) return false;
@@ -59,13 +71,19 @@ export class MemoryStorageBackend extends SyncStorageBackend {
     if (ids?.size === 0) this.#byAgent.delete(stored.record.agent_id);
   }
 
-  protected appendMessage(sessionId: string, message: MessageRecord): boolean {
+  protected appendMessages(sessionId: string, messages: MessageRecord[]): number | null {
     const stored = this.#sessions.get(sessionId);
-    if (!stored) return false;
-    const timestamp = latest(message.timestamp, stored.record.updated_at);
-    stored.messages.push(JSON.stringify({ ...message, timestamp }));
+    if (!stored) return null;
+    const timestamp = latest((messages[0] as MessageRecord).timestamp, stored.record.updated_at);
+    // Serialized first, so that nothing is stored if one message fails (it cannot: they were validated).
+    const lines = messages.map((m) => JSON.stringify({ role: m.role, content: m.content, timestamp }));
+    stored.messages.push(...lines);
     stored.record.updated_at = timestamp;
-    return true;
+    return stored.messages.length;
+  }
+
+  protected readLength(sessionId: string): number | null {
+    return this.#sessions.get(sessionId)?.messages.length ?? null;
   }
 
   protected readMessages(sessionId: string, last: number | undefined): MessageRecord[] | null {

@@ -1,5 +1,5 @@
 import { type ForkTarget, type MaybePromise, StorageBackend } from "./backend.js";
-import type { MessageRecord, SessionQuery, SessionRecord } from "./types.js";
+import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./types.js";
 
 type Primitives = Record<string, (...args: unknown[]) => MaybePromise<unknown>>;
 
@@ -28,7 +28,7 @@ export abstract class DelegatingStorageBackend extends StorageBackend {
   }
 
   protected insertSession(record: SessionRecord) {
-    return this.#call<void>("insertSession", record);
+    return this.#call<SessionRecord | null>("insertSession", record);
   }
   protected readSession(id: string) {
     return this.#call<SessionRecord | null>("readSession", id);
@@ -36,14 +36,20 @@ export abstract class DelegatingStorageBackend extends StorageBackend {
   protected querySessions(agentId: string, query: SessionQuery) {
     return this.#call<SessionRecord[]>("querySessions", agentId, query);
   }
+  protected replaceMetadata(id: string, metadata: JsonObject | null, at: string) {
+    return this.#call<SessionRecord | null>("replaceMetadata", id, metadata, at);
+  }
   protected copySession(id: string, target: ForkTarget) {
     return this.#call<boolean>("copySession", id, target);
   }
   protected removeSession(id: string) {
     return this.#call<void>("removeSession", id);
   }
-  protected appendMessage(id: string, message: MessageRecord) {
-    return this.#call<boolean>("appendMessage", id, message);
+  protected appendMessages(id: string, messages: MessageRecord[]) {
+    return this.#call<number | null>("appendMessages", id, messages);
+  }
+  protected readLength(id: string) {
+    return this.#call<number | null>("readLength", id);
   }
   protected readMessages(id: string, last: number | undefined) {
     return this.#call<MessageRecord[] | null>("readMessages", id, last);

@@ -18,6 +18,20 @@ export class SessionNotFoundError extends AgentixStorageError {
   }
 }
 
+/**
+ * A session with the caller's chosen id exists already (`createSession` with `sessionId`, or `openSession` for
+ * an id that belongs to another agent). Nothing was written.
+ */
+export class SessionExistsError extends AgentixStorageError {
+  override name = "SessionExistsError";
+  /** The id that is taken. */
+  readonly sessionId: string;
+  constructor(sessionId: string, detail = "exists already", options?: ErrorOptions) {
+    super(`session ${JSON.stringify(sessionId)} ${detail}`, options);
+    this.sessionId = sessionId;
+  }
+}
+
 /** An argument or option was rejected before anything was written. `field` names it. */
 export class ValidationError extends AgentixStorageError {
   override name = "ValidationError";

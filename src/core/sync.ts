@@ -1,7 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { createSyncFn } from "synckit";
-import { AgentixStorageError, BackendClosedError, SessionNotFoundError, ValidationError } from "./errors.js";
+import {
+  AgentixStorageError,
+  BackendClosedError,
+  SessionExistsError,
+  SessionNotFoundError,
+  ValidationError,
+} from "./errors.js";
 
 /**
  * How to rebuild a backend on the sync worker thread: `new (await import(module))[exportName](options)`.
@@ -67,7 +73,7 @@ export function serializeError(error: unknown): SerializedError {
   if (!(error instanceof Error)) return { name: "Error", message: String(error) };
   const out: SerializedError = { name: error.name, message: error.message };
   if (error instanceof ValidationError) out.field = error.field;
-  if (error instanceof SessionNotFoundError) out.sessionId = error.sessionId;
+  if (error instanceof SessionNotFoundError || error instanceof SessionExistsError) out.sessionId = error.sessionId;
   if (error.cause instanceof Error) out.cause = { name: error.cause.name, message: error.cause.message };
   return out;
 }
@@ -79,6 +85,9 @@ function reviveError(e: SerializedError): AgentixStorageError {
   switch (e.name) {
     case "SessionNotFoundError":
       error = new SessionNotFoundError(e.sessionId ?? "");
+      break;
+    case "SessionExistsError":
+      error = new SessionExistsError(e.sessionId ?? "");
       break;
     case "ValidationError":
       error = new ValidationError(e.field ?? "", "");

@@ -1,12 +1,14 @@
 import { z } from "zod";
-import { newSessionId, now } from "./clock.js";
+import { AGENTIX_NAMESPACE, newSessionId, now, uuidv5 } from "./clock.js";
 import { ValidationError } from "./errors.js";
 import type {
+  CreateOptions,
   JsonObject,
   ListOptions,
   LoadOptions,
   MessageContent,
   MessageRecord,
+  NewMessage,
   Role,
   SessionQuery,
   SessionRecord,
@@ -126,7 +128,7 @@ export const schemas = {
     .max(MAX_AGENT_ID_LENGTH, `must be at most ${MAX_AGENT_ID_LENGTH} characters`)
     .refine(indexText, "must be well-formed Unicode without NUL characters"),
   sessionId: z.string(),
-  role: z.enum(["user", "assistant", "system"]),
+  role: z.enum(["user", "assistant", "system", "tool"]),
   content: json(isContent, "a string, an array or a plain object"),
   metadata: json(isPlainObject, "a plain object or null")
     .nullable()
@@ -144,6 +146,8 @@ export const schemas = {
 } as const;
 
 const sessionIdShape = z.string().refine(isSessionId, "must be a session id (a lowercase hyphenated UUID)");
+const createOptions = z.strictObject({ sessionId: sessionIdShape.optional() });
+const sessionPatch = z.strictObject({ metadata: schemas.metadata });
 const cursor = z.looseObject({ updated_at: schemas.timestamp, session_id: sessionIdShape });
 const listOptions = z.strictObject({
   cwd: z.string().refine(indexText, "must be well-formed Unicode without NUL characters").optional(),
@@ -168,16 +172,23 @@ function describe(value: unknown): string {
   return typeof value;
 }
 
-/** The record of a new session, validated. */
-export function newSession(agentId: unknown, metadata: unknown): SessionRecord {
+/** The record of a new session, validated: under `sessionId` when given, else a new UUIDv7. */
+export function newSession(agentId: unknown, metadata: unknown, sessionId?: unknown): SessionRecord {
+  const agent = parse(schemas.agentId, agentId, "agentId");
+  const meta = parse(schemas.metadata, metadata ?? null, "metadata") as JsonObject | null;
+  const id = sessionId === undefined ? newSessionId() : parse(sessionIdShape, sessionId, "sessionId");
   const at = now();
-  return {
-    session_id: newSessionId(),
-    agent_id: parse(schemas.agentId, agentId, "agentId"),
-    created_at: at,
-    updated_at: at,
-    metadata: parse(schemas.metadata, metadata ?? null, "metadata") as JsonObject | null,
-  };
+  return { session_id: id, agent_id: agent, created_at: at, updated_at: at, metadata: meta };
+}
+
+/** The options of `createSession`, validated. */
+export function createOptionsOf(options: unknown): CreateOptions {
+  return parse(createOptions, options ?? {}, "options") as CreateOptions;
+}
+
+/** The metadata `updateSession` sets, validated. */
+export function patchMetadata(patch: unknown): JsonObject | null {
+  return parse(sessionPatch, patch, "patch").metadata as JsonObject | null;
 }
 
 /** A message to append, validated, stamped with the time of saving. */
@@ -187,6 +198,40 @@ export function newMessage(role: unknown, content: unknown): MessageRecord {
     content: parse(schemas.content, content, "content"),
     timestamp: now(),
   };
+}
+
+const newMessageShape = z.strictObject({ role: schemas.role, content: schemas.content });
+const newMessages = z.array(newMessageShape);
+
+/**
+ * A batch to append, validated as a whole before anything is written (a bad message is named
+ * `messages[3].content...`), every message stamped with the same time of saving.
+ */
+export function newBatch(messages: unknown): MessageRecord[] {
+  const batch = parse(newMessages, messages, "messages") as NewMessage[];
+  const timestamp = now();
+  return batch.map((m) => ({ role: m.role, content: m.content, timestamp }));
+}
+
+/**
+ * The session id of a string key (a framework's session name or thread id): the UUIDv5 of `key` in
+ * `namespace` (RFC 9562), so the same key always names the same session. `namespace` is a UUID,
+ * {@link AGENTIX_NAMESPACE} by default; keep one per application to keep its keys apart from others'.
+ * @throws {ValidationError} when `key` is not a well-formed string or `namespace` is not a UUID.
+ */
+export function sessionIdFor(key: string, namespace: string = AGENTIX_NAMESPACE): string {
+  // UTF-8 cannot carry a lone surrogate: two keys would map to one id.
+  parse(
+    z.string().refine((s) => s.isWellFormed(), "must be well-formed Unicode"),
+    key,
+    "key",
+  );
+  const ns = parse(
+    z.string().regex(/^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$/i, "must be a UUID"),
+    namespace,
+    "namespace",
+  );
+  return uuidv5(key, ns);
 }
 
 export function sessionQuery(options: unknown): SessionQuery {

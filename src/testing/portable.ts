@@ -47,7 +47,7 @@ export function portableTests(ctx: SuiteContext): void {
         [{ ...record, created_at: "yesterday" }, messages, "record.created_at"],
         [{ ...record, updated_at: "2024-01-15T14:30:59.999Z" }, messages, "record.updated_at"],
         [record, [...messages].reverse(), "messages[1].timestamp"],
-        [record, [{ ...(messages[0] as MessageRecord), role: "tool" as never }], "messages[0].role"],
+        [record, [{ ...(messages[0] as MessageRecord), role: "function" as never }], "messages[0].role"],
         [record, [{ ...(messages[0] as MessageRecord), content: Number.NaN as never }], "messages[0].content"],
         [{ ...record, extra: 1 } as never, messages, "record"],
       ];

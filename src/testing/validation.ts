@@ -80,7 +80,7 @@ export function validationTests(ctx: SuiteContext): void {
       await expectNothingWritten(b, id, 1, before);
     });
 
-    it.each([["tool"], [""], ["USER"], [null], [1]])("role: %j", async (role) => {
+    it.each([["function"], ["Tool"], [""], ["USER"], [null], [1]])("role: %j", async (role) => {
       const b = await ctx.backend();
       const id = await b.createSession(agentId());
       const before = (await b.getSession(id))?.updated_at as string;
