@@ -9,6 +9,7 @@ export { AGENTIX_NAMESPACE } from "./core/clock.js";
 export {
   AgentixStorageError,
   BackendClosedError,
+  ConflictError,
   SessionExistsError,
   SessionNotFoundError,
   ValidationError,
@@ -17,12 +18,18 @@ export { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
 export { compareSessions, cwdOf, isAfter, sessionRecord } from "./core/records.js";
 export type { SyncTwin } from "./core/sync.js";
 export type {
+  CopyOutcome,
   CreateOptions,
+  EditOutcome,
+  ForkOptions,
+  IterateOptions,
   JsonObject,
   JsonValue,
   ListOptions,
   LoadOptions,
   MessageContent,
+  MessageEdit,
+  MessageRange,
   MessageRecord,
   NewMessage,
   OpenedSession,
@@ -31,6 +38,7 @@ export type {
   SessionPatch,
   SessionQuery,
   SessionRecord,
+  WriteOptions,
   WriteResult,
 } from "./core/types.js";
 export {

@@ -1,7 +1,26 @@
 import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
 import { latest } from "./core/clock.js";
 import { compareSessions, cwdOf, isAfter } from "./core/records.js";
-import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
+import type {
+  CopyOutcome,
+  EditOutcome,
+  JsonObject,
+  MessageEdit,
+  MessageRange,
+  MessageRecord,
+  SessionQuery,
+  SessionRecord,
+} from "./core/types.js";
+
+/** How many idempotency keys a session remembers (the contract's minimum). */
+const KEYS_KEPT = 1000;
+
+interface RememberedWrite {
+  fingerprint: string;
+  length: number;
+  /** JSON of the popped message, or `null`. */
+  popped: string | null;
+}
 
 interface StoredSession {
   record: SessionRecord;
@@ -10,6 +29,8 @@ interface StoredSession {
   cwd: string | null;
   /** Each message as JSON, in append order. */
   messages: string[];
+  /** Idempotency keys, oldest first (a Map keeps insertion order). */
+  keys: Map<string, RememberedWrite>;
 }
 
 /**
@@ -54,12 +75,17 @@ export class MemoryStorageBackend extends SyncStorageBackend {
     return toRecord(stored);
   }
 
-  protected copySession(sessionId: string, target: ForkTarget): boolean {
+  protected copySession(sessionId: string, target: ForkTarget): CopyOutcome {
     const source = this.#sessions.get(sessionId);
-    if (!source) return false;
-    const record = { ...source.record, ...target, updated_at: target.created_at };
-    this.#store(record, source.metadata, [...source.messages]);
-    return true;
+    if (!source) return { status: "not-found" };
+    if (this.#sessions.has(target.session_id)) return { status: "exists" };
+    const length = target.length ?? source.messages.length;
+    if (length > source.messages.length) return { status: "out-of-range", length: source.messages.length };
+    const { session_id, created_at } = target;
+    const record = { ...source.record, session_id, created_at, updated_at: created_at };
+    const metadata = target.metadata === undefined ? source.metadata : JSON.stringify(target.metadata);
+    this.#store(record, metadata, source.messages.slice(0, length));
+    return { status: "copied" };
   }
 
   protected removeSession(sessionId: string): void {
@@ -74,22 +100,45 @@ export class MemoryStorageBackend extends SyncStorageBackend {
   protected appendMessages(sessionId: string, messages: MessageRecord[]): number | null {
     const stored = this.#sessions.get(sessionId);
     if (!stored) return null;
-    const timestamp = latest((messages[0] as MessageRecord).timestamp, stored.record.updated_at);
-    // Serialized first, so that nothing is stored if one message fails (it cannot: they were validated).
-    const lines = messages.map((m) => JSON.stringify({ role: m.role, content: m.content, timestamp }));
-    stored.messages.push(...lines);
-    stored.record.updated_at = timestamp;
+    append(stored, messages);
     return stored.messages.length;
+  }
+
+  protected editMessages(sessionId: string, edit: MessageEdit): EditOutcome {
+    const stored = this.#sessions.get(sessionId);
+    if (!stored) return { status: "not-found" };
+    const key = edit.idempotency?.key;
+    const remembered = key === undefined ? undefined : stored.keys.get(key);
+    if (remembered) return { status: "replayed", ...remembered, popped: parse(remembered.popped) };
+    const length = stored.messages.length;
+    if (edit.expectedLength !== undefined && edit.expectedLength !== length) return { status: "conflict", length };
+    if (edit.from !== undefined && edit.from > length) return { status: "out-of-range", length };
+    const keep = edit.pop ? Math.max(0, length - 1) : (edit.from ?? length);
+    const popped = edit.pop ? (stored.messages[length - 1] ?? null) : null;
+    if (keep < length) {
+      stored.messages.length = keep;
+      stored.record.updated_at = latest(edit.at, stored.record.updated_at);
+    }
+    if (edit.messages.length > 0) append(stored, edit.messages);
+    if (edit.idempotency) {
+      const write = { fingerprint: edit.idempotency.fingerprint, length: stored.messages.length, popped };
+      stored.keys.set(edit.idempotency.key, write);
+      if (stored.keys.size > KEYS_KEPT) stored.keys.delete(stored.keys.keys().next().value as string);
+    }
+    return { status: "written", length: stored.messages.length, popped: parse(popped) };
   }
 
   protected readLength(sessionId: string): number | null {
     return this.#sessions.get(sessionId)?.messages.length ?? null;
   }
 
-  protected readMessages(sessionId: string, last: number | undefined): MessageRecord[] | null {
+  protected readMessages(sessionId: string, range: MessageRange): MessageRecord[] | null {
     const stored = this.#sessions.get(sessionId);
     if (!stored) return null;
-    const lines = last === undefined ? stored.messages : stored.messages.slice(-last);
+    const lines =
+      "last" in range
+        ? stored.messages.slice(-range.last)
+        : stored.messages.slice(range.offset, range.limit === undefined ? undefined : range.offset + range.limit);
     return lines.map((line) => JSON.parse(line) as MessageRecord);
   }
 
@@ -124,10 +173,22 @@ export class MemoryStorageBackend extends SyncStorageBackend {
       metadata,
       cwd: cwdOf(parsed),
       messages,
+      keys: new Map(),
     });
     const ids = this.#byAgent.get(record.agent_id) ?? new Set<string>();
     this.#byAgent.set(record.agent_id, ids.add(record.session_id));
   }
+}
+
+/** Appends a batch: one timestamp for all, raised to `updated_at` when the clock is behind. */
+function append(stored: StoredSession, messages: MessageRecord[]): void {
+  const timestamp = latest((messages[0] as MessageRecord).timestamp, stored.record.updated_at);
+  for (const m of messages) stored.messages.push(JSON.stringify({ role: m.role, content: m.content, timestamp }));
+  stored.record.updated_at = timestamp;
+}
+
+function parse(line: string | null): MessageRecord | null {
+  return line === null ? null : (JSON.parse(line) as MessageRecord);
 }
 
 function toRecord(stored: StoredSession): SessionRecord {

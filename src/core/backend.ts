@@ -2,17 +2,25 @@ import { newSessionId, now } from "./clock.js";
 import {
   AgentixStorageError,
   BackendClosedError,
+  ConflictError,
   SessionExistsError,
   SessionNotFoundError,
   toStorageError,
+  ValidationError,
 } from "./errors.js";
 import { type SyncTwin, SyncTwinHandle } from "./sync.js";
 import type {
+  CopyOutcome,
   CreateOptions,
+  EditOutcome,
+  ForkOptions,
+  IterateOptions,
   JsonObject,
   ListOptions,
   LoadOptions,
   MessageContent,
+  MessageEdit,
+  MessageRange,
   MessageRecord,
   NewMessage,
   OpenedSession,
@@ -20,33 +28,43 @@ import type {
   SessionPatch,
   SessionQuery,
   SessionRecord,
+  WriteOptions,
   WriteResult,
 } from "./types.js";
 import {
+  batchSizeOf,
   createOptionsOf,
+  fingerprint,
+  forkOptionsOf,
   importedSession,
   isSessionId,
-  loadLast,
+  loadRange,
   newBatch,
   newMessage,
   newSession,
   parse,
   patchMetadata,
+  replaceFrom,
   type ScanOptions,
   scanQuery,
   schemas,
   sessionQuery,
+  writeOptionsOf,
 } from "./validation.js";
 
 /** A primitive's result: a value for a natively synchronous backend, a promise otherwise. */
 export type MaybePromise<T> = T | Promise<T>;
 
-/** What `copySession` is told about the new session: its id and its time of creation. */
+/** What `copySession` is told about the new session. */
 export interface ForkTarget {
-  /** The new session's id (a UUIDv7 made by the base class). */
+  /** The new session's id: a UUIDv7 made by the base class, or the caller's (which may be taken). */
   session_id: string;
   /** The fork's time of creation, also its `updated_at`. */
   created_at: string;
+  /** Copy only the first `length` messages (`undefined`: all). */
+  length: number | undefined;
+  /** The fork's metadata, and so its cwd (`undefined`: the source's). */
+  metadata: JsonObject | null | undefined;
 }
 
 /**
@@ -90,11 +108,13 @@ export abstract class StorageBackend implements AsyncDisposable {
     at: string,
   ): MaybePromise<SessionRecord | null>;
   /**
-   * Copies the session and all its messages to `target` atomically: same agent,
-   * same metadata, `created_at = updated_at = target.created_at`, messages with
-   * their original timestamps in order. `false` when the source does not exist.
+   * Copies the session and its messages (the first `target.length`, or all) to `target.session_id`
+   * atomically: same agent, the source's metadata or `target.metadata`, `created_at = updated_at =
+   * target.created_at`, messages with their original timestamps in order. Nothing is written when the
+   * source does not exist (`not-found`), the target id is taken (`exists`) or `target.length` is beyond the
+   * source's length (`out-of-range`, with that length).
    */
-  protected abstract copySession(sessionId: string, target: ForkTarget): MaybePromise<boolean>;
+  protected abstract copySession(sessionId: string, target: ForkTarget): MaybePromise<CopyOutcome>;
   /** Removes the session and its messages; no error when it does not exist. */
   protected abstract removeSession(sessionId: string): MaybePromise<void>;
   /**
@@ -105,10 +125,23 @@ export abstract class StorageBackend implements AsyncDisposable {
    * messages after the append, or `null` when the session does not exist (and nothing was written).
    */
   protected abstract appendMessages(sessionId: string, messages: MessageRecord[]): MaybePromise<number | null>;
+  /**
+   * Edits the history in one atomic step (one statement, script or locked write), in this order: `not-found`
+   * when the session does not exist; `replayed` (nothing written) when `edit.idempotency.key` is remembered;
+   * `conflict` when `edit.expectedLength` is not the length; `out-of-range` when `edit.from` is beyond it; else
+   * drops positions ≥ `from` (or, for `pop`, the last message), appends `edit.messages` as
+   * {@link StorageBackend.appendMessages} does, moves `updated_at` to `edit.at` (never backwards) when the
+   * list changed, remembers the key with its fingerprint and outcome (keeping at least the session's 1,000
+   * most recent keys, deleted with the session), and returns `written` with the new length and the popped message.
+   */
+  protected abstract editMessages(sessionId: string, edit: MessageEdit): MaybePromise<EditOutcome>;
   /** The session's number of messages, or `null` when it does not exist. */
   protected abstract readLength(sessionId: string): MaybePromise<number | null>;
-  /** The messages in append order (only the newest `last` when given), or `null` when the session does not exist. */
-  protected abstract readMessages(sessionId: string, last: number | undefined): MaybePromise<MessageRecord[] | null>;
+  /**
+   * The messages in `range`, oldest first: the newest `last`, or positions `offset …` (at most `limit`),
+   * reading no more of the store than that where it can. `null` when the session does not exist.
+   */
+  protected abstract readMessages(sessionId: string, range: MessageRange): MaybePromise<MessageRecord[] | null>;
   /** Releases what the backend opened (never a client it was given). */
   protected abstract dispose(): MaybePromise<void>;
 
@@ -176,9 +209,15 @@ export abstract class StorageBackend implements AsyncDisposable {
   listSessions(agentId: string, options?: ListOptions): Promise<SessionRecord[]> {
     return this.#async("listSessions", ops.listSessions, [agentId, options]);
   }
-  /** Copies the session and its messages to a new id. Throws `SessionNotFoundError`. */
-  forkSession(sessionId: string): Promise<string> {
-    return this.#async("forkSession", ops.forkSession, [sessionId]);
+  /**
+   * Copies the session and its messages (the first `options.length`, or all) to a new session, all or nothing,
+   * and returns its id (`options.sessionId`, or a new UUIDv7); `options.metadata` replaces the copied metadata.
+   * @throws {SessionNotFoundError}
+   * @throws {SessionExistsError} when `options.sessionId` is taken.
+   * @throws {ValidationError} on bad options, or a `length` beyond the session's length (nothing written).
+   */
+  forkSession(sessionId: string, options?: ForkOptions): Promise<string> {
+    return this.#async("forkSession", ops.forkSession, [sessionId, options]);
   }
   /** Deletes the session and its messages; an unknown id is not an error. */
   deleteSession(sessionId: string): Promise<void> {
@@ -194,16 +233,56 @@ export abstract class StorageBackend implements AsyncDisposable {
    * @throws {ValidationError} naming the first bad message (`messages[3].content`); nothing written.
    * @throws {SessionNotFoundError}
    */
-  saveMessages(sessionId: string, messages: NewMessage[]): Promise<WriteResult> {
-    return this.#async("saveMessages", ops.saveMessages, [sessionId, messages]);
+  saveMessages(sessionId: string, messages: NewMessage[], options?: WriteOptions): Promise<WriteResult> {
+    return this.#async("saveMessages", ops.saveMessages, [sessionId, messages, options]);
+  }
+  /**
+   * Atomically drops the messages at positions ≥ `from` and appends `messages` (empty: a truncation;
+   * `from = 0`: the whole history). Kept messages keep their timestamps. Returns the new length.
+   * @throws {ValidationError} when `from` is beyond the length, or on bad messages (nothing written).
+   * @throws {ConflictError} when `options.expectedLength` is not the length, or the key was used for another write.
+   * @throws {SessionNotFoundError}
+   */
+  replaceMessages(
+    sessionId: string,
+    from: number,
+    messages: NewMessage[],
+    options?: WriteOptions,
+  ): Promise<WriteResult> {
+    return this.#async("replaceMessages", ops.replaceMessages, [sessionId, from, messages, options]);
+  }
+  /**
+   * Atomically removes the last message and returns it; `null` (nothing written) when there is none.
+   * @throws {ConflictError} when `options.expectedLength` is not the length, or the key was used for another write.
+   * @throws {SessionNotFoundError}
+   */
+  popMessage(sessionId: string, options?: WriteOptions): Promise<MessageRecord | null> {
+    return this.#async("popMessage", ops.popMessage, [sessionId, options]);
   }
   /** The session's number of messages. Throws `SessionNotFoundError`. */
   countMessages(sessionId: string): Promise<number> {
     return this.#async("countMessages", ops.countMessages, [sessionId]);
   }
-  /** The session's messages, oldest first; with `last`, only the newest N. Throws `SessionNotFoundError`. */
+  /**
+   * The session's messages, oldest first: all, the newest `last`, or the page of positions `offset …`
+   * (at most `limit`). Throws `SessionNotFoundError`, and `ValidationError` for `last` with `offset`/`limit`.
+   */
   loadMessages(sessionId: string, options?: LoadOptions): Promise<MessageRecord[]> {
     return this.#async("loadMessages", ops.loadMessages, [sessionId, options]);
+  }
+  /**
+   * Every message of the session in order, read `batchSize` at a time (page by page by position), so that a
+   * session too large for one array can still be read. Messages appended meanwhile are seen; a history
+   * edited meanwhile may be seen in part. `SessionNotFoundError` (also when the session is deleted midway)
+   * and `ValidationError` come from the iteration.
+   */
+  async *iterateMessages(sessionId: string, options?: IterateOptions): AsyncIterable<MessageRecord> {
+    const limit = await this.#async("iterateMessages", ops.iterateMessages, [sessionId, options]);
+    for (let offset = 0; ; offset += limit) {
+      const page = await this.#async("iterateMessages", ops.loadMessages, [sessionId, { offset, limit }]);
+      yield* page;
+      if (page.length < limit) return;
+    }
   }
 
   /**
@@ -264,8 +343,8 @@ export abstract class StorageBackend implements AsyncDisposable {
     return this.runSync("listSessions", ops.listSessions, [agentId, options]);
   }
   /** {@link StorageBackend.forkSession}, blocking the caller: returns the new id. */
-  forkSessionSync(sessionId: string): string {
-    return this.runSync("forkSession", ops.forkSession, [sessionId]);
+  forkSessionSync(sessionId: string, options?: ForkOptions): string {
+    return this.runSync("forkSession", ops.forkSession, [sessionId, options]);
   }
   /** {@link StorageBackend.deleteSession}, blocking the caller. */
   deleteSessionSync(sessionId: string): void {
@@ -276,8 +355,16 @@ export abstract class StorageBackend implements AsyncDisposable {
     this.runSync("saveMessage", ops.saveMessage, [sessionId, role, content]);
   }
   /** {@link StorageBackend.saveMessages}, blocking the caller. */
-  saveMessagesSync(sessionId: string, messages: NewMessage[]): WriteResult {
-    return this.runSync("saveMessages", ops.saveMessages, [sessionId, messages]);
+  saveMessagesSync(sessionId: string, messages: NewMessage[], options?: WriteOptions): WriteResult {
+    return this.runSync("saveMessages", ops.saveMessages, [sessionId, messages, options]);
+  }
+  /** {@link StorageBackend.replaceMessages}, blocking the caller. */
+  replaceMessagesSync(sessionId: string, from: number, messages: NewMessage[], options?: WriteOptions): WriteResult {
+    return this.runSync("replaceMessages", ops.replaceMessages, [sessionId, from, messages, options]);
+  }
+  /** {@link StorageBackend.popMessage}, blocking the caller. */
+  popMessageSync(sessionId: string, options?: WriteOptions): MessageRecord | null {
+    return this.runSync("popMessage", ops.popMessage, [sessionId, options]);
   }
   /** {@link StorageBackend.countMessages}, blocking the caller. */
   countMessagesSync(sessionId: string): number {
@@ -286,6 +373,15 @@ export abstract class StorageBackend implements AsyncDisposable {
   /** {@link StorageBackend.loadMessages}, blocking the caller. */
   loadMessagesSync(sessionId: string, options?: LoadOptions): MessageRecord[] {
     return this.runSync("loadMessages", ops.loadMessages, [sessionId, options]);
+  }
+  /** {@link StorageBackend.iterateMessages} as an `Iterable`, each page read blocking the caller. */
+  *iterateMessagesSync(sessionId: string, options?: IterateOptions): Iterable<MessageRecord> {
+    const limit = this.runSync("iterateMessages", ops.iterateMessages, [sessionId, options]);
+    for (let offset = 0; ; offset += limit) {
+      const page = this.runSync("iterateMessages", ops.loadMessages, [sessionId, { offset, limit }]);
+      yield* page;
+      if (page.length < limit) return;
+    }
   }
   /** {@link StorageBackend.scanSessions}, blocking the caller. */
   scanSessionsSync(options?: ScanOptions): SessionRecord[] {
@@ -388,11 +484,12 @@ export abstract class SyncStorageBackend extends StorageBackend {
     metadata: JsonObject | null,
     at: string,
   ): SessionRecord | null;
-  protected abstract override copySession(sessionId: string, target: ForkTarget): boolean;
+  protected abstract override copySession(sessionId: string, target: ForkTarget): CopyOutcome;
   protected abstract override removeSession(sessionId: string): void;
   protected abstract override appendMessages(sessionId: string, messages: MessageRecord[]): number | null;
+  protected abstract override editMessages(sessionId: string, edit: MessageEdit): EditOutcome;
   protected abstract override readLength(sessionId: string): number | null;
-  protected abstract override readMessages(sessionId: string, last: number | undefined): MessageRecord[] | null;
+  protected abstract override readMessages(sessionId: string, range: MessageRange): MessageRecord[] | null;
   protected abstract override dispose(): void;
 
   protected override runSync<A extends unknown[], P, R>(method: string, op: Op<A, P, R>, args: A): R {
@@ -406,11 +503,12 @@ interface Primitives {
   readSession(sessionId: string): MaybePromise<SessionRecord | null>;
   querySessions(agentId: string, query: SessionQuery): MaybePromise<SessionRecord[]>;
   replaceMetadata(sessionId: string, metadata: JsonObject | null, at: string): MaybePromise<SessionRecord | null>;
-  copySession(sessionId: string, target: ForkTarget): MaybePromise<boolean>;
+  copySession(sessionId: string, target: ForkTarget): MaybePromise<CopyOutcome>;
   removeSession(sessionId: string): MaybePromise<void>;
   appendMessages(sessionId: string, messages: MessageRecord[]): MaybePromise<number | null>;
+  editMessages(sessionId: string, edit: MessageEdit): MaybePromise<EditOutcome>;
   readLength(sessionId: string): MaybePromise<number | null>;
-  readMessages(sessionId: string, last: number | undefined): MaybePromise<MessageRecord[] | null>;
+  readMessages(sessionId: string, range: MessageRange): MaybePromise<MessageRecord[] | null>;
   scanPage(after: string | null, limit: number, agentId: string | undefined): MaybePromise<SessionRecord[]>;
   insertImported(record: SessionRecord, messages: MessageRecord[]): MaybePromise<boolean>;
 }
@@ -492,13 +590,24 @@ const ops = {
     }),
     (b, { agent, query }) => b.querySessions(agent, query),
   ),
-  forkSession: op(existingId, (b, id) => {
-    const target: ForkTarget = { session_id: newSessionId(), created_at: now() };
-    return then(b.copySession(id, target), (copied) => {
-      found(id, copied);
-      return target.session_id;
-    });
-  }),
+  forkSession: op(
+    (sessionId: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const { length, sessionId: forkId, metadata } = forkOptionsOf(options);
+      return { id: existing(id, sessionId), length, forkId, metadata };
+    },
+    (b, { id, length, forkId, metadata }) => {
+      const target: ForkTarget = { session_id: forkId ?? newSessionId(), created_at: now(), length, metadata };
+      return then(b.copySession(id, target), (outcome) => {
+        if (outcome.status === "not-found") throw new SessionNotFoundError(id);
+        if (outcome.status === "exists") throw new SessionExistsError(target.session_id);
+        if (outcome.status === "out-of-range") {
+          throw new ValidationError("options.length", `is beyond the session's ${outcome.length} messages`);
+        }
+        return target.session_id;
+      });
+    },
+  ),
   deleteSession: op(knownId, (b, id) => (id === null ? undefined : b.removeSession(id))),
   saveMessage: op(
     (sessionId: unknown, role: unknown, content: unknown) => {
@@ -512,28 +621,101 @@ const ops = {
       }),
   ),
   saveMessages: op(
-    (sessionId: unknown, messages: unknown) => {
+    (sessionId: unknown, messages: unknown, options: unknown) => {
       const id = knownId(sessionId);
       const batch = newBatch(messages);
-      return { id: existing(id, sessionId), batch };
+      const write = writeOptionsOf(options);
+      return { id: existing(id, sessionId), batch, write };
     },
-    (b, { id, batch }): MaybePromise<WriteResult> =>
-      then(batch.length === 0 ? b.readLength(id) : b.appendMessages(id, batch), (length) => ({
+    (b, { id, batch, write }): MaybePromise<WriteResult> => {
+      if (write.expectedLength !== undefined || write.key !== undefined) {
+        const edit = newEdit("saveMessages", [], undefined, false, batch, write);
+        return then(b.editMessages(id, edit), (outcome) => ({ length: settle(id, edit, outcome).length }));
+      }
+      return then(batch.length === 0 ? b.readLength(id) : b.appendMessages(id, batch), (length) => ({
         length: found(id, length),
-      })),
+      }));
+    },
+  ),
+  replaceMessages: op(
+    (sessionId: unknown, from: unknown, messages: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const start = replaceFrom(from);
+      const edit = newEdit("replaceMessages", [start], start, false, newBatch(messages), writeOptionsOf(options));
+      return { id: existing(id, sessionId), edit };
+    },
+    (b, { id, edit }): MaybePromise<WriteResult> =>
+      then(b.editMessages(id, edit), (outcome) => ({ length: settle(id, edit, outcome).length })),
+  ),
+  popMessage: op(
+    (sessionId: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const edit = newEdit("popMessage", [], undefined, true, [], writeOptionsOf(options));
+      return { id: existing(id, sessionId), edit };
+    },
+    (b, { id, edit }) => then(b.editMessages(id, edit), (outcome) => settle(id, edit, outcome).popped),
   ),
   countMessages: op(existingId, (b, id) => then(b.readLength(id), (count) => found(id, count))),
   loadMessages: op(
     (sessionId: unknown, options: unknown) => {
       const id = knownId(sessionId);
-      const last = loadLast(options);
-      return { id: existing(id, sessionId), last };
+      const range = loadRange(options);
+      return { id: existing(id, sessionId), range };
     },
-    (b, { id, last }) => then(b.readMessages(id, last), (messages) => found(id, messages)),
+    (b, { id, range }) => then(b.readMessages(id, range), (messages) => found(id, messages)),
+  ),
+  /** Validation only: the iteration itself is pages of `loadMessages`. */
+  iterateMessages: op(
+    (sessionId: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const batchSize = batchSizeOf(options);
+      existing(id, sessionId);
+      return batchSize;
+    },
+    (_b, batchSize) => batchSize,
   ),
   scanSessions: op(scanQuery, (b, scan) => b.scanPage(scan.after, scan.limit, scan.agentId)),
   importSession: op(importedSession, (b, imported) => b.insertImported(imported.record, imported.messages)),
 };
+
+/** A validated history edit; its fingerprint covers the operation and every argument that shapes the write. */
+function newEdit(
+  operation: string,
+  args: number[],
+  from: number | undefined,
+  pop: boolean,
+  messages: MessageRecord[],
+  write: { expectedLength: number | undefined; key: string | undefined },
+): MessageEdit {
+  const { expectedLength, key } = write;
+  const idempotency =
+    key === undefined
+      ? undefined
+      : { key, fingerprint: fingerprint(operation, [...args, expectedLength ?? null], messages) };
+  return { from, pop, messages, at: messages[0]?.timestamp ?? now(), expectedLength, idempotency };
+}
+
+/** An edit's outcome as the caller sees it: the result, or the error that says why nothing was written. */
+function settle(id: string, edit: MessageEdit, outcome: EditOutcome): { length: number; popped: MessageRecord | null } {
+  switch (outcome.status) {
+    case "written":
+      return outcome;
+    case "not-found":
+      throw new SessionNotFoundError(id);
+    case "conflict": {
+      const expectedLength = edit.expectedLength as number;
+      const detail = `session ${id} has ${outcome.length} messages, not the expected ${expectedLength}`;
+      throw new ConflictError(detail, { expectedLength, actualLength: outcome.length });
+    }
+    case "out-of-range":
+      throw new ValidationError("from", `is beyond the session's ${outcome.length} messages`);
+    case "replayed":
+      if (outcome.fingerprint !== edit.idempotency?.fingerprint) {
+        throw new ConflictError(`idempotency key ${JSON.stringify(edit.idempotency?.key)} was used for another write`);
+      }
+      return outcome;
+  }
+}
 
 /** The protected primitives, reached from the operations above (same module, so no public surface is added). */
 function primitives(b: StorageBackend): Primitives {

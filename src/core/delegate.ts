@@ -1,5 +1,14 @@
 import { type ForkTarget, type MaybePromise, StorageBackend } from "./backend.js";
-import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./types.js";
+import type {
+  CopyOutcome,
+  EditOutcome,
+  JsonObject,
+  MessageEdit,
+  MessageRange,
+  MessageRecord,
+  SessionQuery,
+  SessionRecord,
+} from "./types.js";
 
 type Primitives = Record<string, (...args: unknown[]) => MaybePromise<unknown>>;
 
@@ -40,7 +49,7 @@ export abstract class DelegatingStorageBackend extends StorageBackend {
     return this.#call<SessionRecord | null>("replaceMetadata", id, metadata, at);
   }
   protected copySession(id: string, target: ForkTarget) {
-    return this.#call<boolean>("copySession", id, target);
+    return this.#call<CopyOutcome>("copySession", id, target);
   }
   protected removeSession(id: string) {
     return this.#call<void>("removeSession", id);
@@ -48,11 +57,14 @@ export abstract class DelegatingStorageBackend extends StorageBackend {
   protected appendMessages(id: string, messages: MessageRecord[]) {
     return this.#call<number | null>("appendMessages", id, messages);
   }
+  protected editMessages(id: string, edit: MessageEdit) {
+    return this.#call<EditOutcome>("editMessages", id, edit);
+  }
   protected readLength(id: string) {
     return this.#call<number | null>("readLength", id);
   }
-  protected readMessages(id: string, last: number | undefined) {
-    return this.#call<MessageRecord[] | null>("readMessages", id, last);
+  protected readMessages(id: string, range: MessageRange) {
+    return this.#call<MessageRecord[] | null>("readMessages", id, range);
   }
   protected override scanPage(after: string | null, limit: number, agentId: string | undefined) {
     return this.#call<SessionRecord[]>("scanPage", after, limit, agentId);

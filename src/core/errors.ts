@@ -32,6 +32,23 @@ export class SessionExistsError extends AgentixStorageError {
   }
 }
 
+/**
+ * A write's precondition failed, and nothing was written: the session's length was not `expectedLength`
+ * (compare-and-swap), or an `idempotencyKey` was reused with other arguments.
+ */
+export class ConflictError extends AgentixStorageError {
+  override name = "ConflictError";
+  /** The length the write expected (`WriteOptions.expectedLength`), when that was the conflict. */
+  readonly expectedLength: number | undefined;
+  /** The session's length at the time of the write, when `expectedLength` was the conflict. */
+  readonly actualLength: number | undefined;
+  constructor(message: string, lengths?: { expectedLength: number; actualLength: number }, options?: ErrorOptions) {
+    super(message, options);
+    this.expectedLength = lengths?.expectedLength;
+    this.actualLength = lengths?.actualLength;
+  }
+}
+
 /** An argument or option was rejected before anything was written. `field` names it. */
 export class ValidationError extends AgentixStorageError {
   override name = "ValidationError";

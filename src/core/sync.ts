@@ -4,6 +4,7 @@ import { createSyncFn } from "synckit";
 import {
   AgentixStorageError,
   BackendClosedError,
+  ConflictError,
   SessionExistsError,
   SessionNotFoundError,
   ValidationError,
@@ -35,6 +36,8 @@ export interface SerializedError {
   message: string;
   field?: string;
   sessionId?: string;
+  expectedLength?: number;
+  actualLength?: number;
   cause?: { name: string; message: string };
 }
 
@@ -74,6 +77,10 @@ export function serializeError(error: unknown): SerializedError {
   const out: SerializedError = { name: error.name, message: error.message };
   if (error instanceof ValidationError) out.field = error.field;
   if (error instanceof SessionNotFoundError || error instanceof SessionExistsError) out.sessionId = error.sessionId;
+  if (error instanceof ConflictError && error.expectedLength !== undefined && error.actualLength !== undefined) {
+    out.expectedLength = error.expectedLength;
+    out.actualLength = error.actualLength;
+  }
   if (error.cause instanceof Error) out.cause = { name: error.cause.name, message: error.cause.message };
   return out;
 }
@@ -88,6 +95,12 @@ function reviveError(e: SerializedError): AgentixStorageError {
       break;
     case "SessionExistsError":
       error = new SessionExistsError(e.sessionId ?? "");
+      break;
+    case "ConflictError":
+      error =
+        e.expectedLength === undefined || e.actualLength === undefined
+          ? new ConflictError("")
+          : new ConflictError("", { expectedLength: e.expectedLength, actualLength: e.actualLength });
       break;
     case "ValidationError":
       error = new ValidationError(e.field ?? "", "");

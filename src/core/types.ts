@@ -50,10 +50,52 @@ export interface ListOptions {
   before?: SessionCursor;
 }
 
-/** Options of `loadMessages`. */
+/** Options of `loadMessages`: the newest `last`, or a page by position (`offset`, `limit`); not both. */
 export interface LoadOptions {
   /** Only the newest N messages, still oldest first (a positive integer). */
   last?: number;
+  /** The position of the first message to return (position 0 is the oldest; a non-negative integer). @default 0 */
+  offset?: number;
+  /** At most this many messages from `offset` on (a positive integer). */
+  limit?: number;
+}
+
+/** Which messages a read returns, as a backend's `readMessages` receives it (validated). */
+export type MessageRange =
+  /** The newest `last`, oldest first. */
+  | { last: number }
+  /** Positions `offset … offset + limit - 1` (fewer at the end; all from `offset` when `limit` is undefined). */
+  | { offset: number; limit: number | undefined };
+
+/** Options of `iterateMessages`. */
+export interface IterateOptions {
+  /** How many messages are read (and held in memory) at a time (a positive integer). @default 1000 */
+  batchSize?: number;
+}
+
+/** Options of the writes that edit a history: `saveMessages`, `replaceMessages`, `popMessage`. */
+export interface WriteOptions {
+  /**
+   * Compare-and-swap: write only if the session has exactly this many messages at that moment; otherwise
+   * `ConflictError` (with both lengths) and nothing written. The way two writers never lose each other's messages.
+   */
+  expectedLength?: number;
+  /**
+   * A key (1–256 characters) naming this write: a retry with the same key and the same arguments returns the
+   * first call's result and writes nothing; the same key with other arguments is a `ConflictError`. Each
+   * session remembers at least its 1,000 most recent keys.
+   */
+  idempotencyKey?: string;
+}
+
+/** Options of `forkSession`. */
+export interface ForkOptions {
+  /** Copy only the first N messages (a branch from an earlier turn; at most the session's length). @default all */
+  length?: number;
+  /** The fork's id, chosen by the caller (a canonical lowercase UUID); taken: `SessionExistsError`. */
+  sessionId?: string;
+  /** The fork's metadata, replacing the copied one. @default the source's metadata */
+  metadata?: JsonObject | null;
 }
 
 /** `listSessions` options after validation, as a backend's primitive receives them. */
@@ -102,3 +144,42 @@ export interface WriteResult {
   /** The session's number of messages after the write. */
   length: number;
 }
+
+/**
+ * A history edit, as a backend's `editMessages` receives it (validated, stamped): an optional compare-and-swap,
+ * an optional drop (positions ≥ `from`, or the last message for `pop`), then the messages to append.
+ */
+export interface MessageEdit {
+  /** Drop the messages at positions ≥ `from` first (`undefined`: none). Beyond the length: `out-of-range`. */
+  from: number | undefined;
+  /** Drop the last message first, if there is one, and return it (`popMessage`). Never with `from`. */
+  pop: boolean;
+  /** Appended after the drop, in order; all have the same timestamp (raised to `updated_at` when behind). */
+  messages: MessageRecord[];
+  /** The time of the write: when the edit changes the list, `updated_at` becomes the later of it and `updated_at`. */
+  at: string;
+  /** Write only if the session has exactly this many messages now; else `conflict`. */
+  expectedLength: number | undefined;
+  /**
+   * Remember the write under `key`, with `fingerprint` (of the arguments) and its outcome, in the same atomic
+   * step. A key the session remembers already: nothing is written, and the remembered outcome comes back.
+   */
+  idempotency: { key: string; fingerprint: string } | undefined;
+}
+
+/** What `editMessages` did (or, for `replayed`, what the remembered write under the same key did). */
+export type EditOutcome =
+  | { status: "written"; length: number; popped: MessageRecord | null }
+  | { status: "not-found" }
+  | { status: "conflict"; length: number }
+  | { status: "out-of-range"; length: number }
+  | { status: "replayed"; fingerprint: string; length: number; popped: MessageRecord | null };
+
+/** What `copySession` did. */
+export type CopyOutcome =
+  | { status: "copied" }
+  | { status: "not-found" }
+  /** The target id is taken: nothing written. */
+  | { status: "exists" }
+  /** `target.length` is beyond the source's `length`: nothing written. */
+  | { status: "out-of-range"; length: number };

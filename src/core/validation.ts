@@ -1,12 +1,14 @@
+import { createHash } from "node:crypto";
 import { z } from "zod";
 import { AGENTIX_NAMESPACE, newSessionId, now, uuidv5 } from "./clock.js";
 import { ValidationError } from "./errors.js";
 import type {
   CreateOptions,
+  ForkOptions,
   JsonObject,
   ListOptions,
-  LoadOptions,
   MessageContent,
+  MessageRange,
   MessageRecord,
   NewMessage,
   Role,
@@ -136,6 +138,7 @@ export const schemas = {
       message: "cwd must be well-formed Unicode without NUL characters",
     }),
   positiveInt: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  nonNegativeInt: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
   timestamp: z
     .string()
     .regex(TIMESTAMP, "must be an ISO 8601 UTC timestamp with milliseconds")
@@ -154,7 +157,25 @@ const listOptions = z.strictObject({
   limit: schemas.positiveInt.optional(),
   before: cursor.optional(),
 });
-const loadOptions = z.strictObject({ last: schemas.positiveInt.optional() });
+const loadOptions = z
+  .strictObject({
+    last: schemas.positiveInt.optional(),
+    offset: schemas.nonNegativeInt.optional(),
+    limit: schemas.positiveInt.optional(),
+  })
+  .refine((o) => o.last === undefined || (o.offset === undefined && o.limit === undefined), {
+    message: "last does not combine with offset or limit",
+  });
+const iterateOptions = z.strictObject({ batchSize: schemas.positiveInt.optional() });
+const writeOptions = z.strictObject({
+  expectedLength: schemas.nonNegativeInt.optional(),
+  idempotencyKey: z
+    .string()
+    .min(1, "must not be empty")
+    .max(256, "must be at most 256 characters")
+    .refine(indexText, "must be well-formed Unicode without NUL characters")
+    .optional(),
+});
 
 /** Parses `value` with `schema`, turning the first problem into a `ValidationError` that names the field. */
 export function parse<T>(schema: z.ZodType<T>, value: unknown, field: string): T {
@@ -243,8 +264,47 @@ export function sessionQuery(options: unknown): SessionQuery {
   return query;
 }
 
-export function loadLast(options: unknown): number | undefined {
-  return (parse(loadOptions, options ?? {}, "options") as LoadOptions).last;
+/** The messages `loadMessages` asks for. */
+export function loadRange(options: unknown): MessageRange {
+  const o = parse(loadOptions, options ?? {}, "options");
+  return o.last === undefined ? { offset: o.offset ?? 0, limit: o.limit } : { last: o.last };
+}
+
+/** How many messages `iterateMessages` reads at a time. */
+export function batchSizeOf(options: unknown): number {
+  return parse(iterateOptions, options ?? {}, "options").batchSize ?? 1000;
+}
+
+/** The options of a history write, validated. */
+export function writeOptionsOf(options: unknown): { expectedLength: number | undefined; key: string | undefined } {
+  const o = parse(writeOptions, options ?? {}, "options");
+  return { expectedLength: o.expectedLength, key: o.idempotencyKey };
+}
+
+/** The start of a `replaceMessages`: a position (checked against the length by the store, atomically). */
+export function replaceFrom(from: unknown): number {
+  return parse(schemas.nonNegativeInt, from, "from");
+}
+
+const forkOptions = z.strictObject({
+  length: schemas.nonNegativeInt.optional(),
+  sessionId: sessionIdShape.optional(),
+  metadata: schemas.metadata.optional(),
+});
+
+/** The options of `forkSession`, validated. */
+export function forkOptionsOf(options: unknown): ForkOptions {
+  return parse(forkOptions, options ?? {}, "options") as ForkOptions;
+}
+
+/**
+ * What an idempotency key remembers of its write's arguments: the SHA-256 of the operation, its position
+ * arguments, `expectedLength` and each message's role and content as JSON, so that a retry with the same
+ * arguments matches and any other write under the key does not.
+ */
+export function fingerprint(operation: string, args: unknown[], messages: MessageRecord[]): string {
+  const json = JSON.stringify([operation, args, messages.map((m) => [m.role, m.content])]);
+  return createHash("sha256").update(json).digest("base64url");
 }
 
 /** Options of `scanSessions`. */
