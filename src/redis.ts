@@ -94,9 +94,10 @@ const OPS_PER_KEY = 2 ** 20;
 /** The scripts, each one atomic call (EVALSHA, falling back to EVAL on NOSCRIPT: defineCommand). */
 const scripts = {
   // ARGV: base, id, agent, created_at, updated_at, metadata, score, has cwd, cwd, messages...
+  // Insert-if-absent: nil when stored; when the id is taken, the existing session's FIELDS and nothing written.
   agentixInsert: `
 local id, agent = ARGV[2], ARGV[3]
-if redis.call('EXISTS', key('session', id)) == 1 then return 0 end
+if redis.call('EXISTS', key('session', id)) == 1 then return redis.call('HMGET', key('session', id), unpack(FIELDS)) end
 redis.call('HSET', key('session', id), 'session_id', id, 'agent_id', agent, 'created_at', ARGV[4],
   'updated_at', ARGV[5], 'metadata', ARGV[6])
 local cwd = ARGV[8] == '1' and ARGV[9] or nil
@@ -107,27 +108,68 @@ redis.call('DEL', key('messages', id))
 for i = 10, #ARGV, 1000 do
   redis.call('RPUSH', key('messages', id), unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
-return 1`,
-  // ARGV: base, id, message JSON up to the timestamp's value, timestamp, score, op block, op bit, set the TTL
+return false`,
+  // ARGV: base, id, timestamp, score, op block, op bit, set the TTL, then each message's JSON up to the timestamp's
+  // value. Returns the list's length after the batch, nil when the session does not exist.
   agentixAppend: `
-local id, ts = ARGV[2], ARGV[4]
+local id, ts = ARGV[2], ARGV[3]
 local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
-if not s[1] then return 0 end
--- Each append carries its writer's op number. ioredis resends the commands in flight when a connection drops,
--- so an append whose reply was lost arrives twice: its bit is set already, and it is not applied again.
-local ops = base .. ':op:' .. ARGV[6]
-local seen = redis.call('SETBIT', ops, ARGV[7], 1)
-if ARGV[8] == '1' then redis.call('PEXPIRE', ops, ${OP_TTL_MS}) end
-if seen == 1 then return 1 end
+if not s[1] then return false end
+local list = key('messages', id)
+-- Each append (a whole batch: one op) carries its writer's op number. ioredis resends the commands in flight when
+-- a connection drops, so an append whose reply was lost arrives twice: its bit is set already, and it is not
+-- applied again, but still answered with the length.
+local ops = base .. ':op:' .. ARGV[5]
+local seen = redis.call('SETBIT', ops, ARGV[6], 1)
+if ARGV[7] == '1' then redis.call('PEXPIRE', ops, ${OP_TTL_MS}) end
+if seen == 1 then return redis.call('LLEN', list) end
 -- Fixed-shape ISO timestamps differ only in digits, which every collation orders like bytes.
 local clamped = ts < s[2]
 if clamped then ts = s[2] end
-redis.call('RPUSH', key('messages', id), ARGV[3] .. ts .. '"}')
+local tail = ts .. '"}'
+local length
+if #ARGV == 8 then
+  length = redis.call('RPUSH', list, ARGV[8] .. tail)
+else
+  local lines = {}
+  for i = 8, #ARGV do lines[i - 7] = ARGV[i] .. tail end
+  -- unpack is bounded by Lua's stack: RPUSH in chunks, still in this one atomic script.
+  for i = 1, #lines, 1000 do length = redis.call('RPUSH', list, unpack(lines, i, math.min(i + 999, #lines))) end
+end
 if not clamped then
   redis.call('HSET', key('session', id), 'updated_at', ts)
-  index(s[1], id, ARGV[5], redis.call('HGET', base .. ':cwds', id) or nil)
+  index(s[1], id, ARGV[4], redis.call('HGET', base .. ':cwds', id) or nil)
 end
-return 1`,
+return length`,
+  // ARGV: base, id, metadata, has cwd, cwd, at, at's score. The updated FIELDS, nil when the session does not exist.
+  agentixMeta: `
+local id, at = ARGV[2], ARGV[6]
+local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
+if not s[1] then return false end
+local agent = s[1]
+local moved = s[2] < at
+if moved then
+  redis.call('HSET', key('session', id), 'metadata', ARGV[3], 'updated_at', at)
+else
+  redis.call('HSET', key('session', id), 'metadata', ARGV[3])
+end
+local old = redis.call('HGET', base .. ':cwds', id)
+if old then redis.call('ZREM', cwdKey(agent, old), id) end
+local cwd = ARGV[4] == '1' and ARGV[5] or nil
+if cwd then redis.call('HSET', base .. ':cwds', id, cwd) else redis.call('HDEL', base .. ':cwds', id) end
+if moved then
+  index(agent, id, ARGV[7], cwd)
+elseif cwd then
+  -- updated_at stays: so does the session's score, which the index holds.
+  local score = redis.call('ZSCORE', key('index', agent), id)
+  if score then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
+end
+return redis.call('HMGET', key('session', id), unpack(FIELDS))`,
+  // ARGV: base, id. The list's length, nil when the session does not exist (an empty list is no key at all).
+  agentixLength: `
+local id = ARGV[2]
+if redis.call('EXISTS', key('session', id)) == 0 then return false end
+return redis.call('LLEN', key('messages', id))`,
   // ARGV: base, source id, new id, created_at, score
   agentixCopy: `
 local from, to, at = ARGV[2], ARGV[3], ARGV[4]
@@ -183,8 +225,11 @@ for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unp
 return ids`,
 };
 
-type Arg = string | number;
+/** A script argument; ioredis flattens an array into the arguments, so a batch needs no spread call. */
+type Arg = string | number | string[];
 type ScriptCommands = { [name in keyof typeof scripts]: (...args: Arg[]) => Promise<unknown> };
+/** A session's FIELDS as a script returns them (nil for a missing field). */
+type Fields = Array<string | null>;
 
 /**
  * Sessions in Redis, with exactly the reference's key layout (`{prefix}:session:{id}` hash,
@@ -206,8 +251,14 @@ export class RedisStorageBackend extends StorageBackend {
     this.#external = client;
   }
 
-  protected async insertSession(record: SessionRecord): Promise<void> {
-    await this.#insert(record, []);
+  protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
+    const existing = await this.#insert(record, []);
+    if (existing === null) return null;
+    const found = fieldsRecord(existing);
+    // A hash that exists but is not a session (fields missing): neither stored nor a record to return.
+    if (!found)
+      throw new AgentixStorageError(`RedisStorageBackend: the hash of session ${record.session_id} is not a session`);
+    return found;
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
@@ -228,6 +279,24 @@ export class RedisStorageBackend extends StorageBackend {
     return records(reply);
   }
 
+  protected async replaceMetadata(
+    sessionId: string,
+    metadata: JsonObject | null,
+    at: string,
+  ): Promise<SessionRecord | null> {
+    const cwd = cwdOf(metadata);
+    const reply = (await this.#redis().agentixMeta(
+      this.#base(),
+      sessionId,
+      JSON.stringify(metadata),
+      cwd === null ? 0 : 1,
+      cwd ?? "",
+      at,
+      Date.parse(at),
+    )) as Fields | null;
+    return reply === null ? null : fieldsRecord(reply);
+  }
+
   protected async copySession(sessionId: string, target: ForkTarget): Promise<boolean> {
     const { session_id, created_at } = target;
     const base = this.#base();
@@ -238,24 +307,30 @@ export class RedisStorageBackend extends StorageBackend {
     await this.#redis().agentixRemove(this.#base(), sessionId);
   }
 
-  protected async appendMessage(sessionId: string, message: MessageRecord): Promise<boolean> {
+  protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
     // The script appends the (possibly raised) timestamp: content goes through Lua as an opaque string.
-    const head = `${JSON.stringify({ role: message.role, content: message.content }).slice(0, -1)},"timestamp":"`;
-    const ts = message.timestamp;
+    const heads = messages.map(
+      (m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`,
+    );
+    const ts = (messages[0] as MessageRecord).timestamp;
     const { key, bit, setTtl } = this.#nextOp();
-    const reply = await this.#redis().agentixAppend(
+    const reply = (await this.#redis().agentixAppend(
       this.#base(),
       sessionId,
-      head,
       ts,
       Date.parse(ts),
       key,
       bit,
       setTtl,
-    );
+      heads,
+    )) as number | null;
     // Once an append of this block succeeded with the TTL flag, its key expires: later appends skip the PEXPIRE.
-    if (reply === 1 && setTtl === 1) this.#ops.expiring = key;
-    return reply === 1;
+    if (reply !== null && setTtl === 1) this.#ops.expiring = key;
+    return reply;
+  }
+
+  protected async readLength(sessionId: string): Promise<number | null> {
+    return (await this.#redis().agentixLength(this.#base(), sessionId)) as number | null;
   }
 
   protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
@@ -297,7 +372,7 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
-    return this.#insert(record, messages);
+    return (await this.#insert(record, messages)) === null;
   }
 
   protected override syncTwin(): SyncTwin {
@@ -327,7 +402,8 @@ export class RedisStorageBackend extends StorageBackend {
     await client.quit().catch(() => client.disconnect());
   }
 
-  async #insert(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
+  /** Insert-if-absent: `null` when stored, else the existing session's fields (nothing written). */
+  async #insert(record: SessionRecord, messages: MessageRecord[]): Promise<Fields | null> {
     const { session_id, agent_id, created_at, updated_at, metadata } = record;
     const cwd = cwdOf(metadata);
     const reply = await this.#redis().agentixInsert(
@@ -340,9 +416,9 @@ export class RedisStorageBackend extends StorageBackend {
       Date.parse(updated_at),
       cwd === null ? 0 : 1,
       cwd ?? "",
-      ...messages.map((m) => JSON.stringify({ role: m.role, content: m.content, timestamp: m.timestamp })),
+      messages.map((m) => JSON.stringify({ role: m.role, content: m.content, timestamp: m.timestamp })),
     );
-    return reply === 1;
+    return reply as Fields | null;
   }
 
   /** The client, created on first use; with `lazyConnect` a backend that is never used opens nothing. */
@@ -395,30 +471,17 @@ function isClient(value: unknown): value is RedisClient {
 /** A session hash as a record, or `null` for a missing (empty) hash. */
 function toRecord(hash: Record<string, string>): SessionRecord | null {
   const { session_id, agent_id, created_at, updated_at, metadata } = hash;
-  if (session_id === undefined || agent_id === undefined || created_at === undefined || updated_at === undefined)
-    return null;
-  return sessionRecord(
-    session_id,
-    agent_id,
-    created_at,
-    updated_at,
-    JSON.parse(metadata ?? "null") as JsonObject | null,
-  );
+  return fieldsRecord([session_id, agent_id, created_at, updated_at, metadata].map((value) => value ?? null));
 }
 
-/** Records from a script's replies: per session, the values of `FIELDS` in their order (nil when deleted). */
+/** A session from the values of `FIELDS` in their order, or `null` when they are not a session's (deleted). */
+function fieldsRecord([session_id, agent_id, created_at, updated_at, metadata]: Fields): SessionRecord | null {
+  return session_id && agent_id && created_at && updated_at
+    ? sessionRecord(session_id, agent_id, created_at, updated_at, JSON.parse(metadata ?? "null") as JsonObject | null)
+    : null;
+}
+
+/** Records from a script's replies: per session, the values of `FIELDS` (skipped when deleted meanwhile). */
 function records(reply: unknown): SessionRecord[] {
-  return (reply as Array<Array<string | null>>).flatMap(([session_id, agent_id, created_at, updated_at, metadata]) =>
-    session_id && agent_id && created_at && updated_at
-      ? [
-          sessionRecord(
-            session_id,
-            agent_id,
-            created_at,
-            updated_at,
-            JSON.parse(metadata ?? "null") as JsonObject | null,
-          ),
-        ]
-      : [],
-  );
+  return (reply as Fields[]).flatMap((fields) => fieldsRecord(fields) ?? []);
 }

@@ -10,11 +10,14 @@ import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { readMigrationFiles } from "drizzle-orm/migrator";
+import { drizzle } from "drizzle-orm/mysql2";
+import { migrate } from "drizzle-orm/mysql2/migrator";
 import mysql, { type RowDataPacket } from "mysql2/promise";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import config from "../examples/mysql/drizzle.config.js";
 import { MySqlStorageBackend, type MySqlStorageOptions } from "../examples/mysql/src/mysql.js";
 import { AgentixStorageError, SessionNotFoundError, ValidationError } from "../src/core/errors.js";
+import type { SessionRecord } from "../src/core/types.js";
 import { runConformanceSuite } from "../src/testing/index.js";
 
 const serverUrl = process.env.AGENTIX_TEST_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
@@ -193,6 +196,63 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
       await b.saveMessage(id, "user", "after");
       expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["before", "after"]);
     });
+    it("keeps message_count equal to the messages stored, through batches, forks and imports", async () => {
+      const b = open();
+      const id = await b.createSession(`agent-${randomUUID()}`);
+      const stored = async (sessionId: string) => {
+        const [row] = await select(
+          `select s.message_count as kept, (select count(*) from \`${database}\`.messages m where m.session_id = s.id) as n
+           from \`${database}\`.sessions s where s.id = ?`,
+          [sessionId],
+        );
+        return [Number(row?.kept), Number(row?.n)];
+      };
+      expect(await stored(id)).toEqual([0, 0]);
+      await b.saveMessage(id, "user", "one");
+      const tool = { role: "tool" as const, content: { type: "tool_result", output: "42" } };
+      expect(await b.saveMessages(id, [tool, { role: "assistant", content: "two" }])).toEqual({ length: 3 });
+      expect(await stored(id)).toEqual([3, 3]);
+      const [role] = await select(
+        `select role from \`${database}\`.messages where session_id = ? order by id limit 1 offset 1`,
+        [id],
+      );
+      expect(role?.role).toBe("tool");
+      const fork = await b.forkSession(id);
+      expect(await stored(fork)).toEqual([3, 3]);
+      const record = { ...(await b.getSession(id)), session_id: randomUUID() } as SessionRecord;
+      expect(await b.importSession(record, await b.loadMessages(id))).toBe(true);
+      expect(await stored(record.session_id)).toEqual([3, 3]);
+      expect(await b.countMessages(record.session_id)).toBe(3);
+    });
+
+    it("stores a batch larger than max_allowed_packet, as several INSERTs in one transaction", async () => {
+      const b = open();
+      const id = await b.createSession(`agent-${randomUUID()}`);
+      const half = "y".repeat(Math.ceil((maxPacket as number) / 2) + 1024);
+      const batch = [
+        { role: "user" as const, content: `a${half}` },
+        { role: "assistant" as const, content: `b${half}` },
+      ];
+      expect(await b.saveMessages(id, batch)).toEqual({ length: 2 });
+      expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(batch.map((m) => m.content));
+    });
+
+    it("writes none of a batch whose last INSERT fails (a message over max_allowed_packet)", async () => {
+      const b = open();
+      const id = await b.createSession(`agent-${randomUUID()}`);
+      await b.saveMessage(id, "user", "before");
+      const before = await b.getSession(id);
+      const batch = [
+        { role: "user" as const, content: "small, in the first INSERT" },
+        { role: "assistant" as const, content: "x".repeat(maxPacket as number) },
+      ];
+      const error = await b.saveMessages(id, batch).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(AgentixStorageError);
+      expect((error as Error).message).toMatch(/max_allowed_packet/);
+      expect(await b.getSession(id)).toStrictEqual(before);
+      expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["before"]);
+      expect(await b.countMessages(id)).toBe(1);
+    });
   });
 
   describe("options", () => {
@@ -250,6 +310,54 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
     const scratch = mkdtempSync(join(tmpdir(), "agentix-mysql-drift-"));
     afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
+    it("upgrade a database of the first release in place: counts backfilled, the tool role accepted", async () => {
+      const v1 = `${prefix}_upgrade`;
+      await admin.query(`create database \`${v1}\``);
+      // The database as the first release left it: only 0000_init applied (by drizzle's migrator, as the backend
+      // did), and rows written with its columns.
+      const folder = join(scratch, "v1");
+      cpSync(join(example, "migrations"), folder, { recursive: true });
+      const journalFile = join(folder, "meta", "_journal.json");
+      const journal = JSON.parse(readFileSync(journalFile, "utf8")) as { entries: Array<{ tag: string }> };
+      journal.entries = journal.entries.filter((e) => e.tag === "0000_init");
+      writeFileSync(journalFile, JSON.stringify(journal));
+      const c = await mysql.createConnection({ uri: urlOf(v1) });
+      await migrate(drizzle(c), { migrationsFolder: folder, migrationsTable: "__agentix_migrations" });
+      const [full, empty] = [randomUUID(), randomUUID()];
+      for (const id of [full, empty]) {
+        await c.query(
+          "insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at) values (?, 'old-agent', null, null, ?, ?)",
+          [id, "2024-01-15 14:30:00.123", "2024-01-15 14:30:00.125"],
+        );
+      }
+      for (const [i, role] of ["system", "user", "assistant"].entries()) {
+        await c.query("insert into messages (session_id, role, content, created_at) values (?, ?, ?, ?)", [
+          full,
+          role,
+          JSON.stringify(`m${i}`),
+          `2024-01-15 14:30:00.12${3 + i}`,
+        ]);
+      }
+      await c.end();
+
+      const b = open({ url: urlOf(v1) });
+      expect(await b.countMessages(full)).toBe(3);
+      expect(await b.countMessages(empty)).toBe(0);
+      expect(await b.saveMessages(full, [{ role: "tool", content: { result: 1 } }])).toEqual({ length: 4 });
+      expect(await b.saveMessages(empty, [{ role: "tool", content: "t" }])).toEqual({ length: 1 });
+      const messages = await b.loadMessages(full);
+      expect(messages.map((m) => [m.role, m.content])).toEqual([
+        ["system", "m0"],
+        ["user", "m1"],
+        ["assistant", "m2"],
+        ["tool", { result: 1 }],
+      ]);
+      expect(messages[0]?.timestamp).toBe("2024-01-15T14:30:00.123Z");
+      const applied = await select(`select hash from \`${v1}\`.__agentix_migrations order by id`);
+      const all = readMigrationFiles({ migrationsFolder: join(example, "migrations") });
+      expect(applied.map((r) => r.hash)).toEqual(all.map((m) => m.hash));
+    });
+
     /** `drizzle-kit generate` with the example's config, into `out`; returns what it printed. */
     async function generate(out: string): Promise<string> {
       const { stdout, stderr } = await promisify(execFile)(
@@ -286,13 +394,19 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
       timeout: 120_000,
     }, async () => {
       const out = join(scratch, "drifted");
+      const committed = files(join(example, "migrations"));
       cpSync(join(example, "migrations"), out, { recursive: true });
-      const snapshot = join(out, "meta", "0000_snapshot.json");
+      // drizzle-kit compares the schema with the newest snapshot.
+      const newest = Object.keys(committed)
+        .filter((name) => name.endsWith("_snapshot.json"))
+        .sort()
+        .at(-1);
+      const snapshot = join(out, newest as string);
       const meta = JSON.parse(readFileSync(snapshot, "utf8")) as { tables: { messages: { indexes: object } } };
       meta.tables.messages.indexes = {};
       writeFileSync(snapshot, JSON.stringify(meta, null, 2));
       await generate(out);
-      const added = Object.entries(files(out)).filter(([name]) => name.endsWith(".sql") && name !== "0000_init.sql");
+      const added = Object.entries(files(out)).filter(([name]) => name.endsWith(".sql") && !(name in committed));
       expect(added).toHaveLength(1);
       expect(added[0]?.[1]).toMatch(/CREATE INDEX `messages_session_idx`/);
     });

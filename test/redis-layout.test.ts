@@ -2,8 +2,9 @@
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { SessionExistsError } from "../src/core/errors.js";
 import { compareSessions } from "../src/core/records.js";
-import type { SessionRecord } from "../src/core/types.js";
+import type { NewMessage, SessionRecord } from "../src/core/types.js";
 import { RedisStorageBackend } from "../src/redis.js";
 
 const url = inject("redisUrl");
@@ -125,6 +126,153 @@ describe.skipIf(!url)("RedisStorageBackend key layout", () => {
     expect(await b.getSession(id)).toStrictEqual(record);
     expect(await b.listSessions(agent)).toStrictEqual([record]);
     expect(await b.loadMessages(id)).toStrictEqual([{ role: "user", content: ["x"], timestamp: at }]);
+    await b.deleteSession(id);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
+  });
+
+  const scoreOf = async (key: string, id: string) => Number(await raw.zscore(key, id));
+  const cwdKeyOf = (agent: string, cwd: string) => `${prefix}:cwd:${Buffer.byteLength(agent)}:${agent}:${cwd}`;
+  const opBits = async () => {
+    let bits = 0;
+    for (const key of await keysOf(raw, prefix)) if (key.startsWith(`${prefix}:op:`)) bits += await raw.bitcount(key);
+    return bits;
+  };
+
+  it("stores a batch as one list item per message, all with one timestamp, as one op of its writer", async () => {
+    const agent = `batch-${randomUUID()}`;
+    const id = await b.createSession(agent, { cwd: "/batch" });
+    await b.saveMessage(id, "user", "first");
+    const bitsBefore = await opBits();
+    const batch: NewMessage[] = [
+      { role: "assistant", content: { calls: [{ name: "ls" }] } },
+      { role: "tool", content: '{"looks":"like json"}' },
+      { role: "tool", content: ["a", 1, null] },
+      { role: "assistant", content: "done" },
+    ];
+    expect(await b.saveMessages(id, batch)).toEqual({ length: 5 });
+    expect(await opBits()).toBe(bitsBefore + 1);
+
+    const lines = await raw.lrange(`${prefix}:messages:${id}`, 0, -1);
+    expect(lines).toHaveLength(5);
+    const stored = lines.map((line) => JSON.parse(line) as { role: string; content: unknown; timestamp: string });
+    const ts = stored[1]?.timestamp as string;
+    expect(ts >= (stored[0]?.timestamp as string)).toBe(true);
+    // Each item is exactly JSON.stringify({ role, content, timestamp }) with the batch's one timestamp.
+    expect(lines.slice(1)).toEqual(
+      batch.map((m) => JSON.stringify({ role: m.role, content: m.content, timestamp: ts })),
+    );
+    expect(await raw.hget(`${prefix}:session:${id}`, "updated_at")).toBe(ts);
+    expect(await scoreOf(`${prefix}:index:${agent}`, id)).toBe(Date.parse(ts));
+    expect(await scoreOf(cwdKeyOf(agent, "/batch"), id)).toBe(Date.parse(ts));
+    expect(await b.countMessages(id)).toBe(5);
+
+    // More than one RPUSH's worth (the script pushes in chunks of 1,000): still one op, in order, one timestamp.
+    const many = Array.from({ length: 2_345 }, (_, i) => ({ role: "user" as const, content: { i } }));
+    expect(await b.saveMessages(id, many)).toEqual({ length: 5 + many.length });
+    expect(await opBits()).toBe(bitsBefore + 2);
+    const tail = (await raw.lrange(`${prefix}:messages:${id}`, 5, -1)).map((line) => JSON.parse(line));
+    expect(tail.map((m) => m.content.i)).toEqual(many.map((m) => m.content.i));
+    expect(new Set(tail.map((m) => m.timestamp)).size).toBe(1);
+    expect(await raw.hget(`${prefix}:session:${id}`, "updated_at")).toBe(tail[0].timestamp);
+
+    // An empty batch writes nothing: no op, no list item, updated_at unchanged.
+    const before = await raw.hgetall(`${prefix}:session:${id}`);
+    expect(await b.saveMessages(id, [])).toEqual({ length: 5 + many.length });
+    expect(await opBits()).toBe(bitsBefore + 2);
+    expect(await raw.hgetall(`${prefix}:session:${id}`)).toStrictEqual(before);
+    expect(await raw.llen(`${prefix}:messages:${id}`)).toBe(5 + many.length);
+    await b.deleteSession(id);
+  });
+
+  it("moves a session between cwd indexes and the cwds hash when its metadata is replaced", async () => {
+    const agent = `meta-${randomUUID()}`;
+    const id = await b.createSession(agent, { cwd: "/a", keep: 1 });
+    const other = await b.createSession(agent, { cwd: "/a" });
+    const created = await raw.hgetall(`${prefix}:session:${id}`);
+    const updated = await b.updateSession(id, { metadata: { cwd: "/b" } });
+    expect(await raw.hgetall(`${prefix}:session:${id}`)).toStrictEqual({
+      ...created,
+      metadata: JSON.stringify({ cwd: "/b" }),
+      updated_at: updated.updated_at,
+    });
+    expect(updated).toStrictEqual(await b.getSession(id));
+    expect(await raw.hget(`${prefix}:cwds`, id)).toBe("/b");
+    expect(await raw.zrange(cwdKeyOf(agent, "/a"), 0, "-1")).toEqual([other]);
+    expect(await raw.zrange(cwdKeyOf(agent, "/b"), 0, "-1")).toEqual([id]);
+    expect(await scoreOf(cwdKeyOf(agent, "/b"), id)).toBe(Date.parse(updated.updated_at));
+    expect(await scoreOf(`${prefix}:index:${agent}`, id)).toBe(Date.parse(updated.updated_at));
+
+    // No string cwd: in no cwd index and not in the cwds hash (an emptied cwd index is no key at all).
+    await b.updateSession(id, { metadata: { cwd: 42 } });
+    expect(await raw.hexists(`${prefix}:cwds`, id)).toBe(0);
+    expect(await raw.exists(cwdKeyOf(agent, "/b"))).toBe(0);
+    await b.updateSession(id, { metadata: null });
+    expect(await raw.hget(`${prefix}:session:${id}`, "metadata")).toBe("null");
+
+    // updated_at ahead of the clock stays, and so does the score, which the new cwd index takes from the index.
+    const ahead = "2999-01-01T00:00:00.007Z";
+    await raw.hset(`${prefix}:session:${id}`, "updated_at", ahead);
+    await raw.zadd(`${prefix}:index:${agent}`, Date.parse(ahead), id);
+    expect((await b.updateSession(id, { metadata: { cwd: "/c" } })).updated_at).toBe(ahead);
+    expect(await raw.hget(`${prefix}:session:${id}`, "updated_at")).toBe(ahead);
+    expect(await scoreOf(`${prefix}:index:${agent}`, id)).toBe(Date.parse(ahead));
+    expect(await scoreOf(cwdKeyOf(agent, "/c"), id)).toBe(Date.parse(ahead));
+    expect(await raw.hget(`${prefix}:cwds`, id)).toBe("/c");
+    expect((await b.listSessions(agent, { cwd: "/c" })).map((s) => s.session_id)).toEqual([id]);
+
+    for (const s of [id, other]) await b.deleteSession(s);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
+  });
+
+  it("leaves an existing session's keys untouched when its id is created or opened again", async () => {
+    const agent = `taken-${randomUUID()}`;
+    const id = randomUUID();
+    await b.createSession(agent, { cwd: "/mine" }, { sessionId: id });
+    await b.saveMessages(id, [
+      { role: "user", content: "q" },
+      { role: "assistant", content: "a" },
+    ]);
+    const snapshot = async () => ({
+      hash: await raw.hgetall(`${prefix}:session:${id}`),
+      messages: await raw.lrange(`${prefix}:messages:${id}`, 0, -1),
+      index: await raw.zrange(`${prefix}:index:${agent}`, 0, "-1", "WITHSCORES"),
+      cwd: await raw.hget(`${prefix}:cwds`, id),
+      cwdIndex: await raw.zrange(cwdKeyOf(agent, "/mine"), 0, "-1", "WITHSCORES"),
+      all: await raw.zscore(`${prefix}:sessions`, id),
+      keys: await dataKeysOf(raw, prefix),
+    });
+    const before = await snapshot();
+    await expect(b.createSession(agent, { cwd: "/theirs" }, { sessionId: id })).rejects.toBeInstanceOf(
+      SessionExistsError,
+    );
+    await expect(b.createSession("other-agent", null, { sessionId: id })).rejects.toBeInstanceOf(SessionExistsError);
+    await expect(b.openSession("other-agent", id, { cwd: "/theirs" })).rejects.toBeInstanceOf(SessionExistsError);
+    const opened = await b.openSession(agent, id, { cwd: "/theirs" });
+    expect(opened).toStrictEqual({ session: await b.getSession(id), created: false });
+    expect(opened.session.metadata).toStrictEqual({ cwd: "/mine" });
+    expect(await snapshot()).toStrictEqual(before);
+    expect(await raw.exists(`${prefix}:index:other-agent`, cwdKeyOf(agent, "/theirs"))).toBe(0);
+    await b.deleteSession(id);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
+  });
+
+  it("opens, appends to, updates and counts a session written in the reference layout alone", async () => {
+    const id = randomUUID();
+    const agent = `py-${randomUUID()}`;
+    const at = "2024-01-15T14:30:00.123Z";
+    const fields = { session_id: id, agent_id: agent, created_at: at, updated_at: at, metadata: '{"cwd":"/py"}' };
+    await raw.hset(`${prefix}:session:${id}`, fields);
+    await raw.zadd(`${prefix}:index:${agent}`, Date.parse(at), id);
+    const record = { ...fields, metadata: { cwd: "/py" } };
+    expect(await b.openSession(agent, id)).toStrictEqual({ session: record, created: false });
+    expect(await b.countMessages(id)).toBe(0);
+    expect(await raw.hgetall(`${prefix}:session:${id}`)).toStrictEqual(fields);
+    expect(await b.saveMessages(id, [{ role: "user", content: "hi" }])).toEqual({ length: 1 });
+    expect(await b.countMessages(id)).toBe(1);
+    const updated = await b.updateSession(id, { metadata: { cwd: "/py2" } });
+    expect(await raw.hget(`${prefix}:cwds`, id)).toBe("/py2");
+    expect(await scoreOf(cwdKeyOf(agent, "/py2"), id)).toBe(Date.parse(updated.updated_at));
+    expect(await scoreOf(`${prefix}:index:${agent}`, id)).toBe(Date.parse(updated.updated_at));
     await b.deleteSession(id);
     expect(await dataKeysOf(raw, prefix)).toEqual([]);
   });

@@ -144,6 +144,12 @@ describe.skipIf(!url)("RedisStorageBackend", () => {
       expect((await b.loadMessages(id))[0]?.timestamp).toBe(ahead);
       expect((await b.getSession(id))?.updated_at).toBe(ahead);
       expect(Number(await raw.zscore(`${prefix}:index:clamp-agent`, id))).toBe(Date.parse(ahead));
+      // A batch too: every message takes updated_at, which stays, and so does the score.
+      const batch = ["a", "b", "c"].map((content) => ({ role: "tool" as const, content }));
+      expect(await b.saveMessages(id, batch)).toEqual({ length: 4 });
+      expect((await b.loadMessages(id)).map((m) => m.timestamp)).toEqual([ahead, ahead, ahead, ahead]);
+      expect((await b.getSession(id))?.updated_at).toBe(ahead);
+      expect(Number(await raw.zscore(`${prefix}:index:clamp-agent`, id))).toBe(Date.parse(ahead));
       await b.deleteSession(id);
     });
 
@@ -153,7 +159,14 @@ describe.skipIf(!url)("RedisStorageBackend", () => {
       await raw.del(`${prefix}:session:${id}`);
       await expect(b.saveMessage(id, "user", "lost")).rejects.toBeInstanceOf(SessionNotFoundError);
       await expect(b.forkSession(id)).rejects.toBeInstanceOf(SessionNotFoundError);
-      expect(await raw.exists(`${prefix}:messages:${id}`)).toBe(0);
+      await expect(b.saveMessages(id, [{ role: "user", content: "lost" }])).rejects.toBeInstanceOf(
+        SessionNotFoundError,
+      );
+      await expect(b.saveMessages(id, [])).rejects.toBeInstanceOf(SessionNotFoundError);
+      await expect(b.countMessages(id)).rejects.toBeInstanceOf(SessionNotFoundError);
+      await expect(b.updateSession(id, { metadata: { cwd: "/lost" } })).rejects.toBeInstanceOf(SessionNotFoundError);
+      expect(await raw.exists(`${prefix}:messages:${id}`, `${prefix}:session:${id}`)).toBe(0);
+      expect(await raw.hexists(`${prefix}:cwds`, id)).toBe(0);
       expect(await raw.zcard(`${prefix}:index:gone-agent`)).toBe(1);
       await raw.zrem(`${prefix}:index:gone-agent`, id);
       await raw.zrem(`${prefix}:sessions`, id);
@@ -181,6 +194,35 @@ describe.skipIf(!url)("RedisStorageBackend", () => {
       const times = loaded.map((m) => m.timestamp);
       expect([...times].sort()).toEqual(times);
       expect((await a.getSession(id))?.updated_at).toBe(times.at(-1));
+      await a.deleteSession(id);
+    });
+
+    it("keeps each batch contiguous, in order, under concurrent writers", async () => {
+      await using a = new RedisStorageBackend({ url: redisUrl, prefix });
+      await using b = new RedisStorageBackend({ url: redisUrl, prefix });
+      const id = await a.createSession("batch-agent");
+      const lengths = await Promise.all(
+        Array.from({ length: 50 }, (_, w) =>
+          (w % 2 ? a : b).saveMessages(
+            id,
+            Array.from({ length: 7 }, (_, i) => ({ role: "user" as const, content: { w, i } })),
+          ),
+        ),
+      );
+      // Each call's length is where its batch ends: the lengths are 7, 14, ... in some order.
+      expect(lengths.map((r) => r.length).sort((x, y) => x - y)).toEqual(
+        Array.from({ length: 50 }, (_, k) => 7 * (k + 1)),
+      );
+      const loaded = await a.loadMessages(id);
+      expect(loaded).toHaveLength(350);
+      for (let k = 0; k < 350; k += 7) {
+        const run = loaded.slice(k, k + 7);
+        const w = (run[0]?.content as { w: number } | undefined)?.w ?? -1;
+        expect(run.map((m) => m.content)).toEqual(Array.from({ length: 7 }, (_, i) => ({ w, i })));
+        expect(new Set(run.map((m) => m.timestamp)).size).toBe(1);
+        expect(lengths[w]?.length).toBe(k + 7);
+      }
+      expect(await a.countMessages(id)).toBe(350);
       await a.deleteSession(id);
     });
   });

@@ -158,4 +158,33 @@ describe.skipIf(!runs)("Redis faults on a private server", { timeout: 120_000 },
     await saved;
     expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["before", "reply lost"]);
   });
+
+  // The same for a batch: the whole saveMessages is one op, so a resent batch is applied once, not in part or twice,
+  // and the resent call still answers with the session's length.
+  it("a connection lost after Redis ran a saveMessages batch but before its reply: the batch is stored once", async () => {
+    const redis = await server();
+    const proxy = await ReplyLosingProxy.listen(redis.port);
+    cleanups.push(() => proxy.close());
+    const raw = new Redis(redis.url);
+    cleanups.push(() => raw.quit());
+    const b = backend({ url: `redis://127.0.0.1:${proxy.port}`, prefix: "lossy-batch" });
+    const id = await b.createSession("writer");
+    await b.saveMessage(id, "user", "before");
+    proxy.swallowReplies();
+    const batch = ["call", "result", "answer"].map((content, i) => ({
+      role: i === 1 ? ("tool" as const) : ("assistant" as const),
+      content,
+    }));
+    const saved = b.saveMessages(id, batch);
+    expect(await eventually(async () => (await raw.llen(`lossy-batch:messages:${id}`)) === 4)).toBe(true);
+    proxy.cut();
+    expect(await saved).toEqual({ length: 4 });
+    const stored = await b.loadMessages(id);
+    expect(stored.map((m) => m.content)).toEqual(["before", "call", "result", "answer"]);
+    expect(stored.map((m) => m.role)).toEqual(["user", "assistant", "tool", "assistant"]);
+    expect(new Set(stored.slice(1).map((m) => m.timestamp)).size).toBe(1);
+    // The backend carries on, its next batch a new op.
+    expect(await b.saveMessages(id, [{ role: "user", content: "after" }])).toEqual({ length: 5 });
+    expect(await b.countMessages(id)).toBe(5);
+  });
 });

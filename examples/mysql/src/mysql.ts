@@ -74,9 +74,9 @@ type Param = string | number | null;
 
 /**
  * Sessions in MySQL or MariaDB through mysql2: the design of the Postgres backend in a dialect without
- * RETURNING or data-modifying CTEs. An append and a fork are short transactions instead of one statement;
- * everything else is one prepared statement (two to load a session without messages). The `...Sync` methods run on a worker thread, on a twin built
- * from the same `url`.
+ * RETURNING or data-modifying CTEs. An append, a metadata update and a fork are short transactions instead of
+ * one statement; everything else is one prepared statement (two to open an existing session or to load one
+ * without messages). The `...Sync` methods run on a worker thread, on a twin built from the same `url`.
  */
 export class MySqlStorageBackend extends StorageBackend {
   readonly #pool: Pool;
@@ -95,17 +95,27 @@ export class MySqlStorageBackend extends StorageBackend {
     this.#pool = o.pool ?? mysql.createPool({ uri: o.url as string, connectionLimit: o.connectionLimit ?? 10 });
   }
 
-  protected async insertSession(record: SessionRecord): Promise<void> {
+  protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
     await this.#ready();
-    await insertRow(this.#pool, record);
+    // An INSERT, and a read of the session holding the id only when the INSERT is refused (ER_DUP_ENTRY). A refused
+    // INSERT writes nothing, so the call takes effect at that read, which returns the session as it is then (a
+    // delete in between: insert again). No transaction: creating is one round trip. Not INSERT IGNORE: it turns
+    // other errors into warnings. Not ON DUPLICATE KEY UPDATE: its affectedRows depends on CLIENT_FOUND_ROWS.
+    for (;;) {
+      try {
+        await insertRow(this.#pool, record, 0);
+        return null;
+      } catch (error) {
+        if ((error as { errno?: number }).errno !== ER_DUP_ENTRY) throw error;
+      }
+      const existing = await sessionById(this.#pool, record.session_id);
+      if (existing) return existing;
+    }
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
     await this.#ready();
-    const [row] = await rows<SessionRow>(this.#pool, `select ${SESSION_COLUMNS} from sessions where id = ?`, [
-      sessionId,
-    ]);
-    return row ? toSession(row) : null;
+    return sessionById(this.#pool, sessionId);
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
@@ -133,6 +143,25 @@ export class MySqlStorageBackend extends StorageBackend {
     return (await rows<SessionRow>(this.#pool, sql, params)).map(toSession);
   }
 
+  protected async replaceMetadata(
+    sessionId: string,
+    metadata: JsonObject | null,
+    at: string,
+  ): Promise<SessionRecord | null> {
+    await this.#ready();
+    // No UPDATE ... RETURNING in MySQL: the SELECT reads the row that the UPDATE changed and keeps locked until
+    // COMMIT, so it returns exactly what this call wrote. cwd_hash follows cwd (a generated column).
+    return this.#transaction(undefined, async (db) => {
+      await run(
+        db,
+        `update sessions set metadata = ?, cwd = ?, updated_at = greatest(updated_at, cast(? as datetime(3)))
+         where id = ?`,
+        [json(metadata), cwdOf(metadata), datetime(at), sessionId],
+      );
+      return sessionById(db, sessionId);
+    });
+  }
+
   protected async copySession(sessionId: string, target: ForkTarget): Promise<boolean> {
     await this.#ready();
     const at = datetime(target.created_at);
@@ -143,8 +172,8 @@ export class MySqlStorageBackend extends StorageBackend {
     return this.#transaction("read committed", async (db) => {
       const copied = await run(
         db,
-        `insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at)
-         select ?, agent_id, cwd, metadata, ?, ? from sessions where id = ? lock in share mode`,
+        `insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
+         select ?, agent_id, cwd, metadata, ?, ?, message_count from sessions where id = ? lock in share mode`,
         [target.session_id, at, at, sessionId],
       );
       if (copied.affectedRows === 0) return false;
@@ -165,25 +194,33 @@ export class MySqlStorageBackend extends StorageBackend {
     await this.#pool.execute("delete from sessions where id = ?", [sessionId]);
   }
 
-  protected async appendMessage(sessionId: string, message: MessageRecord): Promise<boolean> {
+  protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
     await this.#ready();
-    // The UPDATE locks the session row until COMMIT, so appends to one session run one after the other: each
-    // takes the next message id and a time no earlier than the previous one (GREATEST clamps a clock that is
-    // behind). The INSERT reads the updated row; no row, nothing inserted. (The UPDATE's affectedRows cannot tell:
-    // it counts the rows found or only those changed, depending on the client's CLIENT_FOUND_ROWS flag.)
+    // The UPDATE locks the session row until COMMIT, so batches to one session run one after the other: each takes
+    // the next message ids and a time no earlier than the previous one (GREATEST clamps a clock that is behind).
+    // The SELECT reads that time and the new count; no row, nothing inserted (the UPDATE's affectedRows cannot
+    // tell: it counts rows found or rows changed, depending on the CLIENT_FOUND_ROWS flag). The transaction makes
+    // the batch all or nothing, also when it takes several INSERTs.
     return this.#transaction(undefined, async (db) => {
-      await run(db, "update sessions set updated_at = greatest(updated_at, cast(? as datetime(3))) where id = ?", [
-        datetime(message.timestamp),
-        sessionId,
-      ]);
-      const inserted = await run(
+      await run(
         db,
-        `insert into messages (session_id, role, content, created_at)
-         select id, ?, ?, updated_at from sessions where id = ?`,
-        [message.role, JSON.stringify(message.content), sessionId],
+        `update sessions set updated_at = greatest(updated_at, cast(? as datetime(3))),
+         message_count = message_count + ? where id = ?`,
+        [datetime((messages[0] as MessageRecord).timestamp), messages.length, sessionId],
       );
-      return inserted.affectedRows === 1;
+      const sql = `select ${iso("updated_at")}, message_count from sessions where id = ?`;
+      const [row] = await rows<[at: string, count: number]>(db, sql, [sessionId]);
+      if (!row) return null;
+      const at = datetime(row[0]);
+      await insertMessages(db, sessionId, messages, at);
+      return row[1];
     });
+  }
+
+  protected async readLength(sessionId: string): Promise<number | null> {
+    await this.#ready();
+    const [row] = await rows<[number]>(this.#pool, "select message_count from sessions where id = ?", [sessionId]);
+    return row ? row[0] : null;
   }
 
   protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
@@ -230,20 +267,12 @@ export class MySqlStorageBackend extends StorageBackend {
     await this.#ready();
     return this.#transaction(undefined, async (db) => {
       try {
-        await insertRow(db, record);
+        await insertRow(db, record, messages.length);
       } catch (error) {
         if ((error as { errno?: number }).errno === ER_DUP_ENTRY) return false;
         throw error;
       }
-      // One statement per message: each stays under max_allowed_packet, whatever the session's total size.
-      for (const m of messages) {
-        await run(db, "insert into messages (session_id, role, content, created_at) values (?, ?, ?, ?)", [
-          record.session_id,
-          m.role,
-          JSON.stringify(m.content),
-          datetime(m.timestamp),
-        ]);
-      }
+      await insertMessages(db, record.session_id, messages);
       return true;
     });
   }
@@ -325,19 +354,38 @@ async function run(db: Db, sql: string, params: Param[]): Promise<ResultSetHeade
   return result;
 }
 
-function insertRow(db: Db, record: SessionRecord): Promise<ResultSetHeader> {
+async function sessionById(db: Db, sessionId: string): Promise<SessionRecord | null> {
+  const [row] = await rows<SessionRow>(db, `select ${SESSION_COLUMNS} from sessions where id = ?`, [sessionId]);
+  return row ? toSession(row) : null;
+}
+
+function insertRow(db: Db, record: SessionRecord, messageCount: number): Promise<ResultSetHeader> {
+  const { session_id, agent_id, metadata, created_at, updated_at } = record;
   return run(
     db,
-    "insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at) values (?, ?, ?, ?, ?, ?)",
-    [
-      record.session_id,
-      record.agent_id,
-      cwdOf(record.metadata),
-      json(record.metadata),
-      datetime(record.created_at),
-      datetime(record.updated_at),
-    ],
+    `insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
+     values (?, ?, ?, ?, ?, ?, ?)`,
+    [session_id, agent_id, cwdOf(metadata), json(metadata), datetime(created_at), datetime(updated_at), messageCount],
   );
+}
+
+/**
+ * Inserts the messages in order (at `at`, else at their own timestamps), in as few INSERTs as max_allowed_packet (16 MiB by default on MariaDB) allows
+ * whatever their total size: at most 100 rows and about 1 MiB of content each, a larger message alone. The rows of
+ * one INSERT take increasing AUTO_INCREMENT ids in the order of VALUES.
+ */
+async function insertMessages(db: Db, id: string, messages: MessageRecord[], at?: string): Promise<void> {
+  const contents = messages.map((m) => JSON.stringify(m.content));
+  for (let start = 0, end = 0; start < messages.length; start = end) {
+    let size = 0;
+    do size += (contents[end++] as string).length;
+    while (end < messages.length && end - start < 100 && size + (contents[end] as string).length <= 1024 * 1024);
+    const params = messages
+      .slice(start, end)
+      .flatMap((m, i) => [id, m.role, contents[start + i], at ?? datetime(m.timestamp)]);
+    const values = Array.from({ length: end - start }, () => "(?, ?, ?, ?)").join(", ");
+    await run(db, `insert into messages (session_id, role, content, created_at) values ${values}`, params as Param[]);
+  }
 }
 
 /** Content and metadata are stored as JSON text (see schema.ts); `null` metadata is SQL NULL. */

@@ -1,5 +1,15 @@
 import { sql } from "drizzle-orm";
-import { bigint, binary, customType, datetime, index, mysqlEnum, mysqlTable, varbinary } from "drizzle-orm/mysql-core";
+import {
+  bigint,
+  binary,
+  customType,
+  datetime,
+  index,
+  int,
+  mysqlEnum,
+  mysqlTable,
+  varbinary,
+} from "drizzle-orm/mysql-core";
 
 // The same two tables as src/schema/pg.ts, in MySQL's terms. Each type is chosen so that the database compares
 // and keeps values exactly as JavaScript does:
@@ -34,6 +44,8 @@ export const sessions = mysqlTable(
     metadata: jsonText("metadata"),
     createdAt: at("created_at").notNull(),
     updatedAt: at("updated_at").notNull(),
+    /** The number of messages, kept by every append, so that counting them is one row read. */
+    messageCount: int("message_count", { unsigned: true }).notNull().default(0),
   },
   // InnoDB reads an index backwards as fast as forwards: ascending indexes serve "newest first".
   (t) => [
@@ -50,7 +62,7 @@ export const messages = mysqlTable(
     sessionId: sessionId("session_id")
       .notNull()
       .references(() => sessions.id, { onDelete: "cascade" }),
-    role: mysqlEnum("role", ["user", "assistant", "system"]).notNull(),
+    role: mysqlEnum("role", ["user", "assistant", "system", "tool"]).notNull(),
     content: jsonText("content").notNull(),
     createdAt: at("created_at").notNull(),
   },
