@@ -96,6 +96,8 @@ const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
 const iso = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
 type SessionRow = [id: string, agentId: string, createdAt: string, updatedAt: string, metadata: string | null];
+/** A row of a left join that found nothing. */
+type Nulls<T extends unknown[]> = { [K in keyof T]: null };
 type MessageRow = [role: Role | null, content: string | null, timestamp: string | null];
 
 /**
@@ -139,12 +141,28 @@ export class PostgresStorageBackend extends StorageBackend {
     this.#sessionColumns = this.#sql.unsafe(`id, agent_id, ${iso("created_at")}, ${iso("updated_at")}, metadata`);
   }
 
-  protected async insertSession(record: SessionRecord): Promise<void> {
+  protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
     await this.#ready();
-    await this.#sql`
-      insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
-      values (${record.session_id}, ${record.agent_id}, ${cwdOf(record.metadata)}, ${json(record.metadata)},
-              ${record.created_at}, ${record.updated_at})`;
+    const id = record.session_id;
+    // One row: [true] when stored, [false, ...the existing row] when the id is taken. But the select reads the
+    // statement's snapshot: when a concurrent transaction stored the id and committed after it was taken, ON
+    // CONFLICT sees that row and the select does not, [false, null, ...]. Only then is the statement run again,
+    // with a new snapshot (rare: it takes two calls for one new id at the same moment).
+    for (;;) {
+      const [row] = await values<[stored: boolean, ...existing: SessionRow | Nulls<SessionRow>]>(this.#sql`
+        with inserted as (
+          insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
+          values (${id}, ${record.agent_id}, ${cwdOf(record.metadata)}, ${json(record.metadata)},
+                  ${record.created_at}, ${record.updated_at})
+          on conflict (id) do nothing
+          returning id
+        )
+        select exists (select from inserted), ${this.#sessionColumns}
+        from (select) one left join ${this.#sessions} on id = ${id} and not exists (select from inserted)`);
+      const [stored, ...existing] = row as [boolean, ...(SessionRow | Nulls<SessionRow>)];
+      if (stored) return null;
+      if (existing[0] !== null) return toSession(existing as SessionRow);
+    }
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
@@ -171,16 +189,31 @@ export class PostgresStorageBackend extends StorageBackend {
     return rows.map(toSession);
   }
 
+  protected async replaceMetadata(
+    sessionId: string,
+    metadata: JsonObject | null,
+    at: string,
+  ): Promise<SessionRecord | null> {
+    await this.#ready();
+    const [row] = await values<SessionRow>(this.#sql`
+      update ${this.#sessions}
+      set metadata = ${json(metadata)}, cwd = ${cwdOf(metadata)}, updated_at = greatest(updated_at, ${at})
+      where id = ${sessionId}
+      returning ${this.#sessionColumns}`);
+    return row ? toSession(row) : null;
+  }
+
   protected async copySession(sessionId: string, target: ForkTarget): Promise<boolean> {
     await this.#ready();
     // One statement, so one snapshot and one transaction; messages go from table to table in id order, so the copies
     // get increasing ids in the same order. Their foreign key sees the new session: it is checked at the statement's end.
     const [row] = await values<[boolean]>(this.#sql`
       with source as (
-        select agent_id, cwd, metadata from ${this.#sessions} where id = ${sessionId}
+        select agent_id, cwd, metadata, message_count from ${this.#sessions} where id = ${sessionId}
       ), fork as (
-        insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
-        select ${target.session_id}, agent_id, cwd, metadata, ${target.created_at}, ${target.created_at} from source
+        insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
+        select ${target.session_id}, agent_id, cwd, metadata, ${target.created_at}, ${target.created_at}, message_count
+        from source
         returning id
       ), copied as (
         insert into ${this.#messages} (session_id, role, content, created_at)
@@ -198,19 +231,41 @@ export class PostgresStorageBackend extends StorageBackend {
     await this.#sql`delete from ${this.#sessions} where id = ${sessionId}`;
   }
 
-  protected async appendMessage(sessionId: string, message: MessageRecord): Promise<boolean> {
+  protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
     await this.#ready();
+    const sql = this.#sql;
+    const [first] = messages as [MessageRecord];
     // The UPDATE locks the session row until commit, so concurrent appends to one session run one after the other:
-    // each takes the next message id and a timestamp no earlier than the previous one (GREATEST). No row, no insert.
-    const result = await this.#sql`
+    // each batch takes the next message ids and a timestamp no earlier than the previous one (GREATEST). No row,
+    // no insert. One message (saveMessage, the hot path) goes as plain parameters; a batch as one JSON text
+    // parameter (no array types needed from the client), inserted in its order.
+    const rows =
+      messages.length === 1
+        ? sql`select id, ${first.role}, ${JSON.stringify(first.content)}, updated_at from session`
+        : sql`
+          select session.id, m.value->>0, m.value->>1, session.updated_at
+          from session, json_array_elements(${roleAndContent(messages)}::text::json) with ordinality m
+          order by m.ordinality`;
+    const [row] = await values<[number]>(sql`
       with session as (
-        update ${this.#sessions} set updated_at = greatest(updated_at, ${message.timestamp})
+        update ${this.#sessions} set updated_at = greatest(updated_at, ${first.timestamp}),
+          message_count = message_count + ${messages.length}
         where id = ${sessionId}
-        returning id, updated_at
+        returning id, updated_at, message_count
+      ), appended as (
+        insert into ${this.#messages} (session_id, role, content, created_at)
+        ${rows}
       )
-      insert into ${this.#messages} (session_id, role, content, created_at)
-      select id, ${message.role}, ${JSON.stringify(message.content)}, updated_at from session`;
-    return result.count === 1;
+      select message_count from session`);
+    return row ? row[0] : null;
+  }
+
+  protected async readLength(sessionId: string): Promise<number | null> {
+    await this.#ready();
+    const [row] = await values<[number]>(
+      this.#sql`select message_count from ${this.#sessions} where id = ${sessionId}`,
+    );
+    return row ? row[0] : null;
   }
 
   protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
@@ -263,9 +318,9 @@ export class PostgresStorageBackend extends StorageBackend {
     const payload = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content), m.timestamp]));
     const [row] = await values<[boolean]>(this.#sql`
       with session as (
-        insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
+        insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
         values (${record.session_id}, ${record.agent_id}, ${cwdOf(record.metadata)}, ${json(record.metadata)},
-                ${record.created_at}, ${record.updated_at})
+                ${record.created_at}, ${record.updated_at}, ${messages.length})
         on conflict (id) do nothing
         returning id
       ), imported as (
@@ -389,6 +444,11 @@ async function values<T>(query: PendingQuery<Row[]>): Promise<T[]> {
 /** Content and metadata are stored as JSON text (see src/schema/pg.ts); `null` metadata is SQL NULL. */
 function json(value: JsonObject | null): string | null {
   return value === null ? null : JSON.stringify(value);
+}
+
+/** A batch as one JSON text parameter: `[[role, content as JSON text], ...]`, read back with `->>`. */
+function roleAndContent(messages: MessageRecord[]): string {
+  return JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content)]));
 }
 
 function toSession([id, agentId, createdAt, updatedAt, metadata]: SessionRow): SessionRecord {

@@ -125,6 +125,72 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
     }
   });
 
+  it("upgrades in place a schema migrated by the previous release (0000, 0001), with its sessions and messages", async () => {
+    const previous = journal.slice(0, 2);
+    expect(journal.length).toBeGreaterThan(previous.length);
+    // A tenant schema whose name needs quoting: the upgrade's statements are rewritten into it too.
+    const schema = fresh('Up"grade.');
+    const q = `"${schema.replaceAll('"', '""')}"`;
+    // What the previous release's backend did: its migrations in the schema, and drizzle's bookkeeping.
+    await admin.begin(async (tx) => {
+      await tx.unsafe(`create schema ${q}`);
+      await tx.unsafe(`set local search_path to ${q}`);
+      await tx.unsafe(
+        `create table ${q}."__agentix_migrations" (id serial primary key, hash text not null, created_at bigint)`,
+      );
+      for (const migration of previous) {
+        for (const statement of migration.sql) await tx.unsafe(statement.replaceAll('"public".', `${q}.`));
+        await tx.unsafe(`insert into ${q}."__agentix_migrations" (hash, created_at) values ($1, $2)`, [
+          migration.hash,
+          migration.folderMillis,
+        ]);
+      }
+    });
+    const sessions = [randomUUID(), randomUUID(), randomUUID()];
+    const sizes = [3, 0, 5];
+    const roles = ["user", "assistant", "system"];
+    for (const [i, id] of sessions.entries()) {
+      await admin.unsafe(
+        `insert into ${q}.sessions (id, agent_id, cwd, metadata, created_at, updated_at)
+         values ($1, 'old', '/old', '{"cwd":"/old"}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:0${i}.000Z')`,
+        [id],
+      );
+      for (let n = 0; n < (sizes[i] as number); n++) {
+        await admin.unsafe(
+          `insert into ${q}.messages (session_id, role, content, created_at) values ($1, $2, $3, '2026-01-01T00:00:00.000Z')`,
+          [id, roles[n % 3] as string, JSON.stringify(`old ${n}`)],
+        );
+      }
+    }
+    // The old schema refuses the new role, so the upgrade is what lets it in.
+    await expect(
+      admin.unsafe(
+        `insert into ${q}.messages (session_id, role, content, created_at) values ($1, 'tool', '"x"', now())`,
+        [sessions[0] as string],
+      ),
+    ).rejects.toThrow(/messages_role_check/);
+
+    const b = open({ url: pgUrl, schema });
+    expect(await Promise.all(sessions.map((id) => b.countMessages(id)))).toEqual(sizes);
+    const applied = await admin.unsafe(`select created_at::float8 as at from ${q}."__agentix_migrations" order by id`);
+    expect(applied.map((r) => r.at)).toEqual(journal.map((m) => m.folderMillis));
+    expect((await b.loadMessages(sessions[2] as string)).map((m) => [m.role, m.content])).toEqual(
+      Array.from({ length: 5 }, (_, n) => [roles[n % 3], `old ${n}`]),
+    );
+    expect((await b.listSessions("old", { cwd: "/old" })).map((s) => s.session_id)).toEqual([...sessions].reverse());
+    expect(await b.saveMessages(sessions[0] as string, [{ role: "tool", content: { result: "ok" } }])).toEqual({
+      length: 4,
+    });
+    await b.saveMessage(sessions[1] as string, "tool", "first");
+    expect(await b.countMessages(sessions[1] as string)).toBe(1);
+    expect((await b.loadMessages(sessions[0] as string, { last: 1 }))[0]).toMatchObject({
+      role: "tool",
+      content: { result: "ok" },
+    });
+    // A second backend finds the schema up to date and migrates nothing.
+    expect(await open({ url: pgUrl, schema }).migrate()).toEqual([]);
+  });
+
   it("with migrate: false, creates nothing and fails clearly on a schema that was never migrated", async () => {
     const schema = fresh();
     const b = open({ url: pgUrl, schema, migrate: false });

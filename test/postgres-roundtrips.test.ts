@@ -59,6 +59,76 @@ describe.skipIf(!url)("PostgresStorageBackend round trips", () => {
     expect(await statements(() => b.importSession(record, []))).toHaveLength(1);
   });
 
+  it("one statement for each v2 operation: openSession (created or not), createSession with an id, updateSession, saveMessages, countMessages", async () => {
+    const agent = `rt-${randomUUID()}`;
+    const id = randomUUID();
+    let opened: Awaited<ReturnType<typeof b.openSession>> | undefined;
+    expect(await statements(async () => (opened = await b.openSession(agent, id, { cwd: "/v2" })))).toHaveLength(1);
+    expect(opened?.created).toBe(true);
+    expect(await statements(async () => (opened = await b.openSession(agent, id, { cwd: "/other" })))).toHaveLength(1);
+    expect(opened).toMatchObject({ created: false, session: { session_id: id, metadata: { cwd: "/v2" } } });
+    const other = await statements(() => b.openSession(`${agent}-other`, id).catch((e: unknown) => e));
+    expect(other).toHaveLength(1);
+
+    const chosen = randomUUID();
+    expect(await statements(() => b.createSession(agent, null, { sessionId: chosen }))).toHaveLength(1);
+    expect(await statements(() => b.createSession(agent, null, { sessionId: chosen }).catch(() => {}))).toHaveLength(1);
+    expect(await statements(() => b.updateSession(id, { metadata: { cwd: "/moved" } }))).toHaveLength(1);
+    expect(await statements(() => b.updateSession(randomUUID(), { metadata: null }).catch(() => {}))).toHaveLength(1);
+
+    const batch = Array.from({ length: 10 }, (_, i) => ({ role: "tool" as const, content: { i } }));
+    const [save, ...more] = await statements(() => b.saveMessages(id, batch));
+    expect(more).toEqual([]);
+    // The batch travels as one parameter, not one per message.
+    expect(save?.parameters.length).toBeLessThan(batch.length);
+    expect(await statements(() => b.saveMessages(id, []))).toHaveLength(1);
+    expect(await statements(() => b.countMessages(id))).toHaveLength(1);
+    expect(await b.countMessages(id)).toBe(10);
+  });
+
+  it("openSession racing a transaction that stores the id and commits after the statement began: the existing record, from the statement run again", async () => {
+    // Deterministic: the rival's insert is uncommitted when openSession's statement starts, so ON CONFLICT waits
+    // for it, and the row it then conflicts with is not in that statement's snapshot.
+    const rival = postgres(url as string, { onnotice: () => {}, max: 2 });
+    try {
+      const agent = `rt-${randomUUID()}`;
+      const id = randomUUID();
+      let opening: ReturnType<typeof b.openSession> | undefined;
+      await rival.begin(async (tx) => {
+        await tx`insert into ${tx(schema)}.sessions (id, agent_id, metadata, created_at, updated_at)
+                 values (${id}, ${agent}, '{"by":"rival"}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')`;
+        sent.length = 0;
+        opening = b.openSession(agent, id, { by: "me" });
+        // Committed only once openSession's statement waits for this transaction's row.
+        let waiting = false;
+        for (let i = 0; i < 400 && !waiting; i++) {
+          const [row] = await rival`select count(*)::int as n from pg_stat_activity
+            where wait_event_type = 'Lock' and position(${`"${schema}"."sessions"`} in query) > 0`;
+          waiting = row?.n === 1;
+          if (!waiting) await new Promise((r) => setTimeout(r, 10));
+        }
+        expect(waiting).toBe(true);
+      });
+      const opened = await opening;
+      const sentWhileRacing = sent.splice(0);
+      expect(opened).toEqual({
+        created: false,
+        session: {
+          session_id: id,
+          agent_id: agent,
+          created_at: "2026-01-01T00:00:00.000Z",
+          updated_at: "2026-01-01T00:00:00.000Z",
+          metadata: { by: "rival" },
+        },
+      });
+      // The same statement twice: the second, with a new snapshot, sees the row.
+      expect(sentWhileRacing).toHaveLength(2);
+      expect(sentWhileRacing[1]?.query).toBe(sentWhileRacing[0]?.query);
+    } finally {
+      await rival.end();
+    }
+  });
+
   it("saveMessage is one statement that appends and bumps updated_at, and none for a session that is gone", async () => {
     const id = await b.createSession(`rt-${randomUUID()}`);
     const [save] = await statements(() => b.saveMessage(id, "assistant", "hello"));

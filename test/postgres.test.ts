@@ -153,6 +153,95 @@ describe.skipIf(!url)("PostgresStorageBackend", () => {
       expect((await admin`select metadata from ${table("sessions")} where id = ${empty}`)[0]?.metadata).toBeNull();
     });
 
+    it("message_count is the number of message rows after appends, batches, forks and imports; tool is a role", async () => {
+      const b = open({ url: pgUrl, schema });
+      const counts = async (ids: string[]) =>
+        (
+          await admin`select s.id, s.message_count, (select count(*)::int from ${table("messages")} m where m.session_id = s.id) as n
+                      from ${table("sessions")} s where s.id in ${admin(ids)} order by s.id`
+        ).map((r) => [r.message_count, r.n]);
+      const id = await b.createSession("counted");
+      expect(await counts([id])).toEqual([[0, 0]]);
+      await b.saveMessage(id, "tool", { result: 1 });
+      expect(
+        await b.saveMessages(
+          id,
+          Array.from({ length: 7 }, (_, i) => ({ role: "tool" as const, content: { i } })),
+        ),
+      ).toEqual({
+        length: 8,
+      });
+      const fork = await b.forkSession(id);
+      await b.saveMessage(fork, "user", "only in the fork");
+      const imported = randomUUID();
+      const record = { ...(await b.getSession(id)), session_id: imported } as NonNullable<
+        Awaited<ReturnType<typeof b.getSession>>
+      >;
+      expect(await b.importSession(record, await b.loadMessages(id))).toBe(true);
+      expect(await counts([id])).toEqual([[8, 8]]);
+      expect(await counts([fork])).toEqual([[9, 9]]);
+      expect(await counts([imported])).toEqual([[8, 8]]);
+      const roles = await admin`select distinct role from ${table("messages")} where session_id = ${id}`;
+      expect(roles.map((r) => r.role)).toEqual(["tool"]);
+      expect(await b.countMessages(imported)).toBe(8);
+    });
+
+    it("a batch the server refuses part-way writes nothing: no message, count and updated_at unchanged", async () => {
+      const b = open({ url: pgUrl, schema });
+      const id = await b.createSession("refused");
+      await b.saveMessage(id, "user", "before");
+      const before = await b.getSession(id);
+      // A trigger in this test's schema that refuses the third message of the batch, after two were inserted.
+      const trigger = `refuse_${randomUUID().slice(0, 8)}`;
+      await admin.unsafe(`
+        create function ${schema}.${trigger}() returns trigger language plpgsql as $$
+        begin if new.content = '"refused"' then raise exception 'refused by the test'; end if; return new; end $$;
+        create trigger ${trigger} before insert on ${schema}.messages for each row execute function ${schema}.${trigger}()`);
+      try {
+        const batch = ["a", "b", "refused", "d"].map((content) => ({ role: "user" as const, content }));
+        const error = await b.saveMessages(id, batch).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(AgentixStorageError);
+        expect(((error as AgentixStorageError).cause as Error).message).toMatch(/refused by the test/);
+      } finally {
+        await admin.unsafe(`drop function ${schema}.${trigger}() cascade`);
+      }
+      expect(await b.countMessages(id)).toBe(1);
+      expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["before"]);
+      expect(await b.getSession(id)).toEqual(before);
+    });
+
+    it("openSession of an existing session writes nothing: the row keeps its version (xmin)", async () => {
+      const b = open({ url: pgUrl, schema });
+      const id = randomUUID();
+      await b.openSession("xmin", id, { k: 1 });
+      const version = async () =>
+        (await admin`select xmin::text as x from ${table("sessions")} where id = ${id}`)[0]?.x;
+      const first = await version();
+      for (let i = 0; i < 3; i++) expect((await b.openSession("xmin", id, { k: 2 })).created).toBe(false);
+      await b.openSession("another-agent", id).catch(() => {});
+      await b.createSession("xmin", null, { sessionId: id }).catch(() => {});
+      expect(await version()).toBe(first);
+      await b.updateSession(id, { metadata: { cwd: "/moved" } });
+      expect(await version()).not.toBe(first);
+      expect((await admin`select cwd from ${table("sessions")} where id = ${id}`)[0]?.cwd).toBe("/moved");
+    });
+
+    it("16 openSession calls at once from four pools create the session once, and all get the same record", async () => {
+      const pools = Array.from({ length: 4 }, () => open({ url: pgUrl, schema, max: 4 }));
+      // Every pool migrated and connected first, so that the calls below really start together.
+      await Promise.all(pools.map((p) => Promise.all(Array.from({ length: 4 }, () => p.getSession(randomUUID())))));
+      for (let round = 0; round < 5; round++) {
+        const id = randomUUID();
+        const opened = await Promise.all(
+          Array.from({ length: 16 }, (_, i) => (pools[i % 4] as PostgresStorageBackend).openSession("race", id, { i })),
+        );
+        expect(opened.filter((o) => o.created)).toHaveLength(1);
+        const created = opened.find((o) => o.created)?.session;
+        for (const o of opened) expect(o.session).toEqual(created);
+        expect((await admin`select count(*)::int as n from ${table("sessions")} where id = ${id}`)[0]?.n).toBe(1);
+      }
+    });
+
     it("concurrent appends from several pools, clocks ahead and behind: ids and timestamps agree", async () => {
       const writers = Array.from({ length: 4 }, () => open({ url: pgUrl, schema, max: 4 }));
       const id = await (writers[0] as PostgresStorageBackend).createSession("race");

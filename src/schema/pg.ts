@@ -1,5 +1,5 @@
 import { sql } from "drizzle-orm";
-import { bigint, check, index, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
+import { bigint, check, index, integer, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
 
 // Content and metadata are JSON *text*: jsonb refuses "\u0000" and lone
 // surrogates, and would reorder keys; text keeps every value byte for byte.
@@ -15,6 +15,8 @@ export const sessions = pgTable(
     metadata: text("metadata"),
     createdAt: at("created_at").notNull(),
     updatedAt: at("updated_at").notNull(),
+    /** The number of messages, kept by every append, so that counting them is one row read. */
+    messageCount: integer("message_count").notNull().default(0),
   },
   (t) => [
     index("sessions_agent_updated_idx").on(t.agentId, t.updatedAt.desc(), t.id.desc()),
@@ -37,6 +39,6 @@ export const messages = pgTable(
   },
   (t) => [
     index("messages_session_idx").on(t.sessionId, t.id),
-    check("messages_role_check", sql`${t.role} in ('user', 'assistant', 'system')`),
+    check("messages_role_check", sql`${t.role} in ('user', 'assistant', 'system', 'tool')`),
   ],
 );

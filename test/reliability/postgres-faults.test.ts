@@ -89,6 +89,8 @@ describe.skipIf(!runs)("Postgres crashes on a private server", { timeout: 180_00
       expect(stored.length - mine.length).toBeLessThanOrEqual(1);
       expect(stored.every((c) => c.w === w && c.text === `message ${c.i} of writer ${w}`)).toBe(true);
       landed += stored.length - mine.length;
+      // The count moves with the rows, in the same statement: a crash never leaves one without the other.
+      expect(await b.countMessages(id)).toBe(stored.length);
       expect((await b.getSession(id))?.updated_at).toBe((await b.loadMessages(id, { last: 1 }))[0]?.timestamp);
     }
     // The same object (and its sync twin) carries on.
@@ -116,6 +118,7 @@ describe.skipIf(!runs)("Postgres crashes on a private server", { timeout: 180_00
       [source],
     );
     const total = FORK_MESSAGES + 1;
+    await admin.unsafe("update forks.sessions set message_count = $2 where id = $1", [source, total]);
 
     let settled = false;
     const outcome = b.forkSession(source).then(
@@ -154,6 +157,7 @@ describe.skipIf(!runs)("Postgres crashes on a private server", { timeout: 180_00
       `message ${FORK_MESSAGES} ${"x".repeat(200)}`,
     ]);
     expect(await count("select count(*)::int as n from forks.messages where session_id = $1", copy)).toBe(total);
+    expect(await b.countMessages(copy)).toBe(total);
     figure("postgres crash mid-fork", { messages: total, cause: cause.code ?? cause.name, halfForksVisible: 0 });
     await b.close();
   });
