@@ -10,8 +10,18 @@ import { importDriver } from "./core/driver.js";
 import { AgentixStorageError } from "./core/errors.js";
 import { cwdOf, sessionRecord } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
-import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
+import type {
+  CopyOutcome,
+  EditOutcome,
+  JsonObject,
+  MessageEdit,
+  MessageRange,
+  MessageRecord,
+  SessionQuery,
+  SessionRecord,
+} from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
+import { OP_BLOCK_MS, OPS_PER_KEY, prelude, scripts } from "./redis-scripts.js";
 
 const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis");
 
@@ -61,170 +71,6 @@ const optionsSchema = z
     path: ["redisOptions"],
   });
 
-// Every script gets the key namespace as ARGV[1] and builds its keys from it (see `key` and `cwdKey`).
-const prelude = `
-local base = ARGV[1]
-local FIELDS = {'session_id', 'agent_id', 'created_at', 'updated_at', 'metadata'}
-local function key(kind, id) return base .. ':' .. kind .. ':' .. id end
--- The agent id's byte length makes (agent, cwd) -> key one-to-one although both may contain ':'.
-local function cwdKey(agent, cwd) return base .. ':cwd:' .. #agent .. ':' .. agent .. ':' .. cwd end
--- Byte order, as in JS for our ASCII ids and fixed-shape timestamps (Lua's '<' follows Redis's LC_COLLATE).
-local function less(a, b)
-  for i = 1, math.min(#a, #b) do
-    local x, y = a:byte(i), b:byte(i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-local function index(agent, id, score, cwd)
-  redis.call('ZADD', key('index', agent), score, id)
-  if cwd then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
-end
-`;
-
-/**
- * A writer's op bitmaps: one key per hour (and per 2^20 ops, 128 KiB at most), which expires an hour after its
- * hour ends, far longer than any reconnect. Only a block's first successful append sets the TTL, so that an
- * append costs one SETBIT and not also a PEXPIRE.
- */
-const OP_BLOCK_MS = 3_600_000;
-const OP_TTL_MS = 2 * OP_BLOCK_MS;
-const OPS_PER_KEY = 2 ** 20;
-
-/** The scripts, each one atomic call (EVALSHA, falling back to EVAL on NOSCRIPT: defineCommand). */
-const scripts = {
-  // ARGV: base, id, agent, created_at, updated_at, metadata, score, has cwd, cwd, messages...
-  // Insert-if-absent: nil when stored; when the id is taken, the existing session's FIELDS and nothing written.
-  agentixInsert: `
-local id, agent = ARGV[2], ARGV[3]
-if redis.call('EXISTS', key('session', id)) == 1 then return redis.call('HMGET', key('session', id), unpack(FIELDS)) end
-redis.call('HSET', key('session', id), 'session_id', id, 'agent_id', agent, 'created_at', ARGV[4],
-  'updated_at', ARGV[5], 'metadata', ARGV[6])
-local cwd = ARGV[8] == '1' and ARGV[9] or nil
-if cwd then redis.call('HSET', base .. ':cwds', id, cwd) end
-redis.call('ZADD', base .. ':sessions', 0, id)
-index(agent, id, ARGV[7], cwd)
-redis.call('DEL', key('messages', id))
-for i = 10, #ARGV, 1000 do
-  redis.call('RPUSH', key('messages', id), unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-return false`,
-  // ARGV: base, id, timestamp, score, op block, op bit, set the TTL, then each message's JSON up to the timestamp's
-  // value. Returns the list's length after the batch, nil when the session does not exist.
-  agentixAppend: `
-local id, ts = ARGV[2], ARGV[3]
-local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
-if not s[1] then return false end
-local list = key('messages', id)
--- Each append (a whole batch: one op) carries its writer's op number. ioredis resends the commands in flight when
--- a connection drops, so an append whose reply was lost arrives twice: its bit is set already, and it is not
--- applied again, but still answered with the length.
-local ops = base .. ':op:' .. ARGV[5]
-local seen = redis.call('SETBIT', ops, ARGV[6], 1)
-if ARGV[7] == '1' then redis.call('PEXPIRE', ops, ${OP_TTL_MS}) end
-if seen == 1 then return redis.call('LLEN', list) end
--- Fixed-shape ISO timestamps differ only in digits, which every collation orders like bytes.
-local clamped = ts < s[2]
-if clamped then ts = s[2] end
-local tail = ts .. '"}'
-local length
-if #ARGV == 8 then
-  length = redis.call('RPUSH', list, ARGV[8] .. tail)
-else
-  local lines = {}
-  for i = 8, #ARGV do lines[i - 7] = ARGV[i] .. tail end
-  -- unpack is bounded by Lua's stack: RPUSH in chunks, still in this one atomic script.
-  for i = 1, #lines, 1000 do length = redis.call('RPUSH', list, unpack(lines, i, math.min(i + 999, #lines))) end
-end
-if not clamped then
-  redis.call('HSET', key('session', id), 'updated_at', ts)
-  index(s[1], id, ARGV[4], redis.call('HGET', base .. ':cwds', id) or nil)
-end
-return length`,
-  // ARGV: base, id, metadata, has cwd, cwd, at, at's score. The updated FIELDS, nil when the session does not exist.
-  agentixMeta: `
-local id, at = ARGV[2], ARGV[6]
-local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
-if not s[1] then return false end
-local agent = s[1]
-local moved = s[2] < at
-if moved then
-  redis.call('HSET', key('session', id), 'metadata', ARGV[3], 'updated_at', at)
-else
-  redis.call('HSET', key('session', id), 'metadata', ARGV[3])
-end
-local old = redis.call('HGET', base .. ':cwds', id)
-if old then redis.call('ZREM', cwdKey(agent, old), id) end
-local cwd = ARGV[4] == '1' and ARGV[5] or nil
-if cwd then redis.call('HSET', base .. ':cwds', id, cwd) else redis.call('HDEL', base .. ':cwds', id) end
-if moved then
-  index(agent, id, ARGV[7], cwd)
-elseif cwd then
-  -- updated_at stays: so does the session's score, which the index holds.
-  local score = redis.call('ZSCORE', key('index', agent), id)
-  if score then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
-end
-return redis.call('HMGET', key('session', id), unpack(FIELDS))`,
-  // ARGV: base, id. The list's length, nil when the session does not exist (an empty list is no key at all).
-  agentixLength: `
-local id = ARGV[2]
-if redis.call('EXISTS', key('session', id)) == 0 then return false end
-return redis.call('LLEN', key('messages', id))`,
-  // ARGV: base, source id, new id, created_at, score
-  agentixCopy: `
-local from, to, at = ARGV[2], ARGV[3], ARGV[4]
-local s = redis.call('HMGET', key('session', from), 'agent_id', 'metadata')
-if not s[1] then return 0 end
-redis.call('HSET', key('session', to), 'session_id', to, 'agent_id', s[1], 'created_at', at, 'updated_at', at,
-  'metadata', s[2])
-redis.call('COPY', key('messages', from), key('messages', to))
-local cwd = redis.call('HGET', base .. ':cwds', from) or nil
-if cwd then redis.call('HSET', base .. ':cwds', to, cwd) end
-redis.call('ZADD', base .. ':sessions', 0, to)
-index(s[1], to, ARGV[5], cwd)
-return 1`,
-  // ARGV: base, id
-  agentixRemove: `
-local id = ARGV[2]
-local agent = redis.call('HGET', key('session', id), 'agent_id')
-redis.call('DEL', key('session', id), key('messages', id))
-if not agent then return 0 end
-local cwd = redis.call('HGET', base .. ':cwds', id)
-if cwd then redis.call('ZREM', cwdKey(agent, cwd), id) end
-redis.call('HDEL', base .. ':cwds', id)
-redis.call('ZREM', base .. ':sessions', id)
-redis.call('ZREM', key('index', agent), id)
-return 1`,
-  // ARGV: base, agent, has cwd, cwd, limit (-1: all), before score ('' : none), before id
-  agentixList: `
-local agent, limit, score, before = ARGV[2], tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local k = ARGV[3] == '1' and cwdKey(agent, ARGV[4]) or key('index', agent)
-local ids = {}
-local function room() return limit < 0 or #ids < limit end
-if score == '' then
-  ids = redis.call('ZREVRANGEBYSCORE', k, '+inf', '-inf', 'LIMIT', 0, limit)
-else
-  -- Same score as the cursor: only smaller ids (they come greatest first), then every lower score.
-  for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', k, score, score)) do
-    if room() and less(id, before) then ids[#ids + 1] = id end
-  end
-  if room() then
-    local rest = limit < 0 and -1 or limit - #ids
-    for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', k, '(' .. score, '-inf', 'LIMIT', 0, rest)) do
-      ids[#ids + 1] = id
-    end
-  end
-end
-for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
-return ids`,
-  // ARGV: base, after ('' : from the start), limit
-  agentixScan: `
-local from = ARGV[2] == '' and '-' or '(' .. ARGV[2]
-local ids = redis.call('ZRANGEBYLEX', base .. ':sessions', from, '+', 'LIMIT', 0, ARGV[3])
-for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
-return ids`,
-};
-
 /** A script argument; ioredis flattens an array into the arguments, so a batch needs no spread call. */
 type Arg = string | number | string[];
 type ScriptCommands = { [name in keyof typeof scripts]: (...args: Arg[]) => Promise<unknown> };
@@ -239,7 +85,7 @@ type Fields = Array<string | null>;
 export class RedisStorageBackend extends StorageBackend {
   readonly #options: { url?: string | undefined; redisOptions?: RedisOptions | undefined; prefix: string };
   readonly #external: RedisClient | undefined;
-  /** This backend as a writer: its appends are numbered, so that a resent one is applied once (see agentixAppend). */
+  /** This backend as a writer: its writes are numbered, so that a resent one is applied once (see agentixAppend). */
   readonly #writer = randomUUID();
   #ops = { hour: -1, count: 0, expiring: "" };
   #client: (RedisClient & ScriptCommands) | undefined;
@@ -297,10 +143,22 @@ export class RedisStorageBackend extends StorageBackend {
     return reply === null ? null : fieldsRecord(reply);
   }
 
-  protected async copySession(sessionId: string, target: ForkTarget): Promise<boolean> {
-    const { session_id, created_at } = target;
-    const base = this.#base();
-    return (await this.#redis().agentixCopy(base, sessionId, session_id, created_at, Date.parse(created_at))) === 1;
+  protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
+    const { session_id, created_at, length, metadata } = target;
+    const cwd = metadata === undefined ? null : cwdOf(metadata);
+    const [status, total] = (await this.#redis().agentixCopy(
+      this.#base(),
+      sessionId,
+      session_id,
+      created_at,
+      Date.parse(created_at),
+      length ?? "",
+      metadata === undefined ? 0 : 1,
+      JSON.stringify(metadata ?? null),
+      cwd === null ? 0 : 1,
+      cwd ?? "",
+    )) as [CopyOutcome["status"], number?];
+    return status === "out-of-range" ? { status, length: total as number } : ({ status } as CopyOutcome);
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
@@ -308,10 +166,6 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
-    // The script appends the (possibly raised) timestamp: content goes through Lua as an opaque string.
-    const heads = messages.map(
-      (m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`,
-    );
     const ts = (messages[0] as MessageRecord).timestamp;
     const { key, bit, setTtl } = this.#nextOp();
     const reply = (await this.#redis().agentixAppend(
@@ -322,30 +176,63 @@ export class RedisStorageBackend extends StorageBackend {
       key,
       bit,
       setTtl,
-      heads,
+      heads(messages),
     )) as number | null;
     // Once an append of this block succeeded with the TTL flag, its key expires: later appends skip the PEXPIRE.
     if (reply !== null && setTtl === 1) this.#ops.expiring = key;
     return reply;
   }
 
+  protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
+    const { messages, at, expectedLength, from, pop, idempotency } = edit;
+    const { key, bit } = this.#nextOp();
+    const reply = (await this.#redis().agentixEdit(
+      this.#base(),
+      sessionId,
+      messages[0]?.timestamp ?? at,
+      Date.parse(messages[0]?.timestamp ?? at),
+      key,
+      bit,
+      expectedLength ?? "",
+      from ?? "",
+      pop ? 1 : 0,
+      idempotency?.key ?? "",
+      idempotency?.fingerprint ?? "",
+      heads(messages),
+    )) as [EditOutcome["status"], string | number] | null;
+    if (reply === null) return { status: "not-found" };
+    const [status, value] = reply;
+    if (status === "conflict" || status === "out-of-range") return { status, length: value as number };
+    const written = JSON.parse(value as string) as {
+      fingerprint: string;
+      length: number;
+      popped: MessageRecord | null;
+    };
+    return status === "replayed"
+      ? { status, ...written }
+      : { status: "written", length: written.length, popped: written.popped };
+  }
+
   protected async readLength(sessionId: string): Promise<number | null> {
     return (await this.#redis().agentixLength(this.#base(), sessionId)) as number | null;
   }
 
-  protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
+  protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
     const redis = this.#redis();
     const messages = this.#key("messages", sessionId);
-    const from = last === undefined ? 0 : -last;
+    const [start, stop] =
+      "last" in range
+        ? [-range.last, -1]
+        : [range.offset, range.limit === undefined ? -1 : range.offset + range.limit - 1];
     // The scripts write and delete a session's list together with its hash, so a non-empty list means the
     // session exists: one LRANGE. Only an empty one needs the atomic check that tells "empty" from "not found".
-    let lines = await redis.lrange(messages, from, -1);
+    let lines = await redis.lrange(messages, start, stop);
     if (lines.length === 0) {
-      const reply = await redis.multi().exists(this.#key("session", sessionId)).lrange(messages, from, -1).exec();
-      const [[existsError, exists] = [], [rangeError, range] = []] = reply ?? [];
+      const reply = await redis.multi().exists(this.#key("session", sessionId)).lrange(messages, start, stop).exec();
+      const [[existsError, exists] = [], [rangeError, page] = []] = reply ?? [];
       if (existsError || rangeError) throw existsError ?? rangeError;
       if (exists !== 1) return null;
-      lines = range as string[];
+      lines = page as string[];
     }
     return lines.map((line) => JSON.parse(line) as MessageRecord);
   }
@@ -441,7 +328,7 @@ export class RedisStorageBackend extends StorageBackend {
     return this.#client;
   }
 
-  /** The op number of the next append: its bitmap key (writer, hour, block of 2^20) and bit. */
+  /** The op number of the next write (an append or an edit): its key (writer, hour, block of 2^20) and bit. */
   #nextOp(): { key: string; bit: number; setTtl: 0 | 1 } {
     const hour = Math.floor(Date.now() / OP_BLOCK_MS);
     if (hour !== this.#ops.hour) this.#ops = { hour, count: 0, expiring: "" };
@@ -459,6 +346,14 @@ export class RedisStorageBackend extends StorageBackend {
   #base(): string {
     return `${this.#redis().options.keyPrefix ?? ""}${this.#options.prefix}`;
   }
+}
+
+/**
+ * Each message's JSON up to its timestamp's value: the script appends the (possibly raised) timestamp, so content
+ * goes through Lua as an opaque string.
+ */
+function heads(messages: MessageRecord[]): string[] {
+  return messages.map((m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`);
 }
 
 /** An ioredis `Redis` (also from another copy of ioredis); a `Cluster` cannot run scripts across slots. */

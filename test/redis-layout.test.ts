@@ -2,15 +2,19 @@
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { SessionExistsError } from "../src/core/errors.js";
+import { ConflictError, SessionExistsError, ValidationError } from "../src/core/errors.js";
 import { compareSessions } from "../src/core/records.js";
 import type { NewMessage, SessionRecord } from "../src/core/types.js";
 import { RedisStorageBackend } from "../src/redis.js";
+import { eventually, ReplyLosingProxy } from "./reliability/support.js";
 
 const url = inject("redisUrl");
 const prefix = `agentix-test-${randomUUID().slice(0, 8)}`;
 
-/** The keys that hold data: all but the appends' op bitmaps (`{prefix}:op:{writer}:{block}`, which expire). */
+/**
+ * The keys that hold data: all but the writers' op bookkeeping (`{prefix}:op:{writer}:{hour}:{block}` bitmaps and
+ * their `:edits` hashes, which expire).
+ */
 async function dataKeysOf(redis: Redis, keyPrefix: string): Promise<string[]> {
   return (await keysOf(redis, keyPrefix)).filter((key) => !key.startsWith(`${keyPrefix}:op:`));
 }
@@ -275,6 +279,235 @@ describe.skipIf(!url)("RedisStorageBackend key layout", () => {
     expect(await scoreOf(`${prefix}:index:${agent}`, id)).toBe(Date.parse(updated.updated_at));
     await b.deleteSession(id);
     expect(await dataKeysOf(raw, prefix)).toEqual([]);
+  });
+
+  it("remembers idempotency keys per session in two extra keys, not copied by forks, deleted with the session", async () => {
+    const agent = `keys-${randomUUID()}`;
+    const id = await b.createSession(agent);
+    const keys = `${prefix}:keys:${id}`;
+    const order = `${prefix}:keyorder:${id}`;
+    const list = `${prefix}:messages:${id}`;
+    expect(await raw.exists(keys, order)).toBe(0);
+    const batch: NewMessage[] = [
+      { role: "user", content: "q" },
+      { role: "assistant", content: { a: [1] } },
+    ];
+    expect(await b.saveMessages(id, batch, { idempotencyKey: "save" })).toEqual({ length: 2 });
+    const popped = await b.popMessage(id, { idempotencyKey: "pop:1" });
+    expect(popped).toMatchObject({ role: "assistant", content: { a: [1] } });
+    expect(await b.replaceMessages(id, 0, [{ role: "user", content: "q2" }], { idempotencyKey: "replace" })).toEqual({
+      length: 1,
+    });
+
+    // {prefix}:keys:{id}: key -> JSON { fingerprint, length, popped }, popped being the message as it was stored.
+    expect(await raw.type(keys)).toBe("hash");
+    const remembered = Object.fromEntries(
+      Object.entries(await raw.hgetall(keys)).map(([k, v]) => [k, JSON.parse(v) as Record<string, unknown>]),
+    );
+    expect(Object.keys(remembered).sort()).toEqual(["pop:1", "replace", "save"]);
+    expect(remembered.save).toEqual({ fingerprint: expect.any(String), length: 2, popped: null });
+    expect(remembered["pop:1"]).toEqual({ fingerprint: expect.any(String), length: 1, popped });
+    expect(remembered.replace).toMatchObject({ length: 1, popped: null });
+    // {prefix}:keyorder:{id}: the keys, oldest first.
+    expect(await raw.type(order)).toBe("list");
+    expect(await raw.lrange(order, 0, -1)).toEqual(["save", "pop:1", "replace"]);
+
+    // Retries write nothing and come back with the first call's result; another write under a key conflicts.
+    const before = { list: await raw.lrange(list, 0, -1), hash: await raw.hgetall(`${prefix}:session:${id}`) };
+    expect(await b.popMessage(id, { idempotencyKey: "pop:1" })).toStrictEqual(popped);
+    expect(await b.saveMessages(id, batch, { idempotencyKey: "save" })).toEqual({ length: 2 });
+    await expect(b.saveMessages(id, [], { idempotencyKey: "save" })).rejects.toBeInstanceOf(ConflictError);
+    expect({ list: await raw.lrange(list, 0, -1), hash: await raw.hgetall(`${prefix}:session:${id}`) }).toEqual(before);
+    expect(await raw.lrange(order, 0, -1)).toEqual(["save", "pop:1", "replace"]);
+
+    // A fork starts with no keys: the same key is a new write there.
+    const fork = await b.forkSession(id);
+    expect(await raw.exists(`${prefix}:keys:${fork}`, `${prefix}:keyorder:${fork}`)).toBe(0);
+    expect(await b.popMessage(fork, { idempotencyKey: "pop:1" })).toMatchObject({ content: "q2" });
+    expect(await raw.llen(list)).toBe(1);
+
+    expect(await dataKeysOf(raw, prefix)).toEqual(
+      expect.arrayContaining([keys, order, `${prefix}:keys:${fork}`, `${prefix}:keyorder:${fork}`]),
+    );
+    for (const s of [id, fork]) await b.deleteSession(s);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
+
+    // Keys left under an id without its session (a hash deleted by hand) are not inherited by a new session.
+    const reused = randomUUID();
+    await raw.hset(`${prefix}:keys:${reused}`, "save", JSON.stringify({ fingerprint: "x", length: 9, popped: null }));
+    await raw.rpush(`${prefix}:keyorder:${reused}`, "save");
+    await b.createSession(agent, null, { sessionId: reused });
+    expect(await raw.exists(`${prefix}:keys:${reused}`, `${prefix}:keyorder:${reused}`)).toBe(0);
+    expect(await b.saveMessages(reused, batch, { idempotencyKey: "save" })).toEqual({ length: 2 });
+    await b.deleteSession(reused);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
+  });
+
+  it("keeps exactly the 1,000 most recent idempotency keys of a session", async () => {
+    const id = await b.createSession(`prune-${randomUUID()}`);
+    const message = (i: number): NewMessage[] => [{ role: "user", content: { i } }];
+    const total = 1_005;
+    for (let i = 0; i < total; i++) await b.saveMessages(id, message(i), { idempotencyKey: `k${i}` });
+    const kept = Array.from({ length: 1_000 }, (_, i) => `k${i + total - 1_000}`);
+    expect(await raw.lrange(`${prefix}:keyorder:${id}`, 0, -1)).toEqual(kept);
+    expect((await raw.hkeys(`${prefix}:keys:${id}`)).sort()).toEqual([...kept].sort());
+    // The oldest kept key is still remembered (a retry writes nothing, other arguments conflict) ...
+    expect(await b.saveMessages(id, message(5), { idempotencyKey: "k5" })).toEqual({ length: 6 });
+    await expect(b.saveMessages(id, message(0), { idempotencyKey: "k5" })).rejects.toBeInstanceOf(ConflictError);
+    expect(await b.countMessages(id)).toBe(total);
+    // ... the ones before it are forgotten: a retry is a new write, and the oldest kept key goes.
+    expect(await b.saveMessages(id, message(4), { idempotencyKey: "k4" })).toEqual({ length: total + 1 });
+    expect(await raw.llen(`${prefix}:keyorder:${id}`)).toBe(1_000);
+    expect(await raw.hlen(`${prefix}:keys:${id}`)).toBe(1_000);
+    expect(await raw.lindex(`${prefix}:keyorder:${id}`, 0)).toBe("k6");
+    expect(await raw.lindex(`${prefix}:keyorder:${id}`, -1)).toBe("k4");
+    await b.deleteSession(id);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
+  });
+
+  it("writes exactly the first N list items for a fork with length, over whatever was left under its id", async () => {
+    const agent = `branch-${randomUUID()}`;
+    const id = await b.createSession(agent, { cwd: "/src" });
+    const many = Array.from({ length: 2_500 }, (_, i) => ({ role: "user" as const, content: { i } }));
+    await b.saveMessages(id, many.slice(0, 10));
+    const source = await raw.lrange(`${prefix}:messages:${id}`, 0, -1);
+    const forks: string[] = [];
+    // 3 of 10 moves the messages through Lua; 7 and 10 of 10 are a COPY (and an LTRIM); 0 writes no list at all.
+    for (const length of [3, 7, 10, 0]) {
+      const fork = await b.forkSession(id, { length });
+      forks.push(fork);
+      expect(await raw.lrange(`${prefix}:messages:${fork}`, 0, -1)).toEqual(source.slice(0, length));
+      expect(await b.countMessages(fork)).toBe(length);
+    }
+    expect(await raw.exists(`${prefix}:messages:${forks[3]}`)).toBe(0);
+
+    // A list (and keys) left under the chosen id without its hash do not survive into the fork.
+    const stale = randomUUID();
+    await raw.rpush(`${prefix}:messages:${stale}`, "stale 1", "stale 2", "stale 3");
+    await raw.hset(`${prefix}:keys:${stale}`, "k", "{}");
+    expect(await b.forkSession(id, { length: 2, sessionId: stale, metadata: { cwd: "/dst" } })).toBe(stale);
+    forks.push(stale);
+    expect(await raw.lrange(`${prefix}:messages:${stale}`, 0, -1)).toEqual(source.slice(0, 2));
+    expect(await raw.exists(`${prefix}:keys:${stale}`)).toBe(0);
+    // The replaced metadata moves the cwd: the cwds hash and the cwd index follow it.
+    expect(await raw.hget(`${prefix}:session:${stale}`, "metadata")).toBe(JSON.stringify({ cwd: "/dst" }));
+    expect(await raw.hget(`${prefix}:cwds`, stale)).toBe("/dst");
+    expect(await raw.zrange(cwdKeyOf(agent, "/dst"), 0, "-1")).toEqual([stale]);
+    expect(await raw.zrange(cwdKeyOf(agent, "/src"), 0, "-1")).not.toContain(stale);
+    const bare = await b.forkSession(id, { length: 1, metadata: null });
+    forks.push(bare);
+    expect(await raw.hget(`${prefix}:session:${bare}`, "metadata")).toBe("null");
+    expect(await raw.hexists(`${prefix}:cwds`, bare)).toBe(0);
+
+    // Beyond the length, or onto a taken id: nothing written.
+    const keysBefore = await dataKeysOf(raw, prefix);
+    const unused = randomUUID();
+    await expect(b.forkSession(id, { length: 11, sessionId: unused })).rejects.toBeInstanceOf(ValidationError);
+    await expect(b.forkSession(id, { length: 1, sessionId: stale })).rejects.toBeInstanceOf(SessionExistsError);
+    expect(await dataKeysOf(raw, prefix)).toEqual(keysBefore);
+    expect(await raw.lrange(`${prefix}:messages:${stale}`, 0, -1)).toEqual(source.slice(0, 2));
+
+    // Past one RPUSH's worth (chunks of 1,000) on either path.
+    await b.saveMessages(id, many.slice(10));
+    const all = await raw.lrange(`${prefix}:messages:${id}`, 0, -1);
+    for (const length of [1_100, 2_345]) {
+      const fork = await b.forkSession(id, { length });
+      forks.push(fork);
+      expect(await raw.lrange(`${prefix}:messages:${fork}`, 0, -1)).toEqual(all.slice(0, length));
+    }
+    for (const s of [id, ...forks]) await b.deleteSession(s);
+    expect(await dataKeysOf(raw, prefix)).toEqual([]);
+  });
+
+  it("reads a page by position with one LRANGE of exactly that range", async () => {
+    const client = new Redis(url as string);
+    const sent: string[][] = [];
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((command: Parameters<typeof send>[0]) => {
+      sent.push([command.name, ...command.args.map(String)]);
+      return send(command);
+    }) as typeof client.sendCommand;
+    const spied = new RedisStorageBackend({ client, prefix });
+    const id = await spied.createSession(`page-${randomUUID()}`);
+    await spied.saveMessages(
+      id,
+      Array.from({ length: 10 }, (_, i) => ({ role: "user" as const, content: [i] })),
+    );
+    const list = `${prefix}:messages:${id}`;
+    const page = async (options: Parameters<typeof spied.loadMessages>[1]) => {
+      sent.length = 0;
+      const contents = (await spied.loadMessages(id, options)).map((m) => (m.content as number[])[0]);
+      return { contents, sent: [...sent] };
+    };
+    expect(await page({ offset: 2, limit: 3 })).toEqual({ contents: [2, 3, 4], sent: [["lrange", list, "2", "4"]] });
+    expect(await page({ offset: 8, limit: 5 })).toEqual({ contents: [8, 9], sent: [["lrange", list, "8", "12"]] });
+    expect(await page({ offset: 7 })).toEqual({ contents: [7, 8, 9], sent: [["lrange", list, "7", "-1"]] });
+    expect(await page({ limit: 2 })).toEqual({ contents: [0, 1], sent: [["lrange", list, "0", "1"]] });
+    expect(await page({ last: 2 })).toEqual({ contents: [8, 9], sent: [["lrange", list, "-2", "-1"]] });
+    // An empty page: then (and only then) a second, atomic look tells an empty page from an unknown session.
+    const past = await page({ offset: 10, limit: 1 });
+    expect(past.contents).toEqual([]);
+    expect(past.sent.map(([name]) => name)).toEqual(["lrange", "multi", "exists", "lrange", "exec"]);
+    await spied.deleteSession(id);
+    await spied.close();
+    await client.quit();
+  });
+
+  // ioredis resends the commands in flight when a connection drops: an edit that Redis ran but whose reply was lost
+  // arrives twice. Its outcome, kept under its op number, answers the resent one, which is not applied again.
+  it("applies a resent edit once (a pop pops one message) and answers it with the first outcome", async () => {
+    const proxy = await ReplyLosingProxy.listen(Number(new URL(url as string).port || 6379));
+    const lossyUrl = new URL(url as string);
+    lossyUrl.host = `127.0.0.1:${proxy.port}`;
+    const lossy = new RedisStorageBackend({ url: lossyUrl.href, prefix });
+    const list = (id: string) => raw.lrange(`${prefix}:messages:${id}`, 0, -1);
+    const lost = async <T>(call: () => Promise<T>, applied: () => Promise<boolean>): Promise<T> => {
+      proxy.swallowReplies();
+      const pending = call();
+      expect(await eventually(applied)).toBe(true);
+      proxy.cut();
+      return pending;
+    };
+    try {
+      const id = await lossy.createSession(`resent-${randomUUID()}`);
+      await lossy.saveMessages(
+        id,
+        ["one", "two", "three"].map((content) => ({ role: "user" as const, content })),
+      );
+      const [, , third] = await lossy.loadMessages(id);
+
+      const popped = await lost(
+        () => lossy.popMessage(id),
+        async () => (await list(id)).length === 2,
+      );
+      expect(popped).toStrictEqual(third);
+      expect((await lossy.loadMessages(id)).map((m) => m.content)).toEqual(["one", "two"]);
+
+      // With expectedLength, applying it twice would be a ConflictError; it answers with the length it wrote.
+      const saved = await lost(
+        () => lossy.saveMessages(id, [{ role: "assistant", content: "three again" }], { expectedLength: 2 }),
+        async () => (await list(id)).length === 3,
+      );
+      expect(saved).toEqual({ length: 3 });
+      const truncated = await lost(
+        () => lossy.replaceMessages(id, 1, [], { expectedLength: 3 }),
+        async () => (await list(id)).length === 1,
+      );
+      expect(truncated).toEqual({ length: 1 });
+      expect((await lossy.loadMessages(id)).map((m) => m.content)).toEqual(["one"]);
+
+      // The outcomes are kept beside the writer's op bitmap, expiring with it.
+      const edits = (await keysOf(raw, prefix)).filter((key) => /:op:.*:edits$/.test(key));
+      expect(edits.length).toBeGreaterThanOrEqual(1);
+      for (const key of edits) expect(await raw.pttl(key)).toBeGreaterThan(7_000_000);
+      // The backend carries on, its next edit a new op.
+      expect(await lossy.popMessage(id)).toMatchObject({ content: "one" });
+      expect(await raw.exists(`${prefix}:messages:${id}`)).toBe(0);
+      await lossy.deleteSession(id);
+    } finally {
+      await lossy.close();
+      await proxy.close();
+    }
   });
 
   it("never lets one agent's cwd index be another's, although both may contain ':'", async () => {

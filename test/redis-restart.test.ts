@@ -80,6 +80,13 @@ describe.skipIf(!hasServer)("RedisStorageBackend across a Redis restart", () => 
     const fork = await b.forkSession(id);
     expect((await b.loadMessages(fork)).map((m) => m.content)).toEqual(["before", "after"]);
     expect(await raw.llen(`flush:messages:${id}`)).toBe(2);
+    // The history edits and a fork from a turn too.
+    expect(await raw.script("FLUSH")).toBe("OK");
+    expect(await b.popMessage(id, { idempotencyKey: "pop" })).toMatchObject({ content: "after" });
+    expect(await b.popMessage(id, { idempotencyKey: "pop" })).toMatchObject({ content: "after" });
+    const branch = await b.forkSession(id, { length: 1, metadata: { cwd: "/b" } });
+    expect((await b.loadMessages(branch, { offset: 0, limit: 5 })).map((m) => m.content)).toEqual(["before"]);
+    expect(await raw.llen(`flush:messages:${id}`)).toBe(1);
   });
 
   it("carries on after the server is killed and started again on the same port", async () => {

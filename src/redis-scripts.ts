@@ -1,0 +1,241 @@
+/**
+ * The Lua scripts of the Redis backend (src/redis.ts), each one atomic call. Keys are built inside the scripts from
+ * the namespace in ARGV[1], so the scripts declare no KEYS (standalone Redis or Sentinel, never Cluster).
+ * @internal
+ */
+
+/**
+ * A writer's op bitmaps: one key per hour (and per 2^20 ops, 128 KiB at most), which expires an hour after its
+ * hour ends, far longer than any reconnect. Only a block's first successful write sets the TTL, so that an
+ * append costs one SETBIT and not also a PEXPIRE.
+ */
+export const OP_BLOCK_MS = 3_600_000;
+const OP_TTL_MS = 2 * OP_BLOCK_MS;
+export const OPS_PER_KEY = 2 ** 20;
+/** How many idempotency keys a session remembers (the contract's minimum). */
+const KEYS_KEPT = 1000;
+
+// Every script gets the key namespace as ARGV[1] and builds its keys from it (see `key` and `cwdKey`).
+export const prelude = `
+local base = ARGV[1]
+local FIELDS = {'session_id', 'agent_id', 'created_at', 'updated_at', 'metadata'}
+local function key(kind, id) return base .. ':' .. kind .. ':' .. id end
+-- The agent id's byte length makes (agent, cwd) -> key one-to-one although both may contain ':'.
+local function cwdKey(agent, cwd) return base .. ':cwd:' .. #agent .. ':' .. agent .. ':' .. cwd end
+-- Byte order, as in JS for our ASCII ids and fixed-shape timestamps (Lua's '<' follows Redis's LC_COLLATE).
+local function less(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local function index(agent, id, score, cwd)
+  redis.call('ZADD', key('index', agent), score, id)
+  if cwd then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
+end
+-- Appends lines (each message's JSON up to its timestamp's value) with the timestamp ts; the list's new length.
+-- unpack is bounded by Lua's stack: RPUSH in chunks, still in one atomic script.
+local function push(list, heads, first, ts)
+  local tail = ts .. '"}'
+  if first == #heads then return redis.call('RPUSH', list, heads[first] .. tail) end
+  local lines, length = {}, 0
+  for i = first, #heads do lines[#lines + 1] = heads[i] .. tail end
+  for i = 1, #lines, 1000 do length = redis.call('RPUSH', list, unpack(lines, i, math.min(i + 999, #lines))) end
+  return length
+end
+-- The session's keys besides its hash, deleted with it and never inherited by a new session of the same id.
+local function extraKeys(id) return key('messages', id), key('keys', id), key('keyorder', id) end
+`;
+
+/** The scripts, each one atomic call (EVALSHA, falling back to EVAL on NOSCRIPT: defineCommand). */
+export const scripts = {
+  // ARGV: base, id, agent, created_at, updated_at, metadata, score, has cwd, cwd, messages...
+  // Insert-if-absent: nil when stored; when the id is taken, the existing session's FIELDS and nothing written.
+  agentixInsert: `
+local id, agent = ARGV[2], ARGV[3]
+if redis.call('EXISTS', key('session', id)) == 1 then return redis.call('HMGET', key('session', id), unpack(FIELDS)) end
+redis.call('HSET', key('session', id), 'session_id', id, 'agent_id', agent, 'created_at', ARGV[4],
+  'updated_at', ARGV[5], 'metadata', ARGV[6])
+local cwd = ARGV[8] == '1' and ARGV[9] or nil
+if cwd then redis.call('HSET', base .. ':cwds', id, cwd) end
+redis.call('ZADD', base .. ':sessions', 0, id)
+index(agent, id, ARGV[7], cwd)
+redis.call('DEL', extraKeys(id))
+for i = 10, #ARGV, 1000 do
+  redis.call('RPUSH', key('messages', id), unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return false`,
+  // ARGV: base, id, timestamp, score, op block, op bit, set the TTL, then each message's JSON up to the timestamp's
+  // value. Returns the list's length after the batch, nil when the session does not exist.
+  agentixAppend: `
+local id, ts = ARGV[2], ARGV[3]
+local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
+if not s[1] then return false end
+local list = key('messages', id)
+-- Each write (a whole batch: one op) carries its writer's op number. ioredis resends the commands in flight when
+-- a connection drops, so an append whose reply was lost arrives twice: its bit is set already, and it is not
+-- applied again, but still answered with the length.
+local ops = base .. ':op:' .. ARGV[5]
+local seen = redis.call('SETBIT', ops, ARGV[6], 1)
+if ARGV[7] == '1' then redis.call('PEXPIRE', ops, ${OP_TTL_MS}) end
+if seen == 1 then return redis.call('LLEN', list) end
+-- Fixed-shape ISO timestamps differ only in digits, which every collation orders like bytes.
+local clamped = ts < s[2]
+if clamped then ts = s[2] end
+local length = push(list, ARGV, 8, ts)
+if not clamped then
+  redis.call('HSET', key('session', id), 'updated_at', ts)
+  index(s[1], id, ARGV[4], redis.call('HGET', base .. ':cwds', id) or nil)
+end
+return length`,
+  // ARGV: base, id, at, at's score, op block, op number, expected length ('': none), from ('': none), pop ('1'),
+  // idempotency key ('': none), fingerprint, then each message's JSON up to the timestamp's value.
+  // Returns nil (not found), {'conflict' | 'out-of-range', length}, or {'written' | 'replayed', outcome}: the JSON
+  // {"fingerprint", "length", "popped"} of the write (popped: the message's JSON as stored, or null).
+  agentixEdit: `
+local id, at, op, name = ARGV[2], ARGV[3], ARGV[6], ARGV[10]
+-- An edit is an op like an append (see agentixAppend), but a resent one must answer with what the first did (a
+-- pop, the message it popped): instead of a bit, its outcome is kept under its op number, and it is not applied
+-- again (a pop would pop twice).
+local done = base .. ':op:' .. ARGV[5] .. ':edits'
+local outcome = redis.call('HGET', done, op)
+if outcome then return {'written', outcome} end
+local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
+if not s[1] then return false end
+if name ~= '' then
+  local remembered = redis.call('HGET', key('keys', id), name)
+  if remembered then return {'replayed', remembered} end
+end
+local list = key('messages', id)
+local length = redis.call('LLEN', list)
+if ARGV[7] ~= '' and tonumber(ARGV[7]) ~= length then return {'conflict', length} end
+local from = ARGV[8] ~= '' and tonumber(ARGV[8]) or nil
+if from and from > length then return {'out-of-range', length} end
+local popped, changed = false, false
+if ARGV[9] == '1' then
+  if length > 0 then popped, length, changed = redis.call('RPOP', list), length - 1, true end
+elseif from and from < length then
+  -- LTRIM 0 -1 would keep everything: from 0 is a DEL.
+  if from == 0 then redis.call('DEL', list) else redis.call('LTRIM', list, 0, from - 1) end
+  length, changed = from, true
+end
+local clamped = at < s[2]
+if #ARGV > 11 then length, changed = push(list, ARGV, 12, clamped and s[2] or at), true end
+if changed and not clamped then
+  redis.call('HSET', key('session', id), 'updated_at', at)
+  index(s[1], id, ARGV[4], redis.call('HGET', base .. ':cwds', id) or nil)
+end
+-- Built, not encoded: the popped message goes in as the JSON it is stored as, never decoded by Lua.
+outcome = '{"fingerprint":' .. (name ~= '' and cjson.encode(ARGV[11]) or 'null') .. ',"length":' .. length ..
+  ',"popped":' .. (popped or 'null') .. '}'
+if name ~= '' then
+  redis.call('HSET', key('keys', id), name, outcome)
+  -- A key is pushed once (a remembered one is replayed above): the list holds the keys in the order written.
+  if redis.call('RPUSH', key('keyorder', id), name) > ${KEYS_KEPT} then
+    redis.call('HDEL', key('keys', id), redis.call('LPOP', key('keyorder', id)))
+  end
+end
+redis.call('HSET', done, op, outcome)
+redis.call('PEXPIRE', done, ${OP_TTL_MS})
+return {'written', outcome}`,
+  // ARGV: base, id, metadata, has cwd, cwd, at, at's score. The updated FIELDS, nil when the session does not exist.
+  agentixMeta: `
+local id, at = ARGV[2], ARGV[6]
+local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
+if not s[1] then return false end
+local agent = s[1]
+local moved = s[2] < at
+if moved then
+  redis.call('HSET', key('session', id), 'metadata', ARGV[3], 'updated_at', at)
+else
+  redis.call('HSET', key('session', id), 'metadata', ARGV[3])
+end
+local old = redis.call('HGET', base .. ':cwds', id)
+if old then redis.call('ZREM', cwdKey(agent, old), id) end
+local cwd = ARGV[4] == '1' and ARGV[5] or nil
+if cwd then redis.call('HSET', base .. ':cwds', id, cwd) else redis.call('HDEL', base .. ':cwds', id) end
+if moved then
+  index(agent, id, ARGV[7], cwd)
+elseif cwd then
+  -- updated_at stays: so does the session's score, which the index holds.
+  local score = redis.call('ZSCORE', key('index', agent), id)
+  if score then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
+end
+return redis.call('HMGET', key('session', id), unpack(FIELDS))`,
+  // ARGV: base, id. The list's length, nil when the session does not exist (an empty list is no key at all).
+  agentixLength: `
+local id = ARGV[2]
+if redis.call('EXISTS', key('session', id)) == 0 then return false end
+return redis.call('LLEN', key('messages', id))`,
+  // ARGV: base, source id, new id, created_at, score, length ('': all), metadata given ('1'), metadata, has cwd, cwd.
+  // Returns {'copied'}, {'not-found'}, {'exists'} or {'out-of-range', the source's length}.
+  agentixCopy: `
+local from, to, at = ARGV[2], ARGV[3], ARGV[4]
+local s = redis.call('HMGET', key('session', from), 'agent_id', 'metadata')
+if not s[1] then return {'not-found'} end
+if redis.call('EXISTS', key('session', to)) == 1 then return {'exists'} end
+local source, target = key('messages', from), key('messages', to)
+local total = redis.call('LLEN', source)
+local length = ARGV[6] == '' and total or tonumber(ARGV[6])
+if length > total then return {'out-of-range', total} end
+local metadata, cwd = s[2], redis.call('HGET', base .. ':cwds', from) or nil
+if ARGV[7] == '1' then metadata, cwd = ARGV[8], ARGV[9] == '1' and ARGV[10] or nil end
+redis.call('HSET', key('session', to), 'session_id', to, 'agent_id', s[1], 'created_at', at, 'updated_at', at,
+  'metadata', metadata)
+-- Keys left under the new id without its hash (deleted by hand, say) must not become the fork's.
+redis.call('DEL', extraKeys(to))
+if length > 0 and length * 2 >= total then
+  -- COPY and LTRIM run in C: cheaper than moving the messages through Lua, unless most are left behind.
+  redis.call('COPY', source, target)
+  if length < total then redis.call('LTRIM', target, 0, length - 1) end
+else
+  for i = 0, length - 1, 1000 do
+    redis.call('RPUSH', target, unpack(redis.call('LRANGE', source, i, math.min(i + 999, length - 1))))
+  end
+end
+if cwd then redis.call('HSET', base .. ':cwds', to, cwd) else redis.call('HDEL', base .. ':cwds', to) end
+redis.call('ZADD', base .. ':sessions', 0, to)
+index(s[1], to, ARGV[5], cwd)
+return {'copied'}`,
+  // ARGV: base, id
+  agentixRemove: `
+local id = ARGV[2]
+local agent = redis.call('HGET', key('session', id), 'agent_id')
+redis.call('DEL', key('session', id), extraKeys(id))
+if not agent then return 0 end
+local cwd = redis.call('HGET', base .. ':cwds', id)
+if cwd then redis.call('ZREM', cwdKey(agent, cwd), id) end
+redis.call('HDEL', base .. ':cwds', id)
+redis.call('ZREM', base .. ':sessions', id)
+redis.call('ZREM', key('index', agent), id)
+return 1`,
+  // ARGV: base, agent, has cwd, cwd, limit (-1: all), before score ('' : none), before id
+  agentixList: `
+local agent, limit, score, before = ARGV[2], tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local k = ARGV[3] == '1' and cwdKey(agent, ARGV[4]) or key('index', agent)
+local ids = {}
+local function room() return limit < 0 or #ids < limit end
+if score == '' then
+  ids = redis.call('ZREVRANGEBYSCORE', k, '+inf', '-inf', 'LIMIT', 0, limit)
+else
+  -- Same score as the cursor: only smaller ids (they come greatest first), then every lower score.
+  for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', k, score, score)) do
+    if room() and less(id, before) then ids[#ids + 1] = id end
+  end
+  if room() then
+    local rest = limit < 0 and -1 or limit - #ids
+    for _, id in ipairs(redis.call('ZREVRANGEBYSCORE', k, '(' .. score, '-inf', 'LIMIT', 0, rest)) do
+      ids[#ids + 1] = id
+    end
+  end
+end
+for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
+return ids`,
+  // ARGV: base, after ('' : from the start), limit
+  agentixScan: `
+local from = ARGV[2] == '' and '-' or '(' .. ARGV[2]
+local ids = redis.call('ZRANGEBYLEX', base .. ':sessions', from, '+', 'LIMIT', 0, ARGV[3])
+for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
+return ids`,
+};
