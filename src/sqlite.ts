@@ -11,25 +11,24 @@ import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
 import { AgentixStorageError } from "./core/errors.js";
 import { migrationTags } from "./core/migrations.js";
-import { cwdOf, sessionRecord } from "./core/records.js";
-import type { JsonObject, MessageRecord, Role, SessionQuery, SessionRecord } from "./core/types.js";
+import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import type { Connection } from "./sqlite-statements.js";
 
 // Drivers first, through importDriver, so that a missing package names what to install;
-// the schema imports drizzle-orm itself, so it may only load once drizzle-orm is known to be there.
+// the statements (and the schema) import drizzle-orm themselves, so they may only load once it is known to be there.
 const { default: Database } = await importDriver<{ default: typeof BetterSqlite3 }>(
   "better-sqlite3",
   "agentix/sqlite",
   "better-sqlite3@12",
 );
-const { drizzle } = await importDriver<typeof import("drizzle-orm/better-sqlite3")>(
+await importDriver<typeof import("drizzle-orm/better-sqlite3")>(
   "drizzle-orm/better-sqlite3",
   "agentix/sqlite",
   "drizzle-orm",
 );
-const { and, asc, desc, eq, gt, sql } = await import("drizzle-orm");
 const { readMigrationFiles } = await import("drizzle-orm/migrator");
-const { messages, sessions } = await import("./schema/sqlite.js");
+const { prepare, toRecord } = await import("./sqlite-statements.js");
 
 /** Options of {@link SqliteStorageBackend}: `path` or `database`, and `migrate`. */
 export type SqliteStorageOptions = (
@@ -121,12 +120,13 @@ export class SqliteStorageBackend extends SyncStorageBackend {
    * @throws {BackendClosedError} after `close()`.
    */
   migrateSync(): string[] {
-    return this.guardSync("migrate", () => {
+    const run = () => {
       if (this.#connection) return migrate(this.#connection.client);
       const opened = connect(this.#options);
       this.#connection = opened;
       return opened.migrated;
-    });
+    };
+    return this.guardSync("migrate", { prepare: () => undefined, run }, []);
   }
 
   /** {@link SqliteStorageBackend.migrateSync}, as a promise. */
@@ -134,8 +134,8 @@ export class SqliteStorageBackend extends SyncStorageBackend {
     return this.migrateSync();
   }
 
-  protected insertSession(record: SessionRecord): void {
-    this.#db.insertSession.run(sessionRow(record));
+  protected insertSession(record: SessionRecord): SessionRecord | null {
+    return this.#db.insertIfAbsent.immediate(record);
   }
 
   protected readSession(sessionId: string): SessionRecord | null {
@@ -156,6 +156,10 @@ export class SqliteStorageBackend extends SyncStorageBackend {
     return rows.map(toRecord);
   }
 
+  protected replaceMetadata(sessionId: string, metadata: JsonObject | null, at: string): SessionRecord | null {
+    return this.#db.replaceMetadata.immediate(sessionId, metadata, at);
+  }
+
   protected copySession(sessionId: string, target: ForkTarget): boolean {
     return this.#db.copy.immediate(sessionId, target);
   }
@@ -164,8 +168,12 @@ export class SqliteStorageBackend extends SyncStorageBackend {
     this.#db.remove.immediate(sessionId);
   }
 
-  protected appendMessage(sessionId: string, message: MessageRecord): boolean {
-    return this.#db.append.immediate(sessionId, message);
+  protected appendMessages(sessionId: string, messages: MessageRecord[]): number | null {
+    return this.#db.append.immediate(sessionId, messages);
+  }
+
+  protected readLength(sessionId: string): number | null {
+    return this.#db.readLength.get({ id: sessionId })?.messageCount ?? null;
   }
 
   protected readMessages(sessionId: string, last: number | undefined): MessageRecord[] | null {
@@ -287,175 +295,4 @@ function assertMigrated(client: BetterSqlite3.Database): void {
 
 function hasTable(client: BetterSqlite3.Database, name: string): boolean {
   return client.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
-}
-
-/** Every statement and transaction of one connection, prepared once. */
-function prepare(client: BetterSqlite3.Database, owned: boolean) {
-  const db = drizzle({ client });
-  const p = sql.placeholder;
-  const { id, agentId, cwd, metadata, createdAt, updatedAt } = sessions;
-  const sessionById = eq(id, p("id"));
-  const ofSession = eq(messages.sessionId, p("id"));
-  const selectSessions = () => db.select({ id, agentId, metadata, createdAt, updatedAt }).from(sessions);
-  const selectMessages = () =>
-    db.select({ role: messages.role, content: messages.content, createdAt: messages.createdAt }).from(messages);
-
-  // One statement per shape of the query, each served by an index walked backwards (no sort).
-  const list = (byCwd: boolean, before: boolean) =>
-    selectSessions()
-      .where(
-        and(
-          eq(agentId, p("agent")),
-          byCwd ? eq(cwd, p("cwd")) : undefined,
-          // A row value: one index range, not an OR of two conditions.
-          before ? sql`(${updatedAt}, ${id}) < (${p("updatedAt")}, ${p("id")})` : undefined,
-        ),
-      )
-      .orderBy(desc(updatedAt), desc(id))
-      .limit(p("limit"))
-      .prepare();
-  const scan = (byAgent: boolean) =>
-    selectSessions()
-      .where(and(byAgent ? eq(agentId, p("agent")) : undefined, gt(id, p("after"))))
-      .orderBy(asc(id))
-      .limit(p("limit"))
-      .prepare();
-
-  const readSession = selectSessions().where(sessionById).prepare();
-  const readAll = selectMessages().where(ofSession).orderBy(asc(messages.id)).prepare();
-  const readLast = selectMessages().where(ofSession).orderBy(desc(messages.id)).limit(p("last")).prepare();
-  const newSession = () =>
-    db.insert(sessions).values({
-      id: p("id"),
-      agentId: p("agentId"),
-      cwd: p("cwd"),
-      metadata: p("metadata"),
-      createdAt: p("createdAt"),
-      updatedAt: p("updatedAt"),
-    });
-  const importSession = newSession().onConflictDoNothing().prepare();
-  const insertMessage = db
-    .insert(messages)
-    .values({ sessionId: p("sessionId"), role: p("role"), content: p("content"), createdAt: p("createdAt") })
-    .prepare();
-  const bump = db
-    .update(sessions)
-    .set({ updatedAt: sql`max(${updatedAt}, ${p("at")})` })
-    .where(sessionById)
-    .returning({ updatedAt })
-    .prepare();
-  // Forks are copied inside the database: rows never travel through JS.
-  const at = sql<string>`${p("at")}`;
-  const copySessionRow = db
-    .insert(sessions)
-    .select(
-      db
-        .select({
-          id: sql<string>`${p("target")}`.as("id"),
-          agentId,
-          cwd,
-          metadata,
-          createdAt: at.as("created_at"),
-          updatedAt: at.as("updated_at"),
-        })
-        .from(sessions)
-        .where(sessionById),
-    )
-    .prepare();
-  const copyMessageRows = db
-    .insert(messages)
-    .select(
-      db
-        .select({
-          // NULL: SQLite assigns the next AUTOINCREMENT id, row by row in the SELECT's order.
-          id: sql<number>`NULL`.as("id"),
-          sessionId: sql<string>`${p("target")}`.as("session_id"),
-          role: messages.role,
-          content: messages.content,
-          createdAt: messages.createdAt,
-        })
-        .from(messages)
-        .where(ofSession)
-        .orderBy(asc(messages.id)),
-    )
-    .prepare();
-  const deleteMessages = db.delete(messages).where(ofSession).prepare();
-  const deleteSession = db.delete(sessions).where(sessionById).prepare();
-
-  const messageRow = (sessionId: string, m: MessageRecord) => ({
-    sessionId,
-    role: m.role,
-    content: JSON.stringify(m.content),
-    createdAt: m.timestamp,
-  });
-
-  return {
-    client,
-    owned,
-    insertSession: newSession().prepare(),
-    readSession,
-    list: {
-      agent: list(false, false),
-      cwd: list(true, false),
-      agentBefore: list(false, true),
-      cwdBefore: list(true, true),
-    },
-    scanAll: scan(false),
-    scanAgent: scan(true),
-    append: client.transaction((sessionId: string, m: MessageRecord): boolean => {
-      // Raising updated_at first gives the message its clamped timestamp (a clock behind takes updated_at).
-      const bumped = bump.get({ at: m.timestamp, id: sessionId });
-      if (!bumped) return false;
-      insertMessage.run(messageRow(sessionId, { ...m, timestamp: bumped.updatedAt }));
-      return true;
-    }),
-    read: client.transaction((sessionId: string, last: number | undefined): MessageRecord[] | null => {
-      // Rows as arrays (no per-row object mapping); the session is looked up only when there are none.
-      const rows = (
-        last === undefined ? readAll.values({ id: sessionId }) : readLast.values({ id: sessionId, last }).reverse()
-      ) as Array<[role: Role, content: string, timestamp: string]>;
-      if (rows.length === 0 && !readSession.get({ id: sessionId })) return null;
-      return rows.map(([role, content, timestamp]) => ({ role, content: JSON.parse(content), timestamp }));
-    }),
-    copy: client.transaction((sessionId: string, target: ForkTarget): boolean => {
-      const values = { id: sessionId, target: target.session_id, at: target.created_at };
-      if (copySessionRow.run(values).changes === 0) return false;
-      copyMessageRows.run(values);
-      return true;
-    }),
-    // Messages explicitly, not only by ON DELETE CASCADE: a `database` of the caller may have foreign keys off.
-    remove: client.transaction((sessionId: string): void => {
-      deleteMessages.run({ id: sessionId });
-      deleteSession.run({ id: sessionId });
-    }),
-    import: client.transaction((record: SessionRecord, list: MessageRecord[]): boolean => {
-      if (importSession.run(sessionRow(record)).changes === 0) return false;
-      for (const m of list) insertMessage.run(messageRow(record.session_id, m));
-      return true;
-    }),
-  };
-}
-
-type Connection = ReturnType<typeof prepare>;
-
-function sessionRow(record: SessionRecord) {
-  return {
-    id: record.session_id,
-    agentId: record.agent_id,
-    cwd: cwdOf(record.metadata),
-    metadata: record.metadata === null ? null : JSON.stringify(record.metadata),
-    createdAt: record.created_at,
-    updatedAt: record.updated_at,
-  };
-}
-
-function toRecord(row: {
-  id: string;
-  agentId: string;
-  metadata: string | null;
-  createdAt: string;
-  updatedAt: string;
-}): SessionRecord {
-  const metadata = row.metadata === null ? null : (JSON.parse(row.metadata) as JsonObject);
-  return sessionRecord(row.id, row.agentId, row.createdAt, row.updatedAt, metadata);
 }

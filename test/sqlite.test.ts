@@ -65,8 +65,9 @@ describe("SqliteStorageBackend", () => {
         metadata: '{"cwd":"/work","n":1}',
         created_at: session?.created_at,
         updated_at: session?.updated_at,
+        message_count: 3,
       },
-      expect.objectContaining({ id: plain, cwd: null, metadata: null }),
+      expect.objectContaining({ id: plain, cwd: null, metadata: null, message_count: 0 }),
     ]);
     const messages = await b.loadMessages(id);
     expect(rows.messages).toEqual([
@@ -80,6 +81,95 @@ describe("SqliteStorageBackend", () => {
       { session_id: id, role: "system", content: '"{\\"a\\":1}"', created_at: messages[2]?.timestamp },
     ]);
     expect(session?.updated_at).toBe(messages[2]?.timestamp);
+  });
+
+  it("writes a batch as rows with one timestamp, keeps message_count equal to the rows, and re-indexes cwd", async () => {
+    const file = freshFile();
+    await using b = new SqliteStorageBackend({ path: file });
+    const id = await b.createSession("agent", { cwd: "/old" });
+    const tool = { type: "tool_result", id: "t1", output: [1, 2] };
+    expect(
+      await b.saveMessages(id, [
+        { role: "assistant", content: "calling" },
+        { role: "tool", content: tool },
+        { role: "user", content: "" },
+      ]),
+    ).toEqual({ length: 3 });
+    expect(await b.saveMessages(id, [{ role: "user", content: "again" }])).toEqual({ length: 4 });
+    const updated = await b.updateSession(id, { metadata: { cwd: "/new" } });
+    const fork = await b.forkSession(id);
+    const imported = "0190f000-0000-7000-8000-0000000000aa";
+    await b.importSession({ ...updated, session_id: imported }, await b.loadMessages(id));
+
+    const rows = inspect(file, (db) => ({
+      batch: db.prepare("SELECT role, content, created_at FROM messages WHERE session_id = ? ORDER BY id").all(id),
+      sessions: db
+        .prepare(
+          "SELECT s.id, s.cwd, s.message_count, (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS n " +
+            "FROM sessions s ORDER BY s.id",
+        )
+        .all(),
+    }));
+    const [first, , , fourth] = rows.batch as Array<{ created_at: string }>;
+    expect(rows.batch).toEqual([
+      { role: "assistant", content: '"calling"', created_at: first?.created_at },
+      { role: "tool", content: JSON.stringify(tool), created_at: first?.created_at },
+      { role: "user", content: '""', created_at: first?.created_at },
+      { role: "user", content: '"again"', created_at: fourth?.created_at },
+    ]);
+    expect(rows.sessions).toEqual(
+      [id, fork, imported].sort().map((s) => ({ id: s, cwd: "/new", message_count: 4, n: 4 })),
+    );
+    expect(await b.listSessions("agent", { cwd: "/old" })).toEqual([]);
+    expect((await b.listSessions("agent", { cwd: "/new" })).map((s) => s.session_id).sort()).toEqual(
+      [id, fork, imported].sort(),
+    );
+  });
+
+  it("counts messages from the session row: one row read, the messages table untouched", async () => {
+    const db = new Database(":memory:");
+    try {
+      await using b = new SqliteStorageBackend({ database: db });
+      const id = await b.createSession("agent");
+      await b.saveMessages(id, [
+        { role: "user", content: "a" },
+        { role: "assistant", content: "b" },
+      ]);
+      expect(await b.countMessages(id)).toBe(2);
+      // The count is the column, not a count(*) of the rows (which would still say 2).
+      db.prepare("UPDATE sessions SET message_count = 42 WHERE id = ?").run(id);
+      expect(await b.countMessages(id)).toBe(42);
+      // An empty batch writes nothing and answers from the same column.
+      expect(await b.saveMessages(id, [])).toEqual({ length: 42 });
+      expect(db.prepare("SELECT count(*) FROM messages").pluck().get()).toBe(2);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("writes a batch all or nothing: a row failing midway leaves no message, no count and no time behind", async () => {
+    const db = new Database(":memory:");
+    try {
+      await using b = new SqliteStorageBackend({ database: db });
+      const id = await b.createSession("agent");
+      await b.saveMessage(id, "user", "kept");
+      const before = { session: await b.getSession(id), messages: await b.loadMessages(id) };
+      // A failure the backend cannot foresee (a full disk, an I/O error) on the third row of the batch.
+      db.exec(`CREATE TRIGGER fail_third BEFORE INSERT ON messages WHEN NEW.content = '"third"'
+        BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+      const batch = ["first", "second", "third", "fourth"].map((content) => ({ role: "user" as const, content }));
+      const error = await b.saveMessages(id, batch).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(AgentixStorageError);
+      expect((error as Error).message).toMatch(/injected failure/);
+      expect(await b.getSession(id)).toEqual(before.session);
+      expect(await b.loadMessages(id)).toEqual(before.messages);
+      expect(await b.countMessages(id)).toBe(1);
+      expect(db.prepare("SELECT count(*) FROM messages").pluck().get()).toBe(1);
+      db.exec("DROP TRIGGER fail_third");
+      expect(await b.saveMessages(id, batch)).toEqual({ length: 5 });
+    } finally {
+      db.close();
+    }
   });
 
   it("forks and deletes in the tables: copied rows keep their timestamps, deleted ones are gone", async () => {
@@ -291,6 +381,14 @@ describe("SqliteStorageBackend", () => {
       const plan = await planOf((b) => b.listSessions("agent", options), "sessions");
       expect(plan).toContain(`SEARCH sessions USING INDEX ${index}`);
       expect(plan).not.toContain("TEMP B-TREE");
+    });
+
+    it("countMessages reads one sessions row by its key", async () => {
+      const plan = await planOf(async (b) => {
+        const id = await b.createSession("agent");
+        await b.countMessages(id);
+      }, "sessions");
+      expect(plan).toMatch(/^SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 \(id=\?\)$/);
     });
 
     it("loadMessages with last reads the newest N off the index", async () => {

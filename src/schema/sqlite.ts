@@ -14,6 +14,8 @@ export const sessions = sqliteTable(
     metadata: text("metadata"),
     createdAt: text("created_at").notNull(),
     updatedAt: text("updated_at").notNull(),
+    /** The number of messages, kept by every append, so that counting them is one row read. */
+    messageCount: integer("message_count").notNull().default(0),
   },
   // SQLite walks an index backwards, so ascending indexes serve "newest first".
   (t) => [
@@ -36,6 +38,6 @@ export const messages = sqliteTable(
   },
   (t) => [
     index("messages_session_idx").on(t.sessionId, t.id),
-    check("messages_role_check", sql`${t.role} in ('user', 'assistant', 'system')`),
+    check("messages_role_check", sql`${t.role} in ('user', 'assistant', 'system', 'tool')`),
   ],
 );
