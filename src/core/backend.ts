@@ -376,9 +376,11 @@ export abstract class StorageBackend implements AsyncDisposable {
   }
   /** {@link StorageBackend.iterateMessages} as an `Iterable`, each page read blocking the caller. */
   *iterateMessagesSync(sessionId: string, options?: IterateOptions): Iterable<MessageRecord> {
-    const limit = this.runSync("iterateMessages", ops.iterateMessages, [sessionId, options]);
+    // Validated here, read as pages of loadMessagesSync: a worker twin runs methods by name, and its
+    // iterateMessages is an async generator, which cannot cross back to this thread.
+    const limit = this.guardSync("iterateMessages", ops.iterateMessages, [sessionId, options]);
     for (let offset = 0; ; offset += limit) {
-      const page = this.runSync("iterateMessages", ops.loadMessages, [sessionId, { offset, limit }]);
+      const page = this.runSync("loadMessages", ops.loadMessages, [sessionId, { offset, limit }]);
       yield* page;
       if (page.length < limit) return;
     }

@@ -19,6 +19,10 @@ import { messageTests } from "./messages.js";
 import { portableTests } from "./portable.js";
 import { sessionTests } from "./sessions.js";
 import { syncTests } from "./sync.js";
+import { v2EditSyncTests, v2EditTests } from "./v2-edits.js";
+import { v2ForkTests } from "./v2-forks.js";
+import { v2KeyTests } from "./v2-keys.js";
+import { v2PagingSyncTests, v2PagingTests } from "./v2-paging.js";
 import { validationTests } from "./validation.js";
 
 export { trickyContents } from "./content.js";
@@ -40,7 +44,15 @@ export function runConformanceSuite(name: string, options: ConformanceOptions): 
     validationTests(ctx);
     hostileTests(ctx);
     lifecycleTests(ctx);
-    if (options.sync !== false) syncTests(ctx);
+    v2PagingTests(ctx);
+    v2EditTests(ctx);
+    v2KeyTests(ctx);
+    v2ForkTests(ctx);
+    if (options.sync !== false) {
+      syncTests(ctx);
+      v2PagingSyncTests(ctx);
+      v2EditSyncTests(ctx);
+    }
     if (options.portable !== false) portableTests(ctx);
   });
 }
