@@ -19,6 +19,9 @@ import { messageTests } from "./messages.js";
 import { portableTests } from "./portable.js";
 import { sessionTests } from "./sessions.js";
 import { syncTests } from "./sync.js";
+import { v2MessageTests } from "./v2-messages.js";
+import { v2SessionTests } from "./v2-sessions.js";
+import { v2SyncTests } from "./v2-sync.js";
 import { validationTests } from "./validation.js";
 
 export { trickyContents } from "./content.js";
@@ -40,7 +43,12 @@ export function runConformanceSuite(name: string, options: ConformanceOptions): 
     validationTests(ctx);
     hostileTests(ctx);
     lifecycleTests(ctx);
-    if (options.sync !== false) syncTests(ctx);
+    v2SessionTests(ctx);
+    v2MessageTests(ctx);
+    if (options.sync !== false) {
+      syncTests(ctx);
+      v2SyncTests(ctx);
+    }
     if (options.portable !== false) portableTests(ctx);
   });
 }
