@@ -5,11 +5,28 @@ import lockfile from "proper-lockfile";
 import { z } from "zod";
 import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
 import { latest } from "./core/clock.js";
-import { AgentixStorageError } from "./core/errors.js";
+import { AgentixStorageError, SessionExistsError } from "./core/errors.js";
 import { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
 import { compareSessions, cwdOf, isAfter, sessionRecord } from "./core/records.js";
-import type { MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
+import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
 import { isSessionId, parseOptions } from "./core/validation.js";
+import { errno, ifExists, readAt, withFile, writeAll } from "./file/io.js";
+import {
+  COUNT,
+  committedEnd,
+  countTo,
+  encodeBatch,
+  LOG,
+  logTail,
+  openCount,
+  parseLines,
+  readCount,
+  readCountAt,
+  readTail,
+  toLine,
+  writeCount,
+  writeCountAt,
+} from "./file/log.js";
 
 /** Options of {@link FileStorageBackend}. */
 export interface FileStorageOptions {
@@ -29,10 +46,6 @@ export interface FileStorageOptions {
 const optionsSchema = z.strictObject({ basePath: z.string().min(1).optional(), fsync: z.boolean().optional() });
 
 const META = "session.json";
-const LOG = "messages.jsonl";
-const NL = 0x0a;
-/** A line written here ends with its timestamp: `JSON.stringify` keeps the key order role, content, timestamp. */
-const LINE_TIMESTAMP = /"timestamp":"([^"]{24})"\}\n$/;
 /** In session.json, `updated_at` follows the fixed-length `session_id` and `created_at`: it is in the first bytes. */
 const HEAD_UPDATED_AT = /"updated_at": "([^"]{24})"/;
 /** A lock older than this was left by a crashed process and is taken over (an append holds it for milliseconds). */
@@ -40,14 +53,30 @@ const LOCK_STALE_MS = 10_000;
 const LOCK_WAIT_MS = 15_000;
 const TMP_MAX_AGE_MS = 3_600_000;
 const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+const APPEND = fs.constants.O_RDWR | fs.constants.O_APPEND;
+/**
+ * The only fs functions proper-lockfile calls: its sync API copies the fs object it is given on every lock, and
+ * copying all of graceful-fs took about a third of an append's time.
+ */
+const LOCK_FS = {
+  mkdirSync: fs.mkdirSync,
+  realpathSync: fs.realpathSync,
+  statSync: fs.statSync,
+  rmdirSync: fs.rmdirSync,
+  utimesSync: fs.utimesSync,
+};
+
+/** What making a session exist came to: stored, the id taken already, or the source of a copy gone. */
+type Published = "stored" | "taken" | "gone";
 
 /**
  * Sessions as files a person can read (the default backend): per session a
- * directory with `session.json` (the record) and `messages.jsonl` (an
- * append-only log, one message per line), plus an index directory per agent.
- * A session exists once its directory has been renamed into place, complete.
- * Several processes may share the base directory: appends and deletes take a
- * per-session lock; everything else needs none.
+ * directory with `session.json` (the record), `messages.jsonl` (an append-only
+ * log, one message per line; batches framed as src/file/log.ts describes) and
+ * `messages.count` (a cache of the message count), plus an index directory per
+ * agent. A session exists once its directory has been renamed into place,
+ * complete. Several processes may share the base directory: creates, appends,
+ * updates and deletes take a per-session lock; reads and forks take none.
  */
 export class FileStorageBackend extends SyncStorageBackend {
   readonly #base: string;
@@ -66,15 +95,25 @@ export class FileStorageBackend extends SyncStorageBackend {
     return this.#base;
   }
 
-  protected insertSession(record: SessionRecord): void {
-    this.#publish(record, (log) => this.#writeNew(log, []));
+  protected insertSession(record: SessionRecord): SessionRecord | null {
+    for (let attempt = 0; ; attempt++) {
+      // Most get-or-creates find the session: it is read, and nothing is written or locked.
+      const existing = this.readSession(record.session_id);
+      if (existing) return existing;
+      if (this.#publish(record, (log) => this.#writeNew(log, [])) === "stored") return null;
+      // Taken meanwhile: the winner is read on the next turn (or, deleted again since, the insert is retried).
+      if (attempt === 2) {
+        throw new AgentixStorageError(`session ${record.session_id}: its directory holds no readable session`);
+      }
+    }
   }
 
   protected readSession(sessionId: string): SessionRecord | null {
     const dir = this.#dir(sessionId);
     const s = readStored(dir);
-    // The later of the session's own updated_at (creation, fork, import) and its last message's timestamp.
-    const updatedAt = s && withFile(join(dir, LOG), "r", (fd) => latest(s.updated_at, lastTimestamp(fd) ?? ""));
+    // The later of the session's own updated_at (creation, fork, import, update) and its last message's timestamp.
+    const updatedAt =
+      s && withFile(join(dir, LOG), "r", (fd) => latest(s.updated_at, logTail(fd, fs.fstatSync(fd).size).last ?? ""));
     return s && updatedAt ? sessionRecord(s.session_id, s.agent_id, s.created_at, updatedAt, s.metadata) : null;
   }
 
@@ -91,21 +130,37 @@ export class FileStorageBackend extends SyncStorageBackend {
     return matches.sort(compareSessions).slice(0, query.limit);
   }
 
+  protected replaceMetadata(sessionId: string, metadata: JsonObject | null, at: string): SessionRecord | null {
+    const dir = this.#dir(sessionId);
+    if (!fs.existsSync(dir)) return null;
+    return this.#locked(sessionId, () => {
+      const current = this.readSession(sessionId);
+      if (!current) return null; // deleted before we got the lock
+      const json = metaJson({ ...current, updated_at: latest(current.updated_at, at), metadata });
+      const tmp = this.#tmpName(sessionId);
+      this.#writeNew(tmp, [json]);
+      try {
+        fs.renameSync(tmp, join(dir, META));
+      } catch (error) {
+        fs.rmSync(tmp, { force: true });
+        throw error;
+      }
+      this.#syncDir(dir);
+      const s = JSON.parse(json) as SessionRecord;
+      return sessionRecord(s.session_id, s.agent_id, s.created_at, s.updated_at, s.metadata);
+    });
+  }
+
   protected copySession(sessionId: string, target: ForkTarget): boolean {
     const source = this.#dir(sessionId);
     const stored = readStored(source);
     if (!stored) return false;
     const at = target.created_at;
-    return this.#publish(sessionRecord(target.session_id, stored.agent_id, at, at, stored.metadata), (log) => {
-      const copied = ifExists(() => fs.copyFileSync(join(source, LOG), log, fs.constants.COPYFILE_FICLONE));
-      if (copied === null) return false; // the source was deleted meanwhile
-      // The copy may end in a line still being appended (or torn by a crash): it keeps whole lines only.
-      withFile(log, "r+", (fd) => {
-        fs.ftruncateSync(fd, completeEnd(fd, fs.fstatSync(fd).size));
-        if (this.#fsync) fs.fsyncSync(fd);
-      });
-      return true;
-    });
+    const record = sessionRecord(target.session_id, stored.agent_id, at, at, stored.metadata);
+    // A new random id, which no other writer can be creating: no lock needed (nor left behind by a kill).
+    const published = this.#publish(record, (log, count) => this.#copyLog(source, log, count), false);
+    if (published === "taken") throw new SessionExistsError(target.session_id);
+    return published === "stored";
   }
 
   protected removeSession(sessionId: string): void {
@@ -125,45 +180,61 @@ export class FileStorageBackend extends SyncStorageBackend {
     });
   }
 
-  protected appendMessage(sessionId: string, message: MessageRecord): boolean {
+  protected appendMessages(sessionId: string, messages: MessageRecord[]): number | null {
     const dir = this.#dir(sessionId);
-    const log = join(dir, LOG);
-    if (!fs.existsSync(dir)) return false;
+    if (!fs.existsSync(dir)) return null;
     return this.#locked(sessionId, () => {
-      // Only the head of session.json and the tail of the log are read: an append costs the same at any log size.
-      const tail = withFile(log, "r", (fd) => {
-        const size = fs.fstatSync(fd).size;
-        const end = completeEnd(fd, size);
-        return { last: lastTimestamp(fd, size), torn: end < size ? readAt(fd, 0, end) : null };
-      });
-      if (tail === null) return false; // deleted before we got the lock
-      if (tail.torn) {
-        // A writer was killed mid-append: the log is replaced (not truncated, for readers) by its whole lines.
-        const fixed = this.#tmpName(sessionId);
-        this.#writeNew(fixed, [tail.torn]);
-        fs.renameSync(fixed, log);
-        this.#syncDir(dir);
-      }
-      const floor = updatedAtFloor(join(dir, META));
-      const timestamp = latest(message.timestamp, latest(floor, tail.last ?? floor));
-      const line = Buffer.from(toLine({ ...message, timestamp }));
-      withFile(log, fs.constants.O_WRONLY | fs.constants.O_APPEND, (fd) => {
-        const size = fs.fstatSync(fd).size;
+      const log = join(dir, LOG);
+      let fd = ifExists(() => fs.openSync(log, APPEND));
+      if (fd === null) return null; // deleted before we got the lock
+      const counter = openCount(join(dir, COUNT), fs.constants.O_RDWR | fs.constants.O_CREAT);
+      try {
+        // Only the tail of the log, its count record and the head of session.json are read: an append costs the
+        // same at any log size.
+        let { size, ino } = fs.fstatSync(fd);
+        const tail = logTail(fd, size);
+        let count = countTo(fd, ino, tail.end, counter === null ? null : readCountAt(counter));
+        if (tail.end < size) {
+          // A writer was killed mid-append: its partial batch goes before anything is written after it.
+          fs.closeSync(fd);
+          fd = null;
+          this.#replaceLog(sessionId, log, tail.end);
+          fd = fs.openSync(log, APPEND);
+          ({ size, ino } = fs.fstatSync(fd));
+        }
+        const floor = updatedAtFloor(join(dir, META));
+        const timestamp = latest((messages[0] as MessageRecord).timestamp, latest(floor, tail.last ?? floor));
+        const batch = encodeBatch(messages, timestamp);
         try {
-          writeAll(fd, line);
+          writeAll(fd, batch);
           if (this.#fsync) fs.fdatasyncSync(fd);
         } catch (error) {
-          fs.ftruncateSync(fd, size); // leave no partial line behind a failed write
+          fs.ftruncateSync(fd, size); // leave no partial batch behind a failed write
           throw error;
         }
-      });
-      return true;
+        count += messages.length;
+        if (counter !== null) writeCountAt(counter, { count, bytes: size + batch.length, ino });
+        return count;
+      } finally {
+        if (fd !== null) fs.closeSync(fd);
+        if (counter !== null) fs.closeSync(counter);
+      }
+    });
+  }
+
+  protected readLength(sessionId: string): number | null {
+    const dir = this.#dir(sessionId);
+    // The record first: appends made after it is read only add lines after the offset it holds.
+    const record = readCount(join(dir, COUNT));
+    return withFile(join(dir, LOG), "r", (fd) => {
+      const { size, ino } = fs.fstatSync(fd);
+      return countTo(fd, ino, committedEnd(fd, size), record);
     });
   }
 
   protected readMessages(sessionId: string, last: number | undefined): MessageRecord[] | null {
     return withFile(join(this.#dir(sessionId), LOG), "r", (fd) => {
-      const end = completeEnd(fd, fs.fstatSync(fd).size);
+      const end = committedEnd(fd, fs.fstatSync(fd).size);
       return parseLines(last === undefined ? readAt(fd, 0, end) : readTail(fd, end, last));
     });
   }
@@ -182,7 +253,14 @@ export class FileStorageBackend extends SyncStorageBackend {
 
   protected override insertImported(record: SessionRecord, messages: MessageRecord[]): boolean {
     if (fs.existsSync(this.#dir(record.session_id))) return false;
-    return this.#publish(record, (log) => this.#writeNew(log, messages.map(toLine)));
+    const published = this.#publish(record, (log, count) => {
+      const lines = messages.map(toLine);
+      this.#writeNew(log, lines);
+      const bytes = lines.reduce((sum, line) => sum + Buffer.byteLength(line), 0);
+      writeCount(count, { count: lines.length, bytes, ino: fs.statSync(log).ino });
+      return true;
+    });
+    return published === "stored";
   }
 
   /** Nothing to release: every call opens and closes its own files. */
@@ -190,39 +268,82 @@ export class FileStorageBackend extends SyncStorageBackend {
 
   /**
    * Makes a session exist, all at once: its directory is filled under a
-   * temporary name, then renamed into place. The agent's index entry comes
-   * first; readers skip an entry without a session. `false` when the id exists
-   * already or `fillLog` finds its source gone.
+   * temporary name (`fillLog` writes the log and may write its count record),
+   * then renamed into place; the rename fails if the id is taken. The agent's
+   * index entry comes first; readers skip an entry without a session. Under
+   * the session's lock when `lock`, so that a delete of the same id cannot
+   * remove the index entry of a session created meanwhile.
    */
-  #publish(record: SessionRecord, fillLog: (path: string) => boolean): boolean {
-    this.#layout();
-    const tmp = this.#tmpName(record.session_id);
-    const dir = this.#dir(record.session_id);
-    fs.mkdirSync(tmp);
-    try {
-      // updated_at before agent_id and metadata, so that an append finds it in the first bytes.
-      const { session_id, created_at, updated_at, agent_id, metadata } = record;
-      const json = JSON.stringify({ session_id, created_at, updated_at, agent_id, metadata }, null, 2);
-      this.#writeNew(join(tmp, META), [`${json}\n`]);
-      if (!fillLog(join(tmp, LOG))) return false;
-      this.#syncDir(tmp);
-      const agentDir = this.#agentDir(agent_id);
-      if (fs.mkdirSync(agentDir, { recursive: true })) this.#syncDir(join(this.#base, "agents"));
-      const entry = join(agentDir, session_id);
-      const created = this.#writeNew(entry, [], true);
-      this.#syncDir(agentDir);
+  #publish(record: SessionRecord, fillLog: (log: string, count: string) => boolean, lock = true): Published {
+    const { session_id, agent_id } = record;
+    const publish = (): Published => {
+      const dir = this.#dir(session_id);
+      if (fs.existsSync(dir)) return "taken";
+      const tmp = this.#tmpName(session_id);
+      fs.mkdirSync(tmp);
       try {
-        fs.renameSync(tmp, dir);
-      } catch (error) {
-        if (created) fs.rmSync(entry, { force: true });
-        if (fs.existsSync(dir)) return false;
-        throw error;
+        this.#writeNew(join(tmp, META), [metaJson(record)]);
+        if (!fillLog(join(tmp, LOG), join(tmp, COUNT))) return "gone";
+        this.#syncDir(tmp);
+        const agentDir = this.#agentDir(agent_id);
+        if (fs.mkdirSync(agentDir, { recursive: true })) this.#syncDir(join(this.#base, "agents"));
+        const entry = join(agentDir, session_id);
+        const created = this.#writeNew(entry, [], true);
+        this.#syncDir(agentDir);
+        try {
+          fs.renameSync(tmp, dir);
+        } catch (error) {
+          // Another writer won (only after taking over a stale lock): its entry stays if it is this agent's.
+          const winner = fs.existsSync(dir) ? (readStored(dir)?.agent_id ?? null) : undefined;
+          if (created && winner !== agent_id) fs.rmSync(entry, { force: true });
+          if (winner === undefined) throw error;
+          return "taken";
+        }
+        this.#syncDir(join(this.#base, "sessions"));
+        return "stored";
+      } finally {
+        fs.rmSync(tmp, { recursive: true, force: true });
       }
-      this.#syncDir(join(this.#base, "sessions"));
-      return true;
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+    };
+    if (lock) return this.#locked(session_id, publish);
+    this.#layout();
+    return publish();
+  }
+
+  /**
+   * Fills a fork's log: a copy of the source's committed log (the copy may end in a batch still being appended,
+   * or torn by a crash), and its count, carried over from the source's record when that is the one of the
+   * log copied. `false` when the source is gone.
+   */
+  #copyLog(source: string, log: string, count: string): boolean {
+    const from = join(source, LOG);
+    const record = readCount(join(source, COUNT));
+    const ino = ifExists(() => fs.statSync(from).ino);
+    if (ino === null || ifExists(() => fs.copyFileSync(from, log, fs.constants.COPYFILE_FICLONE)) === null) {
+      return false; // the source was deleted meanwhile
     }
+    // Replaced while copied (repaired after a crash): the copy is counted.
+    const same = ifExists(() => fs.statSync(from).ino) === ino;
+    withFile(log, "r+", (fd) => {
+      const stat = fs.fstatSync(fd);
+      const end = committedEnd(fd, stat.size);
+      fs.ftruncateSync(fd, end);
+      if (this.#fsync) fs.fsyncSync(fd);
+      writeCount(count, { count: countTo(fd, ino, end, same ? record : null), bytes: end, ino: stat.ino });
+    });
+    return true;
+  }
+
+  /** Replaces the log by its first `end` bytes (with a rename, never truncated: readers may have it open). */
+  #replaceLog(sessionId: string, log: string, end: number): void {
+    const fixed = this.#tmpName(sessionId);
+    fs.copyFileSync(log, fixed, fs.constants.COPYFILE_FICLONE);
+    withFile(fixed, "r+", (fd) => {
+      fs.ftruncateSync(fd, end);
+      if (this.#fsync) fs.fsyncSync(fd);
+    });
+    fs.renameSync(fixed, log);
+    this.#syncDir(dirname(log));
   }
 
   /** Writes a new file, fsynced when asked; `false` when it exists and `mayExist`. */
@@ -258,7 +379,8 @@ export class FileStorageBackend extends SyncStorageBackend {
     let release: (() => void) | undefined;
     for (let attempt = 0; !release; attempt++) {
       try {
-        release = lockfile.lockSync(this.#dir(sessionId), { lockfilePath, realpath: false, stale: LOCK_STALE_MS });
+        const options = { lockfilePath, realpath: false, stale: LOCK_STALE_MS, fs: LOCK_FS };
+        release = lockfile.lockSync(this.#dir(sessionId), options);
       } catch (error) {
         if (errno(error) !== "ELOCKED") throw error;
         if (performance.now() > deadline) {
@@ -326,9 +448,10 @@ function agentKey(agentId: string): string {
   return `${slug}.${createHash("sha256").update(agentId).digest("hex")}`;
 }
 
-/** A message as one log line; `updated_at` lookups rely on `timestamp` being its last key. */
-function toLine(m: MessageRecord): string {
-  return `${JSON.stringify({ role: m.role, content: m.content, timestamp: m.timestamp })}\n`;
+/** session.json: `updated_at` before `agent_id` and `metadata`, so that an append finds it in the first bytes. */
+function metaJson(r: SessionRecord): string {
+  const { session_id, created_at, updated_at, agent_id, metadata } = r;
+  return `${JSON.stringify({ session_id, created_at, updated_at, agent_id, metadata }, null, 2)}\n`;
 }
 
 /** A session's session.json, or `null` when it is not (or no longer) there. */
@@ -345,91 +468,4 @@ function sessionIds(dir: string): string[] {
 function updatedAtFloor(path: string): string {
   const head = withFile(path, "r", (fd) => HEAD_UPDATED_AT.exec(readAt(fd, 0, 160).toString("latin1"))?.[1]);
   return head ?? (JSON.parse(fs.readFileSync(path, "utf8")) as SessionRecord).updated_at;
-}
-
-/** The timestamp of the log's last whole line, from its last bytes; `undefined` when it has none. */
-function lastTimestamp(fd: number, size = fs.fstatSync(fd).size): string | undefined {
-  const fast = LINE_TIMESTAMP.exec(readAt(fd, Math.max(0, size - 64), size).toString("latin1"))?.[1];
-  if (fast !== undefined) return fast;
-  // A torn last line, or a line not written by agentix: the last whole line is parsed.
-  const end = completeEnd(fd, size);
-  return end === 0 ? undefined : parseLines(readTail(fd, end, 1))[0]?.timestamp;
-}
-
-/** Where the whole lines end: just after the last "\n" (0 when there is none). */
-function completeEnd(fd: number, size: number): number {
-  for (let end = size, chunk = 64; end > 0; chunk = Math.min(chunk * 8, 1 << 22)) {
-    const from = Math.max(0, end - chunk);
-    const i = readAt(fd, from, end).lastIndexOf(NL);
-    if (i !== -1) return from + i + 1;
-    end = from;
-  }
-  return 0;
-}
-
-/** The last `n` lines before `end` (which follows a "\n"), read backwards: the rest of the log is never read. */
-function readTail(fd: number, end: number, n: number): Buffer {
-  const chunks: Buffer[] = [];
-  let seen = 0;
-  for (let start = end, chunk = 65_536; start > 0; chunk = Math.min(chunk * 4, 1 << 24)) {
-    const from = Math.max(0, start - chunk);
-    const buffer = readAt(fd, from, start);
-    // The "\n" that ends the last line does not start one.
-    for (let i = start === end ? buffer.length - 1 : buffer.length; i > 0; ) {
-      i = buffer.lastIndexOf(NL, i - 1);
-      if (i === -1) break;
-      if (++seen === n) return Buffer.concat([buffer.subarray(i + 1), ...chunks]);
-    }
-    chunks.unshift(buffer);
-    start = from;
-  }
-  return Buffer.concat(chunks);
-}
-
-/** Parses whole lines one at a time, so that no log has to fit in one string. */
-function parseLines(buffer: Buffer): MessageRecord[] {
-  const messages: MessageRecord[] = [];
-  for (let from = 0, i = buffer.indexOf(NL); i !== -1; from = i + 1, i = buffer.indexOf(NL, from)) {
-    messages.push(JSON.parse(buffer.toString("utf8", from, i)) as MessageRecord);
-  }
-  return messages;
-}
-
-function readAt(fd: number, from: number, to: number): Buffer {
-  const buffer = Buffer.allocUnsafe(to - from);
-  let done = 0;
-  for (let n = 1; done < buffer.length && n > 0; done += n) {
-    n = fs.readSync(fd, buffer, done, buffer.length - done, from + done);
-  }
-  return buffer.subarray(0, done);
-}
-
-/** One write call per line (looping only if the kernel writes less); with O_APPEND it lands at the end. */
-function writeAll(fd: number, buffer: Buffer): void {
-  for (let done = 0; done < buffer.length; ) done += fs.writeSync(fd, buffer, done, buffer.length - done);
-}
-
-/** Opens `path`, runs `use` and closes it; `null` when the file does not exist. */
-function withFile<T>(path: string, flags: string | number, use: (fd: number) => T): T | null {
-  const fd = ifExists(() => fs.openSync(path, flags));
-  if (fd === null) return null;
-  try {
-    return use(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** `run()`, or `null` when it fails because a file is missing (absent, or deleted meanwhile). */
-function ifExists<T>(run: () => T): T | null {
-  try {
-    return run();
-  } catch (error) {
-    if (errno(error) === "ENOENT") return null;
-    throw error;
-  }
-}
-
-function errno(error: unknown): string | undefined {
-  return (error as NodeJS.ErrnoException | undefined)?.code;
 }

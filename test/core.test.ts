@@ -1,10 +1,15 @@
+import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
+  AGENTIX_NAMESPACE,
   AgentixStorageError,
   BackendClosedError,
   createStorageBackend,
+  isSessionId,
   MemoryStorageBackend,
+  SessionExistsError,
   SessionNotFoundError,
+  sessionIdFor,
   ValidationError,
 } from "../src/index.js";
 import { AsyncMemoryBackend } from "./fixtures/async-memory.js";
@@ -38,6 +43,138 @@ describe("sync twins on the worker thread", () => {
     const id = await b.createSession("agent");
     expect(await b.getSession(id)).not.toBeNull();
     await b.close();
+  });
+});
+
+describe("sync twins on the worker thread (v2 methods)", () => {
+  /** The error `call` throws. */
+  const thrown = (call: () => unknown): unknown => {
+    try {
+      call();
+    } catch (error) {
+      return error;
+    }
+    throw new Error("expected an error");
+  };
+
+  it("run createSession with a sessionId, openSession, updateSession, saveMessages and countMessages", () => {
+    const b = new AsyncMemoryBackend();
+    const id = randomUUID();
+    expect(b.createSessionSync("agent", { cwd: "/w" }, { sessionId: id })).toBe(id);
+    const taken = thrown(() => b.createSessionSync("other", null, { sessionId: id }));
+    expect(taken).toBeInstanceOf(SessionExistsError);
+    expect((taken as SessionExistsError).sessionId).toBe(id);
+    expect(thrown(() => b.openSessionSync("other", id))).toBeInstanceOf(SessionExistsError);
+    expect(b.openSessionSync("agent", id, { cwd: "/ignored" })).toStrictEqual({
+      created: false,
+      session: b.getSessionSync(id),
+    });
+    expect(
+      b.saveMessagesSync(id, [
+        { role: "tool", content: { out: 1 } },
+        { role: "user", content: "x" },
+      ]),
+    ).toStrictEqual({ length: 2 });
+    expect(b.countMessagesSync(id)).toBe(2);
+    expect(b.updateSessionSync(id, { metadata: { cwd: "/v" } })).toStrictEqual(b.getSessionSync(id));
+    expect(b.listSessionsSync("agent", { cwd: "/v" }).map((s) => s.session_id)).toEqual([id]);
+    const missing = thrown(() => b.countMessagesSync("00000000-0000-7000-8000-000000000000"));
+    expect(missing).toBeInstanceOf(SessionNotFoundError);
+    expect((missing as SessionNotFoundError).sessionId).toBe("00000000-0000-7000-8000-000000000000");
+    const bad = thrown(() =>
+      b.saveMessagesSync(id, [
+        { role: "user", content: "ok" },
+        { role: "Tool" as never, content: "x" },
+      ]),
+    );
+    expect(bad).toBeInstanceOf(ValidationError);
+    expect((bad as ValidationError).field).toBe("messages[1].role");
+    b.closeSync();
+  });
+
+  it("validate arguments before the worker: what cannot be cloned is a ValidationError, nothing written", () => {
+    const b = new AsyncMemoryBackend();
+    const id = b.createSessionSync("agent", { v: 1 });
+    const fn = () => 1;
+    const sym = Symbol("s");
+    const fresh = randomUUID();
+    const cases: Array<[() => unknown, string]> = [
+      [() => b.createSessionSync("agent", { f: fn } as never, { sessionId: fresh }), "metadata.f"],
+      [() => b.openSessionSync("agent", fresh, { s: sym } as never), "metadata.s"],
+      [() => b.updateSessionSync(id, { metadata: { f: fn } } as never), "patch.metadata.f"],
+      [() => b.saveMessagesSync(id, [{ role: "user", content: { f: fn } }] as never), "messages[0].content.f"],
+      [() => b.saveMessagesSync(id, [{ role: "user", content: "x", s: sym }] as never), "messages[0]"],
+      [() => b.saveMessageSync(id, "tool", [sym] as never), "content[0]"],
+      [() => b.countMessagesSync(fn as never), "sessionId"],
+    ];
+    for (const [call, field] of cases) {
+      const error = thrown(call);
+      expect(error, field).toBeInstanceOf(ValidationError);
+      expect((error as ValidationError).field).toBe(field);
+    }
+    expect(b.getSessionSync(fresh)).toBeNull();
+    expect(b.getSessionSync(id)?.metadata).toStrictEqual({ v: 1 });
+    expect(b.countMessagesSync(id)).toBe(0);
+    b.closeSync();
+  });
+});
+
+describe("sessionIdFor", () => {
+  const DNS = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+  const V5 = /^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+  it("is the UUIDv5 of RFC 9562 (and of Python's uuid.uuid5)", () => {
+    expect(sessionIdFor("www.example.com", DNS)).toBe("2ed6657d-e927-568b-95e1-2665a8aea6a2");
+    expect(sessionIdFor("python.org", DNS)).toBe("886313e1-3b8a-5372-9b90-0c9aee199e5d");
+  });
+
+  it("uses AGENTIX_NAMESPACE by default, a constant fixed forever", () => {
+    expect(AGENTIX_NAMESPACE).toBe("0b7e6c52-5d3c-4a8e-9f0a-61677478a001");
+    // Computed independently with Python's uuid.uuid5(UUID(AGENTIX_NAMESPACE), key), keys as UTF-8.
+    expect(sessionIdFor("thread-1")).toBe("e2afb46e-af07-5c70-9878-d815f88a3c8d");
+    expect(sessionIdFor("会话 🚀")).toBe("81e54622-36bb-567b-a299-f9988bdeea64");
+    expect(sessionIdFor("")).toBe("5475191f-eca1-55a0-bf4d-6de80ea6db22");
+    expect(sessionIdFor("thread-1", AGENTIX_NAMESPACE)).toBe(sessionIdFor("thread-1"));
+  });
+
+  it("is deterministic, canonical, version 5 with the RFC variant, and different per key and namespace", () => {
+    const keys = ["a", "A", "a ", "", "\u0000", "x".repeat(10_000), ...Array.from({ length: 500 }, () => randomUUID())];
+    const ids = keys.map((k) => sessionIdFor(k));
+    expect(keys.map((k) => sessionIdFor(k))).toEqual(ids);
+    for (const id of ids) {
+      expect(id).toMatch(V5);
+      expect(isSessionId(id)).toBe(true);
+    }
+    expect(new Set(ids).size).toBe(keys.length);
+    const other = randomUUID();
+    expect(sessionIdFor("thread-1", other)).not.toBe(sessionIdFor("thread-1"));
+    expect(sessionIdFor("thread-1", other)).toBe(sessionIdFor("thread-1", other));
+    expect(sessionIdFor("thread-1", DNS)).not.toBe(sessionIdFor("thread-1", other));
+  });
+
+  it("reads a namespace in upper case as the same UUID", () => {
+    expect(sessionIdFor("www.example.com", DNS.toUpperCase())).toBe("2ed6657d-e927-568b-95e1-2665a8aea6a2");
+    expect(sessionIdFor("k", AGENTIX_NAMESPACE.toUpperCase())).toBe(sessionIdFor("k"));
+  });
+
+  it.each([
+    ["a lone high surrogate", "\ud800", undefined, "key"],
+    ["a lone low surrogate in the middle", "a\udc00b", undefined, "key"],
+    ["a key that is not a string", 42, undefined, "key"],
+    ["a namespace that is not a UUID", "k", "dns", "namespace"],
+    ["a namespace without hyphens", "k", DNS.replaceAll("-", ""), "namespace"],
+    ["a namespace in braces", "k", `{${DNS}}`, "namespace"],
+    ["a namespace with a space", "k", `${DNS} `, "namespace"],
+    ["a namespace that is null", "k", null, "namespace"],
+  ])("refuses %s with a ValidationError", (_label, key, namespace, field) => {
+    let error: unknown;
+    try {
+      sessionIdFor(key as string, namespace as string);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ValidationError);
+    expect((error as ValidationError).field).toBe(field);
   });
 });
 

@@ -1,5 +1,6 @@
 // Several processes on one directory: the File backend's locks and atomic renames, tested for real.
 import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import {
   existsSync,
   mkdtempSync,
@@ -27,9 +28,19 @@ interface Job {
   count: number;
   forkEvery: number;
   pad: number;
+  batches?: number;
+  open?: boolean;
 }
 
-/** Starts a writer process; `ready` once it waits for the go file, `done` with its fork ids. */
+interface Outcome {
+  code: number | null;
+  signal: string | null;
+  forks: string[];
+  lengths: number[];
+  created: boolean;
+}
+
+/** Starts a writer process; `ready` once it waits for the go file, `done` with what it reported. */
 function writer(job: Job) {
   const child = spawn(process.execPath, ["--import", "tsx", fixture, JSON.stringify(job)], {
     stdio: ["ignore", "pipe", "pipe"],
@@ -47,12 +58,13 @@ function writer(job: Job) {
   child.stderr.on("data", (chunk: Buffer) => {
     stderr += chunk.toString();
   });
-  const done = new Promise<{ code: number | null; signal: string | null; forks: string[] }>((resolve, reject) => {
+  const done = new Promise<Outcome>((resolve, reject) => {
     child.on("error", reject);
     child.on("exit", (code, signal) => {
       if (code !== 0 && signal === null) reject(new Error(`writer ${job.writer} exited with ${code}: ${stderr}`));
       const last = stdout.trim().split("\n").at(-1) ?? "";
-      resolve({ code, signal, forks: last.startsWith("[") ? (JSON.parse(last) as string[]) : [] });
+      const reported = last.startsWith("{") ? (JSON.parse(last) as Omit<Outcome, "code" | "signal">) : undefined;
+      resolve({ code, signal, forks: [], lengths: [], created: false, ...reported });
     });
   });
   return { child, ready, done };
@@ -98,6 +110,57 @@ describe("FileStorageBackend with several processes", () => {
       expect((await b.getSession(fork.id))?.metadata).toStrictEqual({ cwd: "/shared" });
     }
     expect(await b.listSessions("agent", { cwd: "/shared" })).toHaveLength(1 + forks.length);
+    expect(readdirSync(join(basePath, "locks"))).toEqual([]);
+    expect(readdirSync(join(basePath, "tmp"))).toEqual([]);
+    await b.close();
+  });
+
+  it("appends batches from several processes: each contiguous, none lost, every returned length exact", async () => {
+    const basePath = join(root, "batches");
+    const b = new FileStorageBackend({ basePath });
+    const sessionId = randomUUID(); // opened by all the writers at once: exactly one creates it
+    const writers = 4;
+    const count = 80;
+    const batches = 4;
+    const jobs = Array.from({ length: writers }, (_, w) =>
+      writer({ basePath, sessionId, writer: w, count, forkEvery: 0, pad: w % 2 === 0 ? 0 : 3000, batches, open: true }),
+    );
+    await Promise.all(jobs.map((j) => j.ready));
+    writeFileSync(`${basePath}.go`, "");
+    const results = await Promise.all(jobs.map((j) => j.done));
+
+    expect(results.filter((r) => r.created)).toHaveLength(1);
+    const messages = await b.loadMessages(sessionId);
+    const sizeOf = (w: number, i: number) => 1 + ((i + w) % batches);
+    let total = 0;
+    for (let w = 0; w < writers; w++) for (let i = 0; i < count; i++) total += sizeOf(w, i);
+    expect(messages).toHaveLength(total);
+    expect(await b.countMessages(sessionId)).toBe(total);
+    // Each batch sits exactly where the length its append returned says: right before that length, whole, with
+    // one timestamp. Together the batches cover the log, so none is lost and nothing else is there.
+    const covered = new Set<number>();
+    for (const [w, { lengths }] of results.entries()) {
+      expect(lengths).toHaveLength(count);
+      for (const [i, length] of lengths.entries()) {
+        const size = sizeOf(w, i);
+        const batch = messages.slice(length - size, length);
+        expect(batch.map((m) => m.content)).toStrictEqual(
+          Array.from({ length: size }, (_, k) => ({ w, i, k, pad: "x".repeat(w % 2 === 0 ? 0 : 3000) })),
+        );
+        expect(new Set(batch.map((m) => m.timestamp)).size).toBe(1);
+        for (let p = length - size; p < length; p++) covered.add(p);
+        if (i > 0) expect(length).toBeGreaterThan(lengths[i - 1] as number);
+      }
+    }
+    expect(covered.size).toBe(total);
+    // The writers really ran at once: their batches interleave.
+    const contents = messages.map((m) => m.content as { w: number });
+    expect(contents.filter((c, k) => k > 0 && c.w !== contents[k - 1]?.w).length).toBeGreaterThan(writers);
+    for (let k = 1; k < messages.length; k++) {
+      expect((messages[k]?.timestamp as string) >= (messages[k - 1]?.timestamp as string)).toBe(true);
+    }
+    expect((await b.getSession(sessionId))?.updated_at).toBe(messages.at(-1)?.timestamp);
+    expect(await b.listSessions("agent", { cwd: "/shared" })).toHaveLength(1);
     expect(readdirSync(join(basePath, "locks"))).toEqual([]);
     expect(readdirSync(join(basePath, "tmp"))).toEqual([]);
     await b.close();

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join, sep } from "node:path";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { AgentixStorageError, SessionNotFoundError, ValidationError } from "../src/core/errors.js";
+import { writeCount } from "../src/file/log.js";
 import { FileStorageBackend } from "../src/file.js";
 import { runConformanceSuite } from "../src/testing/index.js";
 
@@ -38,7 +39,7 @@ function walk(dir: string): string[] {
 const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
 const AGENT = "[a-z0-9_-]{1,48}\\.[0-9a-f]{64}";
 const LAYOUT = new RegExp(
-  `^(sessions|agents|locks|tmp|sessions/${UUID}|sessions/${UUID}/(session\\.json|messages\\.jsonl)|agents/${AGENT}|agents/${AGENT}/${UUID})$`,
+  `^(sessions|agents|locks|tmp|sessions/${UUID}|sessions/${UUID}/(session\\.json|messages\\.jsonl|messages\\.count)|agents/${AGENT}|agents/${AGENT}/${UUID})$`,
 );
 
 describe("FileStorageBackend options", () => {
@@ -368,6 +369,311 @@ describe("FileStorageBackend updated_at", () => {
     await b.saveMessage(ahead, "user", "raised to the fork time");
     expect((await b.loadMessages(ahead, { last: 1 }))[0]?.timestamp).toBe("2036-01-01T00:00:20.000Z");
     expect((await b.getSession(ahead))?.updated_at).toBe("2036-01-01T00:00:20.000Z");
+    await b.close();
+  });
+});
+
+describe("FileStorageBackend batches", () => {
+  const logOf = (base: string, id: string) => join(base, "sessions", id, "messages.jsonl");
+  const countOf = (base: string, id: string) => join(base, "sessions", id, "messages.count");
+
+  it("writes a batch as one line per message, every line but the last continued by a space", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    await b.saveMessage(id, "user", "single");
+    await b.saveMessages(id, [
+      { role: "assistant", content: "a" },
+      { role: "tool", content: { result: [1, 2] } },
+      { role: "assistant", content: "c" },
+    ]);
+    await b.saveMessages(id, [{ role: "user", content: "batch of one" }]);
+    const text = readFileSync(logOf(base, id), "utf8");
+    const messages = await b.loadMessages(id);
+    const [t0, t1, , , t2] = messages.map((m) => m.timestamp);
+    expect(text).toBe(
+      `{"role":"user","content":"single","timestamp":"${t0}"}\n` +
+        `{"role":"assistant","content":"a","timestamp":"${t1}"} \n` +
+        `{"role":"tool","content":{"result":[1,2]},"timestamp":"${t1}"} \n` +
+        `{"role":"assistant","content":"c","timestamp":"${t1}"}\n` +
+        `{"role":"user","content":"batch of one","timestamp":"${t2}"}\n`,
+    );
+    // Each line is still one JSON message, as any JSONL reader sees it.
+    expect(
+      text
+        .trimEnd()
+        .split("\n")
+        .map((line) => JSON.parse(line)),
+    ).toStrictEqual(messages);
+    await b.close();
+  });
+
+  it("reads a log written before batches existed unchanged, and appends to it", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = "01890000-0000-7000-8000-0000000000aa";
+    // A v1 session as agentix wrote it: no messages.count, lines without framing, one hand-made (other key order).
+    const dir = join(base, "sessions", id);
+    mkdirSync(dir, { recursive: true });
+    const record = {
+      session_id: id,
+      created_at: "2030-01-01T00:00:00.000Z",
+      updated_at: "2030-01-01T00:00:00.000Z",
+      agent_id: "v1",
+      metadata: { cwd: "/old" },
+    };
+    writeFileSync(join(dir, "session.json"), `${JSON.stringify(record, null, 2)}\n`);
+    const v1 = [
+      { role: "user", content: "one", timestamp: "2030-01-01T00:00:01.000Z" },
+      { role: "assistant", content: { parts: ["two"] }, timestamp: "2030-01-01T00:00:02.000Z" },
+      { role: "system", content: "three", timestamp: "2030-01-01T00:00:03.000Z" },
+    ];
+    const lines = v1.map((m) => `${JSON.stringify(m)}\n`);
+    lines[1] = `${JSON.stringify({ timestamp: v1[1]?.timestamp, content: v1[1]?.content, role: "assistant" })}\n`;
+    writeFileSync(join(dir, "messages.jsonl"), lines.join(""));
+    mkdirSync(join(base, "agents"), { recursive: true });
+
+    expect(await b.loadMessages(id)).toStrictEqual(v1);
+    expect(await b.loadMessages(id, { last: 2 })).toStrictEqual(v1.slice(1));
+    expect(await b.countMessages(id)).toBe(3);
+    expect((await b.getSession(id))?.updated_at).toBe("2030-01-01T00:00:03.000Z");
+    expect(existsSync(countOf(base, id))).toBe(false); // reads write nothing
+    expect(
+      (
+        await b.saveMessages(id, [
+          { role: "user", content: "four" },
+          { role: "assistant", content: "five" },
+        ])
+      ).length,
+    ).toBe(5);
+    expect((await b.loadMessages(id)).slice(0, 3)).toStrictEqual(v1);
+    expect(readFileSync(join(dir, "messages.jsonl"), "utf8").startsWith(lines.join(""))).toBe(true);
+    expect(existsSync(countOf(base, id))).toBe(true);
+    expect(await b.countMessages(id)).toBe(5);
+    await b.close();
+  });
+
+  it("ignores a batch cut at any byte as a whole, and the next append cuts it off", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    await b.saveMessage(id, "user", "one");
+    await b.saveMessages(id, [
+      { role: "assistant", content: "two" },
+      { role: "user", content: "three" },
+    ]);
+    const before = await b.loadMessages(id);
+    const log = logOf(base, id);
+    const start = statSync(log).size;
+    const batch = [
+      { role: "assistant" as const, content: "é€👩‍💻" },
+      { role: "tool" as const, content: { x: [1] } },
+      { role: "assistant" as const, content: "" },
+    ];
+    await b.saveMessages(id, batch);
+    const whole = readFileSync(log);
+    expect(whole.length).toBeGreaterThan(start + 100);
+    const fork = (length: number) => b.forkSession(id).then(async (f) => [await b.loadMessages(f), length] as const);
+
+    for (let cut = start + 1; cut < whole.length; cut++) {
+      // What a writer killed after `cut - start` bytes of its write leaves; the count record is the one from
+      // before the batch (the writer died before rewriting it), or, in every other round, one that claims
+      // the whole batch (a record that outlived its log in a power loss).
+      writeFileSync(log, whole.subarray(0, cut));
+      const claimed = cut % 2 === 0 ? { count: 3, bytes: start } : { count: 6, bytes: whole.length };
+      writeCount(countOf(base, id), { ...claimed, ino: statSync(log).ino });
+      expect(await b.loadMessages(id)).toStrictEqual(before);
+      expect(await b.loadMessages(id, { last: 1 })).toStrictEqual(before.slice(-1));
+      expect(await b.loadMessages(id, { last: 4 })).toStrictEqual(before);
+      expect(await b.countMessages(id)).toBe(3);
+      expect((await b.getSession(id))?.updated_at).toBe(before.at(-1)?.timestamp);
+      if (cut % 37 === 0) {
+        const [copied] = await fork(cut);
+        expect(copied).toStrictEqual(before);
+      }
+      const { length } = await b.saveMessages(id, [{ role: "user", content: `after ${cut}` }]);
+      expect(length).toBe(4);
+      const after = await b.loadMessages(id);
+      expect(after.slice(0, 3)).toStrictEqual(before);
+      expect(after.map((m) => m.content)[3]).toBe(`after ${cut}`);
+      const repaired = readFileSync(log);
+      expect(repaired.subarray(0, start)).toStrictEqual(whole.subarray(0, start));
+      expect(repaired.toString("utf8", start)).toBe(`${JSON.stringify(after[3])}\n`);
+      expect(await b.countMessages(id)).toBe(4);
+    }
+    expect(readdirSync(join(base, "tmp"))).toEqual([]);
+    await b.close();
+  });
+
+  it("a fork of a log ending in a partial batch holds its committed part only, and counts it", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    await b.saveMessages(id, [
+      { role: "user", content: "a" },
+      { role: "assistant", content: "b" },
+    ]);
+    const log = logOf(base, id);
+    const committed = readFileSync(log);
+    appendFileSync(log, '{"role":"user","content":"torn 1","timestamp":"2099-01-01T00:00:00.000Z"} \n{"role":"us');
+    const fork = await b.forkSession(id);
+    expect(readFileSync(logOf(base, fork))).toStrictEqual(committed);
+    expect(await b.countMessages(fork)).toBe(2);
+    expect(existsSync(countOf(base, fork))).toBe(true);
+    expect((await b.saveMessages(fork, [{ role: "user", content: "c" }])).length).toBe(3);
+    await b.close();
+  });
+});
+
+describe("FileStorageBackend message count", () => {
+  const countOf = (base: string, id: string) => join(base, "sessions", id, "messages.count");
+  const logOf = (base: string, id: string) => join(base, "sessions", id, "messages.jsonl");
+
+  async function sessionWith(n: number) {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    for (let i = 0; i < n; i += 3) {
+      await b.saveMessages(
+        id,
+        Array.from({ length: Math.min(3, n - i) }, (_, k) => ({ role: "user" as const, content: `m${i + k}` })),
+      );
+    }
+    return { base, b, id, count: countOf(base, id), log: logOf(base, id) };
+  }
+
+  it("keeps a record of the count and the log size it is for, and believes it (it does not recount)", async () => {
+    const { b, id, count, log } = await sessionWith(10);
+    const record = JSON.parse(readFileSync(count, "utf8"));
+    expect(record).toStrictEqual({
+      count: 10,
+      bytes: statSync(log).size,
+      ino: statSync(log).ino,
+      check: expect.any(String),
+    });
+    expect(readFileSync(count).length).toBe(128);
+    // A record that lies (with a valid checksum) is believed: the count is not read from the log.
+    writeCount(count, { count: 1000, bytes: statSync(log).size, ino: statSync(log).ino });
+    expect(await b.countMessages(id)).toBe(1000);
+    expect((await b.saveMessages(id, [{ role: "user", content: "x" }])).length).toBe(1001);
+    // Only the lines after the recorded offset are counted; an offset inside a batch is not trusted.
+    const ends = [...readFileSync(log, "utf8").matchAll(/\n/g)].map((m) => m.index + 1);
+    writeCount(count, { count: 500, bytes: ends[2] as number, ino: statSync(log).ino });
+    expect(await b.countMessages(id)).toBe(508);
+    writeCount(count, { count: 500, bytes: ends[1] as number, ino: statSync(log).ino });
+    expect(await b.countMessages(id)).toBe(11);
+    await b.close();
+  });
+
+  it("recounts when the record is deleted, and the next append writes it again", async () => {
+    const { b, id, count } = await sessionWith(7);
+    rmSync(count);
+    expect(await b.countMessages(id)).toBe(7);
+    expect(existsSync(count)).toBe(false);
+    expect((await b.saveMessages(id, [{ role: "user", content: "x" }])).length).toBe(8);
+    expect(JSON.parse(readFileSync(count, "utf8")).count).toBe(8);
+    expect(await b.countMessages(id)).toBe(8);
+    await b.close();
+  });
+
+  it("counts on from a stale record (a writer killed before updating it)", async () => {
+    const { b, id, count } = await sessionWith(4);
+    const stale = readFileSync(count);
+    await b.saveMessages(id, [
+      { role: "user", content: "x" },
+      { role: "user", content: "y" },
+    ]);
+    await b.saveMessage(id, "user", "z");
+    writeFileSync(count, stale);
+    expect(await b.countMessages(id)).toBe(7);
+    expect((await b.saveMessages(id, [{ role: "user", content: "w" }])).length).toBe(8);
+    expect(JSON.parse(readFileSync(count, "utf8")).count).toBe(8);
+    await b.close();
+  });
+
+  it("recounts when the record is corrupt or not the log's", async () => {
+    const { b, id, count, log } = await sessionWith(5);
+    const good = JSON.parse(readFileSync(count, "utf8"));
+    const { size, ino } = statSync(log);
+    const corrupt = [
+      "",
+      "{",
+      "garbage".repeat(30),
+      "\0".repeat(128),
+      readFileSync(count, "utf8").replace('"count":5', '"count":6'), // checksum no longer holds
+      readFileSync(count, "utf8").slice(0, 40),
+    ];
+    for (const text of corrupt) {
+      writeFileSync(count, text);
+      expect(await b.countMessages(id)).toBe(5);
+    }
+    const untrusted = [
+      { count: 9, bytes: size + 10, ino }, // beyond the log (a log that lost its end)
+      { count: 9, bytes: size, ino: ino + 1 }, // another file's (a log replaced)
+      { count: 9, bytes: size - 3, ino }, // not the end of a line
+      { count: 9, bytes: -1, ino },
+      { count: 1.5, bytes: size, ino },
+    ];
+    for (const record of untrusted) {
+      writeCount(count, record);
+      expect(await b.countMessages(id)).toBe(5);
+    }
+    expect(good.count).toBe(5);
+    expect((await b.saveMessages(id, [{ role: "user", content: "x" }])).length).toBe(6);
+    expect(JSON.parse(readFileSync(count, "utf8")).count).toBe(6);
+    await b.close();
+  });
+
+  it("a fork and an import get a record of their own; a repair keeps the count", async () => {
+    const { base, b, id, log } = await sessionWith(5);
+    const fork = await b.forkSession(id);
+    const forkRecord = JSON.parse(readFileSync(countOf(base, fork), "utf8"));
+    expect(forkRecord).toMatchObject({ count: 5, bytes: statSync(log).size, ino: statSync(logOf(base, fork)).ino });
+    const record = (await b.getSession(id)) as NonNullable<Awaited<ReturnType<typeof b.getSession>>>;
+    const messages = await b.loadMessages(id);
+    const other = new FileStorageBackend({ basePath: fresh() });
+    expect(await other.importSession(record, messages)).toBe(true);
+    expect(JSON.parse(readFileSync(countOf(other.basePath, id), "utf8")).count).toBe(5);
+    expect(await other.countMessages(id)).toBe(5);
+    appendFileSync(log, '{"role":"user","content":"torn"} \n');
+    expect(await b.countMessages(id)).toBe(5);
+    expect((await b.saveMessages(id, [{ role: "user", content: "x" }])).length).toBe(6);
+    await b.close();
+    await other.close();
+  });
+});
+
+describe("FileStorageBackend sessions by id and metadata updates", () => {
+  it("rewrites session.json on update with updated_at raised to the newest message, keeping the index entry", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent", { cwd: "/a" });
+    freeze("2037-01-01T00:00:10.000Z");
+    await b.saveMessage(id, "user", "from a clock ahead");
+    freeze("2037-01-01T00:00:05.000Z");
+    const updated = await b.updateSession(id, { metadata: { cwd: "/b", n: 1 } });
+    expect(updated).toStrictEqual({
+      ...updated,
+      updated_at: "2037-01-01T00:00:10.000Z",
+      metadata: { cwd: "/b", n: 1 },
+    });
+    const stored = JSON.parse(readFileSync(join(base, "sessions", id, "session.json"), "utf8"));
+    expect(stored).toStrictEqual(updated);
+    expect(Object.keys(stored)).toEqual(["session_id", "created_at", "updated_at", "agent_id", "metadata"]);
+    const [agentDir] = readdirSync(join(base, "agents"));
+    expect(readdirSync(join(base, "agents", agentDir as string))).toEqual([id]);
+    expect(readdirSync(join(base, "tmp"))).toEqual([]);
+    expect(await b.listSessions("agent", { cwd: "/b" })).toStrictEqual([updated]);
+    await b.close();
+  });
+
+  it("a session directory without a readable session is an error for openSession, not a wait", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    await b.createSession("agent");
+    const id = "01890000-0000-7000-8000-0000000000bb";
+    mkdirSync(join(base, "sessions", id));
+    await expect(b.openSession("agent", id)).rejects.toThrow(AgentixStorageError);
     await b.close();
   });
 });

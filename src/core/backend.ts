@@ -42,6 +42,7 @@ import {
   newBatch,
   newMessage,
   newSession,
+  openedSession,
   parse,
   patchMetadata,
   replaceFrom,
@@ -558,6 +559,11 @@ function found<T>(sessionId: string, value: T | null | false): T {
   return value;
 }
 
+/** A deep copy of validated JSON, as a store would give it back (`undefined` properties dropped). */
+function copyJson<T extends JsonObject | null>(value: T): T {
+  return value === null ? value : (JSON.parse(JSON.stringify(value)) as T);
+}
+
 /** Each operation once: validation, then the primitives. */
 const ops = {
   createSession: op(
@@ -570,10 +576,12 @@ const ops = {
       }),
   ),
   openSession: op(
-    (agentId: unknown, sessionId: unknown, metadata: unknown) => newSession(agentId, metadata, sessionId),
+    openedSession,
     (b, record): MaybePromise<OpenedSession> =>
       then(b.insertSession(record), (existing) => {
-        if (!existing) return { session: record, created: true };
+        // The record as stored (what getSession returns): not the caller's metadata object, which may hold
+        // `undefined` properties that are not stored, and which the caller may mutate later.
+        if (!existing) return { session: { ...record, metadata: copyJson(record.metadata) }, created: true };
         if (existing.agent_id !== record.agent_id) {
           throw new SessionExistsError(record.session_id, "exists already and belongs to another agent");
         }

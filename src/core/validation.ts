@@ -202,6 +202,16 @@ export function newSession(agentId: unknown, metadata: unknown, sessionId?: unkn
   return { session_id: id, agent_id: agent, created_at: at, updated_at: at, metadata: meta };
 }
 
+/**
+ * The record `openSession` creates when the id is free, validated. Unlike `createSession`'s, the id is required:
+ * a missing one is a `ValidationError`, never a new random id.
+ */
+export function openedSession(agentId: unknown, sessionId: unknown, metadata: unknown): SessionRecord {
+  const record = newSession(agentId, metadata);
+  record.session_id = parse(sessionIdShape, sessionId, "sessionId");
+  return record;
+}
+
 /** The options of `createSession`, validated. */
 export function createOptionsOf(options: unknown): CreateOptions {
   return parse(createOptions, options ?? {}, "options") as CreateOptions;

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { afterEach, vi } from "vitest";
+import { afterEach, expect, vi } from "vitest";
 import type { StorageBackend } from "../core/backend.js";
+import { ValidationError } from "../core/errors.js";
 
 /** What the conformance suite needs to know about a backend. */
 export interface ConformanceOptions {
@@ -52,6 +53,32 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
 /** Freezes `Date` (only `Date`: timers and I/O keep running) at `iso`. */
 export function freezeClock(iso: string): void {
   vi.useFakeTimers({ toFake: ["Date"], now: new Date(iso) });
+}
+
+/** The error `promise` rejects with; fails the test when it resolves. */
+export async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected a rejection");
+}
+
+/** The error `call` throws; fails the test when it returns. */
+export function thrown(call: () => unknown): unknown {
+  try {
+    call();
+  } catch (error) {
+    return error;
+  }
+  throw new Error("expected an error");
+}
+
+/** Asserts a `ValidationError` naming exactly `field`. */
+export function expectField(error: unknown, field: string): void {
+  expect(error).toBeInstanceOf(ValidationError);
+  expect((error as ValidationError).field).toBe(field);
 }
 
 export const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;

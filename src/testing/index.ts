@@ -22,7 +22,10 @@ import { syncTests } from "./sync.js";
 import { v2EditSyncTests, v2EditTests } from "./v2-edits.js";
 import { v2ForkTests } from "./v2-forks.js";
 import { v2KeyTests } from "./v2-keys.js";
+import { v2MessageTests } from "./v2-messages.js";
 import { v2PagingSyncTests, v2PagingTests } from "./v2-paging.js";
+import { v2SessionTests } from "./v2-sessions.js";
+import { v2SyncTests } from "./v2-sync.js";
 import { validationTests } from "./validation.js";
 
 export { trickyContents } from "./content.js";
@@ -44,12 +47,15 @@ export function runConformanceSuite(name: string, options: ConformanceOptions): 
     validationTests(ctx);
     hostileTests(ctx);
     lifecycleTests(ctx);
+    v2SessionTests(ctx);
+    v2MessageTests(ctx);
     v2PagingTests(ctx);
     v2EditTests(ctx);
     v2KeyTests(ctx);
     v2ForkTests(ctx);
     if (options.sync !== false) {
       syncTests(ctx);
+      v2SyncTests(ctx);
       v2PagingSyncTests(ctx);
       v2EditSyncTests(ctx);
     }

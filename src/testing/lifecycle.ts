@@ -7,6 +7,12 @@ import { agentId, type SuiteContext, unknownId } from "./context.js";
 function everyCall(b: StorageBackend, id: string): Array<[string, () => unknown]> {
   return [
     ["createSession", () => b.createSession("a")],
+    ["createSession with sessionId", () => b.createSession("a", null, { sessionId: unknownId() })],
+    ["openSession", () => b.openSession("a", unknownId())],
+    ["updateSession", () => b.updateSession(id, { metadata: null })],
+    ["saveMessages", () => b.saveMessages(id, [{ role: "tool", content: "x" }])],
+    ["saveMessages (empty)", () => b.saveMessages(id, [])],
+    ["countMessages", () => b.countMessages(id)],
     ["getSession", () => b.getSession(id)],
     ["listSessions", () => b.listSessions("a")],
     ["forkSession", () => b.forkSession(id)],
@@ -21,6 +27,11 @@ function everyCall(b: StorageBackend, id: string): Array<[string, () => unknown]
 function everySyncCall(b: StorageBackend, id: string): Array<[string, () => unknown]> {
   return [
     ["createSessionSync", () => b.createSessionSync("a")],
+    ["createSessionSync with sessionId", () => b.createSessionSync("a", null, { sessionId: unknownId() })],
+    ["openSessionSync", () => b.openSessionSync("a", unknownId())],
+    ["updateSessionSync", () => b.updateSessionSync(id, { metadata: null })],
+    ["saveMessagesSync", () => b.saveMessagesSync(id, [{ role: "tool", content: "x" }])],
+    ["countMessagesSync", () => b.countMessagesSync(id)],
     ["getSessionSync", () => b.getSessionSync(id)],
     ["listSessionsSync", () => b.listSessionsSync("a")],
     ["forkSessionSync", () => b.forkSessionSync(id)],

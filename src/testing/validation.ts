@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { StorageBackend } from "../core/backend.js";
 import { ValidationError } from "../core/errors.js";
-import { agentId, type SuiteContext } from "./context.js";
+import { agentId, rejection, type SuiteContext } from "./context.js";
 
 class Custom {
   x = 1;
@@ -56,15 +56,6 @@ function expectValidation(error: unknown, field: string): void {
   expect(error).toBeInstanceOf(ValidationError);
   expect((error as ValidationError).field.startsWith(field)).toBe(true);
   expect((error as Error).message).toContain(field);
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected a rejection");
 }
 
 export function validationTests(ctx: SuiteContext): void {

@@ -1,11 +1,23 @@
 // Writer processes killed with SIGKILL in the middle of appends and forks, many times over, on the File and
 // SQLite backends. After each kill: every session is readable, every acknowledged message is there in order
 // (at most the one append in flight may also have landed), every acknowledged fork is whole, and an
-// unacknowledged fork is either absent or whole. test/file-processes.test.ts and test/sqlite-multiprocess.test.ts
+// unacknowledged fork is either absent or whole. Then writers killed inside the write of batches of several MiB
+// (saveMessages): every acknowledged batch is there whole, the one in flight is whole or absent, never in part,
+// the counts are exact, and so after the next append, which repairs the File log. test/file-processes.test.ts and test/sqlite-multiprocess.test.ts
 // cover concurrent writers and one kill; this covers the kill landing anywhere, in a loop.
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, readdirSync, rmdirSync, rmSync, utimesSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  utimesSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
@@ -13,7 +25,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StorageBackend } from "../../src/core/backend.js";
 import { FileStorageBackend } from "../../src/file.js";
 import { SqliteStorageBackend } from "../../src/sqlite.js";
-import { figure, scaled, sleep, tempDir } from "./support.js";
+import { FULL, figure, scaled, sleep, tempDir } from "./support.js";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 const script = fileURLToPath(new URL("./fixtures/crash-writer.ts", import.meta.url));
@@ -66,6 +78,9 @@ interface Content {
   i: number;
   pad: string;
 }
+interface BatchContent extends Content {
+  k: number;
+}
 
 /** Writers not yet ended. */
 const live = new Set<Writer>();
@@ -80,7 +95,15 @@ class Writer {
   /** Registered at the start, so that an exit before the kill is not missed. */
   readonly closed: Promise<unknown>;
 
-  constructor(job: { kind: Kind; location: string; sessionId: string; round: number; pad: number; fork: boolean }) {
+  constructor(job: {
+    kind: Kind;
+    location: string;
+    sessionId: string;
+    round: number;
+    pad: number;
+    fork: boolean;
+    batch?: number;
+  }) {
     this.child = spawn(process.execPath, [...writerArgs, JSON.stringify(job)], { cwd: root });
     live.add(this);
     this.closed = once(this.child, "close").finally(() => live.delete(this));
@@ -260,5 +283,116 @@ describe.each<Kind>(["file", "sqlite"])("%s: writers killed with SIGKILL", (kind
     }
     figure(`${kind} crash`, stats);
     expect(stats.midAppend + stats.midFork).toBeGreaterThan(0); // the kills did land in the middle of writes
+  });
+});
+
+/** Batches of about 6 MiB (a write long enough for a kill to land inside), as few large messages or many small. */
+const BATCHES = [
+  { size: 2, pad: 3 << 20 },
+  { size: 48, pad: 128 << 10 },
+  { size: 768, pad: 8 << 10 },
+];
+const BATCH_KILLS = scaled(4, 60);
+
+/**
+ * The end of a File log's committed part, as src/file/log.ts documents the format (computed here on its own):
+ * just after the last "\n" not preceded by a space.
+ */
+function committedEnd(log: Buffer): number {
+  for (let i = log.lastIndexOf(0x0a); i !== -1; i = i > 0 ? log.lastIndexOf(0x0a, i - 1) : -1) {
+    if (i === 0 || log[i - 1] !== 0x20) return i + 1;
+  }
+  return 0;
+}
+
+describe.each<Kind>(["file", "sqlite"])("%s: writers killed in the middle of large batches", (kind) => {
+  it(`shows every acknowledged batch whole and no batch in part, over ${BATCH_KILLS} kills`, {
+    timeout: 600_000,
+  }, async () => {
+    const location = kind === "file" ? join(dir, "batch-file") : join(dir, "batch-crash.db");
+    const b = open(kind, location);
+    const stats = { kills: 0, inFlight: 0, acked: 0, unackedLanded: 0, tornOnDisk: 0, tornWithWholeLines: 0 };
+    const start = async (round: number) => {
+      // A session per round: what was there before (one message) must stay untouched.
+      const id = await b.createSession("batch-crash");
+      await b.saveMessage(id, "user", { round, i: -1, k: 0, pad: "" });
+      const shape = BATCHES[round % BATCHES.length] as { size: number; pad: number };
+      const job = { kind, location, sessionId: id, round, pad: shape.pad, fork: false, batch: shape.size };
+      return { id, shape, writer: new Writer(job) };
+    };
+
+    let next = await start(0);
+    for (let round = 0; round < BATCH_KILLS; round++) {
+      const { id, shape, writer } = next;
+      await writer.until(/^ready$/);
+      writer.go();
+      await writer.until(/^ack /);
+      if (kind === "file") {
+        // Killed as soon as the log passes a random point of the next two batches: most often inside a write.
+        const log = openSync(join(location, "sessions", id, "messages.jsonl"), "r");
+        const target = fstatSync(log).size + Math.random() * 2 * shape.size * shape.pad;
+        const deadline = Date.now() + 20_000;
+        while (fstatSync(log).size < target && Date.now() < deadline) {}
+        closeSync(log);
+      } else {
+        await sleep(Math.random() * 40);
+      }
+      await writer.kill();
+      stats.kills++;
+      if (round + 1 < BATCH_KILLS) next = await start(round + 1);
+
+      const last = writer.lines.at(-1) ?? "";
+      const inFlight = last.startsWith("save ");
+      const acks = writer.lines.filter((l) => l.startsWith("ack ")).map((l) => l.split(" ").map(Number));
+      stats.acked += acks.length;
+      if (inFlight) stats.inFlight++;
+      if (kind === "file") {
+        const raw = readFileSync(join(location, "sessions", id, "messages.jsonl"));
+        const end = committedEnd(raw);
+        if (end < raw.length) stats.tornOnDisk++;
+        if (raw.subarray(end).includes(0x0a)) stats.tornWithWholeLines++; // whole lines of a partial batch
+        const lock = join(location, "locks", `${id}.lock`);
+        if (existsSync(lock)) utimesSync(lock, new Date(0), new Date(0)); // left by the kill: made stale
+      }
+
+      // The message from before, then batches 0..n-1, each whole (all `size` messages, one timestamp).
+      const check = async (extra: number) => {
+        const stored = await b.loadMessages(id);
+        expect(stored[0]?.content).toEqual({ round, i: -1, k: 0, pad: "" });
+        const mine = stored.slice(1, stored.length - extra);
+        expect(mine.length % shape.size).toBe(0); // never part of a batch
+        const n = mine.length / shape.size;
+        for (let i = 0; i < n; i++) {
+          const batch = mine.slice(i * shape.size, (i + 1) * shape.size);
+          const keys = batch.map((m) => m.content as unknown as BatchContent);
+          expect(keys.map((c) => `${c.round}:${c.i}:${c.k}`)).toEqual(batch.map((_, k) => `${round}:${i}:${k}`));
+          expect(keys.every((c) => c.pad.length === shape.pad)).toBe(true);
+          expect(new Set(batch.map((m) => m.timestamp)).size).toBe(1);
+        }
+        expect(await b.countMessages(id)).toBe(stored.length);
+        return n;
+      };
+      const n = await check(0);
+      expect(n).toBeGreaterThanOrEqual(acks.length); // nothing acknowledged is lost
+      expect(n).toBeLessThanOrEqual(acks.length + (inFlight ? 1 : 0)); // only the batch in flight may land
+      stats.unackedLanded += n - acks.length;
+      for (const [, i, length] of acks) expect(length).toBe(1 + ((i as number) + 1) * shape.size);
+
+      // The next append (which cuts a partial batch off the File log) changes none of it.
+      const { length } = await b.saveMessages(id, [{ role: "assistant", content: "after the kill" }]);
+      expect(length).toBe(1 + n * shape.size + 1);
+      expect(await check(1)).toBe(n);
+      expect((await b.loadMessages(id, { last: 1 }))[0]?.content).toBe("after the kill");
+      if (kind === "file") {
+        const raw = readFileSync(join(location, "sessions", id, "messages.jsonl"));
+        expect(committedEnd(raw)).toBe(raw.length);
+      }
+      await b.deleteSession(id);
+    }
+    await b.close();
+    figure(`${kind} batch crash`, stats);
+    expect(stats.acked).toBeGreaterThan(0);
+    // Under RELIABILITY_FULL, some kills did leave a partial batch of whole lines on disk (what the framing is for).
+    if (FULL && kind === "file") expect(stats.tornWithWholeLines).toBeGreaterThan(0);
   });
 });

@@ -1,0 +1,44 @@
+// Small synchronous file helpers shared by the File backend's modules.
+import * as fs from "node:fs";
+
+/** The bytes `[from, to)` of an open file (fewer if it ends first). */
+export function readAt(fd: number, from: number, to: number): Buffer {
+  const buffer = Buffer.allocUnsafe(to - from);
+  let done = 0;
+  for (let n = 1; done < buffer.length && n > 0; done += n) {
+    n = fs.readSync(fd, buffer, done, buffer.length - done, from + done);
+  }
+  return buffer.subarray(0, done);
+}
+
+/** One write call for the whole buffer (looping only if the kernel writes less); with O_APPEND it lands at the end. */
+export function writeAll(fd: number, buffer: Buffer, position?: number): void {
+  for (let done = 0; done < buffer.length; ) {
+    done += fs.writeSync(fd, buffer, done, buffer.length - done, position === undefined ? null : position + done);
+  }
+}
+
+/** Opens `path`, runs `use` and closes it; `null` when the file does not exist. */
+export function withFile<T>(path: string, flags: string | number, use: (fd: number) => T): T | null {
+  const fd = ifExists(() => fs.openSync(path, flags));
+  if (fd === null) return null;
+  try {
+    return use(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** `run()`, or `null` when it fails because a file is missing (absent, or deleted meanwhile). */
+export function ifExists<T>(run: () => T): T | null {
+  try {
+    return run();
+  } catch (error) {
+    if (errno(error) === "ENOENT") return null;
+    throw error;
+  }
+}
+
+export function errno(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
