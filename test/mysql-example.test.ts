@@ -16,14 +16,15 @@ import mysql, { type RowDataPacket } from "mysql2/promise";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import config from "../examples/mysql/drizzle.config.js";
 import { MySqlStorageBackend, type MySqlStorageOptions } from "../examples/mysql/src/mysql.js";
-import { AgentixStorageError, SessionNotFoundError, ValidationError } from "../src/core/errors.js";
-import type { SessionRecord } from "../src/core/types.js";
+import { AgentixStorageError, ConflictError, SessionNotFoundError, ValidationError } from "../src/core/errors.js";
+import type { NewMessage, SessionRecord } from "../src/core/types.js";
 import { runConformanceSuite } from "../src/testing/index.js";
 
 const serverUrl = process.env.AGENTIX_TEST_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
 const example = fileURLToPath(new URL("../examples/mysql/", import.meta.url));
 const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const say = (content: NewMessage["content"], role: NewMessage["role"] = "user"): NewMessage => ({ role, content });
 
 /** The server's max_allowed_packet, or null when no server answers. */
 async function probe(): Promise<number | null> {
@@ -71,6 +72,16 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
   };
   const select = async <T extends RowDataPacket>(sql: string, params: Array<string | number> = []) =>
     (await admin.query<T[]>(sql, params))[0];
+  /** The session's message_count and the positions of its message rows, read with SQL. */
+  const positions = async (sessionId: string, db = database) => {
+    const [row] = await select(`select message_count as n from \`${db}\`.sessions where id = ?`, [sessionId]);
+    const rows = await select(`select position from \`${db}\`.messages where session_id = ? order by position`, [
+      sessionId,
+    ]);
+    return { count: Number(row?.n), positions: rows.map((r) => Number(r.position)) };
+  };
+  /** What a session with `n` messages has: its count, and positions 0 … n-1. */
+  const numbered = (n: number) => ({ count: n, positions: Array.from({ length: n }, (_, i) => i) });
 
   beforeAll(async () => {
     admin = await mysql.createConnection({ uri: serverUrl });
@@ -253,6 +264,82 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
       expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["before"]);
       expect(await b.countMessages(id)).toBe(1);
     });
+
+    it("numbers each session's messages 0, 1, 2, … through appends, edits, forks and imports", async () => {
+      const b = open();
+      const id = await b.createSession(`agent-${randomUUID()}`);
+      await b.saveMessages(id, [say("a"), say("b"), say("c")]);
+      await b.saveMessage(id, "assistant", "d");
+      expect(await positions(id)).toEqual(numbered(4));
+      await b.replaceMessages(id, 1, [say("x"), say("y"), say("z")]);
+      expect(await positions(id)).toEqual(numbered(4));
+      expect((await b.loadMessages(id, { offset: 1, limit: 2 })).map((m) => m.content)).toEqual(["x", "y"]);
+      await b.popMessage(id);
+      await b.saveMessages(id, [say("after the pop")], { expectedLength: 3 });
+      expect(await positions(id)).toEqual(numbered(4));
+      expect((await b.loadMessages(id, { last: 2 })).map((m) => m.content)).toEqual(["y", "after the pop"]);
+      const fork = await b.forkSession(id, { length: 2 });
+      expect(await positions(fork)).toEqual(numbered(2));
+      await b.saveMessage(fork, "user", "in the fork");
+      expect(await positions(fork)).toEqual(numbered(3));
+      const record = { ...(await b.getSession(id)), session_id: randomUUID() } as SessionRecord;
+      await b.importSession(record, await b.loadMessages(id));
+      expect(await positions(record.session_id)).toEqual(numbered(4));
+      await b.replaceMessages(id, 0, []);
+      expect(await positions(id)).toEqual(numbered(0));
+    });
+
+    it("remembers a session's 1,000 newest idempotency keys in idempotency_keys, and forgets them with it", async () => {
+      const b = open();
+      const id = await b.createSession(`agent-${randomUUID()}`);
+      const keys = `\`${database}\`.idempotency_keys`;
+      // 1,000 keys remembered already, as 1,000 writes would have left them.
+      const old = Array.from({ length: 1000 }, (_, i) => [id, i + 1, `old-${i + 1}`, "not a fingerprint", 0]);
+      await admin.query(`insert into ${keys} (session_id, seq, idempotency_key, fingerprint, length) values ?`, [old]);
+      expect(await b.saveMessages(id, [say("a")], { idempotencyKey: "new" })).toEqual({ length: 1 });
+      const kept = await select(`select count(*) as n, min(seq) as oldest from ${keys} where session_id = ?`, [id]);
+      expect(kept.map((r) => [Number(r.n), Number(r.oldest)])).toEqual([[1000, 2]]);
+      const [newest] = await select(`select seq, length, popped from ${keys} where idempotency_key = 'new'`);
+      expect({ ...newest }).toEqual({ seq: 1001, length: 1, popped: null });
+      // old-2 is remembered (for another write: its fingerprint differs); old-1 is forgotten, so it writes.
+      await expect(b.saveMessages(id, [say("b")], { idempotencyKey: "old-2" })).rejects.toBeInstanceOf(ConflictError);
+      expect(await b.saveMessages(id, [say("b")], { idempotencyKey: "old-1" })).toEqual({ length: 2 });
+      const popped = await b.popMessage(id, { idempotencyKey: "pop" });
+      const [row] = await select(`select popped from ${keys} where session_id = ? and idempotency_key = 'pop'`, [id]);
+      expect(JSON.parse(row?.popped)).toStrictEqual(popped);
+      expect(await b.popMessage(id, { idempotencyKey: "pop" })).toStrictEqual(popped);
+      expect(await b.countMessages(id)).toBe(1);
+      await b.deleteSession(id);
+      expect(await select(`select 1 from ${keys} where session_id = ?`, [id])).toEqual([]);
+    });
+
+    it("edits, appends and forks of neighbouring sessions at once neither deadlock nor leave a gap", async () => {
+      const b = open({ url, connectionLimit: 16 });
+      const agent = `agent-${randomUUID()}`;
+      // Sessions made one after the other have neighbouring ids, so their messages neighbour in the index.
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const id = await b.createSession(agent);
+        await b.saveMessages(
+          id,
+          Array.from({ length: 12 }, (_, j) => say(`m${j}`)),
+        );
+        ids.push(id);
+      }
+      const work = ids.flatMap((id) => [
+        ...Array.from({ length: 4 }, () => b.popMessage(id)),
+        ...Array.from({ length: 4 }, (_, i) => b.saveMessages(id, [say(`a${i}`), say(`b${i}`)])),
+        ...Array.from({ length: 2 }, (_, i) => b.replaceMessages(id, 0, [say(`r${i}`)], { idempotencyKey: `r${i}` })),
+        ...Array.from({ length: 3 }, () => b.forkSession(id)),
+      ]);
+      const outcomes = await Promise.allSettled(work);
+      expect(outcomes.filter((o) => o.status === "rejected")).toEqual([]);
+      const forks = outcomes.flatMap((o) => (o.status === "fulfilled" && typeof o.value === "string" ? [o.value] : []));
+      for (const id of [...ids, ...forks]) {
+        const { count } = await positions(id);
+        expect(await positions(id)).toEqual(numbered(count));
+      }
+    });
   });
 
   describe("options", () => {
@@ -310,19 +397,31 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
     const scratch = mkdtempSync(join(tmpdir(), "agentix-mysql-drift-"));
     afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-    it("upgrade a database of the first release in place: counts backfilled, the tool role accepted", async () => {
-      const v1 = `${prefix}_upgrade`;
-      await admin.query(`create database \`${v1}\``);
-      // The database as the first release left it: only 0000_init applied (by drizzle's migrator, as the backend
-      // did), and rows written with its columns.
-      const folder = join(scratch, "v1");
+    /**
+     * A new database as an earlier release left it: only the migrations `tags` applied, by drizzle's migrator as
+     * the backend did. Returns its name and a connection to write rows into it as that release did.
+     */
+    async function databaseOf(release: string, tags: string[]): Promise<[string, mysql.Connection]> {
+      const name = `${prefix}_${release}`;
+      await admin.query(`create database \`${name}\``);
+      const folder = join(scratch, release);
       cpSync(join(example, "migrations"), folder, { recursive: true });
       const journalFile = join(folder, "meta", "_journal.json");
       const journal = JSON.parse(readFileSync(journalFile, "utf8")) as { entries: Array<{ tag: string }> };
-      journal.entries = journal.entries.filter((e) => e.tag === "0000_init");
+      journal.entries = journal.entries.filter((e) => tags.includes(e.tag));
       writeFileSync(journalFile, JSON.stringify(journal));
-      const c = await mysql.createConnection({ uri: urlOf(v1) });
+      const c = await mysql.createConnection({ uri: urlOf(name) });
       await migrate(drizzle(c), { migrationsFolder: folder, migrationsTable: "__agentix_migrations" });
+      return [name, c];
+    }
+    const expectAllApplied = async (name: string) => {
+      const applied = await select(`select hash from \`${name}\`.__agentix_migrations order by id`);
+      const all = readMigrationFiles({ migrationsFolder: join(example, "migrations") });
+      expect(applied.map((r) => r.hash)).toEqual(all.map((m) => m.hash));
+    };
+
+    it("upgrade a database of the first release in place: counts and positions backfilled, the tool role accepted", async () => {
+      const [v1, c] = await databaseOf("v1", ["0000_init"]);
       const [full, empty] = [randomUUID(), randomUUID()];
       for (const id of [full, empty]) {
         await c.query(
@@ -343,6 +442,7 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
       const b = open({ url: urlOf(v1) });
       expect(await b.countMessages(full)).toBe(3);
       expect(await b.countMessages(empty)).toBe(0);
+      expect(await positions(full, v1)).toEqual(numbered(3));
       expect(await b.saveMessages(full, [{ role: "tool", content: { result: 1 } }])).toEqual({ length: 4 });
       expect(await b.saveMessages(empty, [{ role: "tool", content: "t" }])).toEqual({ length: 1 });
       const messages = await b.loadMessages(full);
@@ -353,9 +453,73 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
         ["tool", { result: 1 }],
       ]);
       expect(messages[0]?.timestamp).toBe("2024-01-15T14:30:00.123Z");
-      const applied = await select(`select hash from \`${v1}\`.__agentix_migrations order by id`);
-      const all = readMigrationFiles({ migrationsFolder: join(example, "migrations") });
-      expect(applied.map((r) => r.hash)).toEqual(all.map((m) => m.hash));
+      expect(await positions(full, v1)).toEqual(numbered(4));
+      await expectAllApplied(v1);
+    });
+
+    it("upgrade a database of the previous release (v2 part 1) in place: positions backfilled per session", async () => {
+      const [previous, c] = await databaseOf("v2_part1", ["0000_init", "0001_v2_tool_role_message_count"]);
+      // Two sessions whose messages were appended in turns, so that their rows interleave in id order, and one
+      // without messages; message_count kept as that release did.
+      const [a, z, empty] = [randomUUID(), randomUUID(), randomUUID()];
+      for (const [id, count] of [
+        [a, 3],
+        [z, 2],
+        [empty, 0],
+      ] as const) {
+        await c.query(
+          `insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
+           values (?, 'old-agent', '/w', '{"cwd":"/w"}', '2025-03-01 10:00:00.000', '2025-03-01 10:00:00.009', ?)`,
+          [id, count],
+        );
+      }
+      const appended: Array<[string, string, string]> = [
+        [a, "user", "a0"],
+        [z, "user", "z0"],
+        [a, "tool", "a1"],
+        [z, "assistant", "z1"],
+        [a, "assistant", "a2"],
+      ];
+      for (const [i, [id, role, content]] of appended.entries()) {
+        await c.query("insert into messages (session_id, role, content, created_at) values (?, ?, ?, ?)", [
+          id,
+          role,
+          JSON.stringify(content),
+          `2025-03-01 10:00:00.00${5 + i}`,
+        ]);
+      }
+      await c.end();
+
+      const b = open({ url: urlOf(previous) });
+      const contents = async (id: string, range?: { offset?: number; limit?: number }) =>
+        (await b.loadMessages(id, range)).map((m) => m.content);
+      expect(await contents(a)).toEqual(["a0", "a1", "a2"]);
+      expect(await positions(a, previous)).toEqual(numbered(3));
+      expect(await positions(z, previous)).toEqual(numbered(2));
+      expect(await positions(empty, previous)).toEqual(numbered(0));
+      expect(await contents(a, { offset: 1, limit: 1 })).toEqual(["a1"]);
+      expect(await contents(z, { offset: 1 })).toEqual(["z1"]);
+      // Edits, keys and forks from a turn on the rows the previous release wrote.
+      const popped = await b.popMessage(a, { idempotencyKey: "pop", expectedLength: 3 });
+      expect(popped).toStrictEqual({ role: "assistant", content: "a2", timestamp: "2025-03-01T10:00:00.009Z" });
+      expect(await b.popMessage(a, { idempotencyKey: "pop", expectedLength: 3 })).toStrictEqual(popped);
+      expect(await b.replaceMessages(z, 1, [say("z1'")])).toEqual({ length: 2 });
+      expect(await b.saveMessages(empty, [say("e0")], { expectedLength: 0 })).toEqual({ length: 1 });
+      const fork = await b.forkSession(a, { length: 1 });
+      expect(await contents(fork)).toEqual(["a0"]);
+      expect(await contents(z)).toEqual(["z0", "z1'"]);
+      for (const [id, n] of [
+        [a, 2],
+        [z, 2],
+        [empty, 1],
+        [fork, 1],
+      ] as const) {
+        expect(await positions(id, previous)).toEqual(numbered(n));
+      }
+      expect((await b.listSessions("old-agent", { cwd: "/w" })).map((s) => s.session_id).sort()).toEqual(
+        [a, z, empty, fork].sort(),
+      );
+      await expectAllApplied(previous);
     });
 
     /** `drizzle-kit generate` with the example's config, into `out`; returns what it printed. */
@@ -408,7 +572,7 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
       await generate(out);
       const added = Object.entries(files(out)).filter(([name]) => name.endsWith(".sql") && !(name in committed));
       expect(added).toHaveLength(1);
-      expect(added[0]?.[1]).toMatch(/CREATE INDEX `messages_session_idx`/);
+      expect(added[0]?.[1]).toMatch(/ADD CONSTRAINT `messages_session_position_idx` UNIQUE\(`session_id`,`position`\)/);
     });
   });
 });

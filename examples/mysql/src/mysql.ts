@@ -1,24 +1,44 @@
 import { fileURLToPath } from "node:url";
 import { drizzle } from "drizzle-orm/mysql2";
 import { migrate } from "drizzle-orm/mysql2/migrator";
-import mysql, { type Pool, type PoolConnection, type ResultSetHeader, type RowDataPacket } from "mysql2/promise";
+import mysql, { type Pool, type PoolConnection, type RowDataPacket } from "mysql2/promise";
 import { z } from "zod";
 // In your own project, all of these come from "agentix".
 import {
   AgentixStorageError,
+  type CopyOutcome,
   cwdOf,
+  type EditOutcome,
   type ForkTarget,
   type JsonObject,
-  type MessageContent,
+  type MessageEdit,
+  type MessageRange,
   type MessageRecord,
   parseOptions,
-  type Role,
   type SessionQuery,
   type SessionRecord,
   StorageBackend,
   type SyncTwin,
-  sessionRecord,
 } from "../../../src/index.js";
+import {
+  datetime,
+  fromRow,
+  insertMessages,
+  insertRow,
+  iso,
+  json,
+  MESSAGE_COLUMNS,
+  type MessageRow,
+  type Param,
+  remember,
+  rememberedWrite,
+  rows,
+  run,
+  SESSION_COLUMNS,
+  type SessionRow,
+  sessionById,
+  toSession,
+} from "./statements.js";
 
 /** Options of {@link MySqlStorageBackend}: a `url` or a `pool`. */
 export type MySqlStorageOptions = {
@@ -60,23 +80,11 @@ const OPTIONS = z
 const MIGRATIONS_FOLDER = fileURLToPath(new URL("../migrations", import.meta.url));
 const ER_DUP_ENTRY = 1062;
 
-/** DATETIME(3) as `2024-01-15T14:30:00.123Z`, formatted by the server whatever the pool's date options. */
-const iso = (column: string) => `concat(left(date_format(${column}, '%Y-%m-%dT%H:%i:%s.%f'), 23), 'Z')`;
-/** `2024-01-15T14:30:00.123Z` as DATETIME(3) input: MySQL refuses the `T` and the `Z`. */
-const datetime = (timestamp: string) => `${timestamp.slice(0, 10)} ${timestamp.slice(11, 23)}`;
-
-const SESSION_COLUMNS = `id, agent_id, ${iso("created_at")}, ${iso("updated_at")}, metadata`;
-// agent_id is a binary string: mysql2 returns it as a Buffer.
-type SessionRow = [id: string, agentId: Buffer, createdAt: string, updatedAt: string, metadata: string | null];
-type MessageRow = [role: Role, content: string, timestamp: string];
-type Db = Pool | PoolConnection;
-type Param = string | number | null;
-
 /**
  * Sessions in MySQL or MariaDB through mysql2: the design of the Postgres backend in a dialect without
- * RETURNING or data-modifying CTEs. An append, a metadata update and a fork are short transactions instead of
- * one statement; everything else is one prepared statement (two to open an existing session or to load one
- * without messages). The `...Sync` methods run on a worker thread, on a twin built from the same `url`.
+ * RETURNING or data-modifying CTEs. An append, an edit, a metadata update and a fork are short transactions
+ * instead of one statement; everything else is one prepared statement (two to open an existing session or to
+ * load a page that holds no messages). The `...Sync` methods run on a worker thread, on a twin built from the same `url`.
  */
 export class MySqlStorageBackend extends StorageBackend {
   readonly #pool: Pool;
@@ -162,29 +170,47 @@ export class MySqlStorageBackend extends StorageBackend {
     });
   }
 
-  protected async copySession(sessionId: string, target: ForkTarget): Promise<boolean> {
+  protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
     await this.#ready();
     const at = datetime(target.created_at);
     // READ COMMITTED: InnoDB then reads the source messages as a snapshot, without the shared next-key locks of
     // REPEATABLE READ, under which concurrent forks of one session deadlock (MariaDB reports "Failed to read
     // auto-increment value from storage engine"). The source session row itself is locked (LOCK IN SHARE MODE)
-    // until COMMIT, so that no append or delete lands between the two statements. Nobody sees the fork before COMMIT.
-    return this.#transaction("read committed", async (db) => {
-      const copied = await run(
-        db,
-        `insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
-         select ?, agent_id, cwd, metadata, ?, ?, message_count from sessions where id = ? lock in share mode`,
-        [target.session_id, at, at, sessionId],
-      );
-      if (copied.affectedRows === 0) return false;
-      // Rows are inserted, and take their AUTO_INCREMENT ids, in the order of the SELECT.
+    // until COMMIT, so that no append, edit or delete lands between the statements. Nobody sees the fork before COMMIT.
+    return this.#transaction("read committed", async (db): Promise<CopyOutcome> => {
+      const sql = "select message_count from sessions where id = ? lock in share mode";
+      const [source] = await rows<[count: number]>(db, sql, [sessionId]);
+      if (!source) return { status: "not-found" };
+      const length = target.length ?? source[0];
+      if (length > source[0]) {
+        // Nothing is written either way; a taken id is the answer first, as for a fork in range.
+        const [taken] = await rows(db, "select 1 from sessions where id = ?", [target.session_id]);
+        return taken ? { status: "exists" } : { status: "out-of-range", length: source[0] };
+      }
+      // The copied cwd and metadata, or the caller's (cwd_hash follows cwd, a generated column).
+      const [cwd, metadata, params] =
+        target.metadata === undefined
+          ? ["cwd", "metadata", []]
+          : ["?", "?", [cwdOf(target.metadata), json(target.metadata)]];
+      try {
+        await run(
+          db,
+          `insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
+           select ?, agent_id, ${cwd}, ${metadata}, ?, ?, ? from sessions where id = ?`,
+          [target.session_id, ...params, at, at, length, sessionId],
+        );
+      } catch (error) {
+        // A refused statement writes nothing, and leaves the transaction open: the COMMIT commits nothing.
+        if ((error as { errno?: number }).errno === ER_DUP_ENTRY) return { status: "exists" };
+        throw error;
+      }
       await run(
         db,
-        `insert into messages (session_id, role, content, created_at)
-         select ?, role, content, created_at from messages where session_id = ? order by id`,
-        [target.session_id, sessionId],
+        `insert into messages (session_id, position, role, content, created_at)
+         select ?, position, role, content, created_at from messages where session_id = ? and position < ?`,
+        [target.session_id, sessionId, length],
       );
-      return true;
+      return { status: "copied" };
     });
   }
 
@@ -197,7 +223,7 @@ export class MySqlStorageBackend extends StorageBackend {
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
     await this.#ready();
     // The UPDATE locks the session row until COMMIT, so batches to one session run one after the other: each takes
-    // the next message ids and a time no earlier than the previous one (GREATEST clamps a clock that is behind).
+    // the next positions and a time no earlier than the previous one (GREATEST clamps a clock that is behind).
     // The SELECT reads that time and the new count; no row, nothing inserted (the UPDATE's affectedRows cannot
     // tell: it counts rows found or rows changed, depending on the CLIENT_FOUND_ROWS flag). The transaction makes
     // the batch all or nothing, also when it takes several INSERTs.
@@ -211,9 +237,54 @@ export class MySqlStorageBackend extends StorageBackend {
       const sql = `select ${iso("updated_at")}, message_count from sessions where id = ?`;
       const [row] = await rows<[at: string, count: number]>(db, sql, [sessionId]);
       if (!row) return null;
-      const at = datetime(row[0]);
-      await insertMessages(db, sessionId, messages, at);
-      return row[1];
+      const [at, count] = row;
+      await insertMessages(db, sessionId, messages, count - messages.length, datetime(at));
+      return count;
+    });
+  }
+
+  protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
+    await this.#ready();
+    const { idempotency, expectedLength, from, pop, messages } = edit;
+    // SELECT ... FOR UPDATE locks the session row until COMMIT: appends, forks, deletes and other edits of the
+    // session wait, so the checks below hold until the writes are committed. READ COMMITTED: every later read
+    // sees what the writers before committed, and the DELETE locks the rows it drops, not the gaps after them.
+    return this.#transaction("read committed", async (db): Promise<EditOutcome> => {
+      const sql = `select message_count, ${iso("updated_at")} from sessions where id = ? for update`;
+      const [row] = await rows<[count: number, updatedAt: string]>(db, sql, [sessionId]);
+      if (!row) return { status: "not-found" };
+      const [length, updatedAt] = row;
+      const remembered = idempotency && (await rememberedWrite(db, sessionId, idempotency.key));
+      if (remembered) return { status: "replayed", ...remembered };
+      if (expectedLength !== undefined && expectedLength !== length) return { status: "conflict", length };
+      if (from !== undefined && from > length) return { status: "out-of-range", length };
+      const keep = pop ? Math.max(0, length - 1) : (from ?? length);
+      let popped: MessageRecord | null = null;
+      if (keep < length) {
+        if (pop) {
+          const last = `select ${MESSAGE_COLUMNS} from messages where session_id = ? and position = ?`;
+          popped = (await rows<MessageRow>(db, last, [sessionId, keep])).map(fromRow)[0] ?? null;
+        }
+        await run(db, "delete from messages where session_id = ? and position >= ?", [sessionId, keep]);
+      }
+      const written = keep + messages.length;
+      if (keep < length || messages.length > 0) {
+        // The later of the two (ISO 8601 strings of one format compare as their times): updated_at never moves
+        // back, and appended messages take it when the clock is behind.
+        // biome-ignore lint/complexity/useMathMinMax: strings, which Math.max would turn into NaN
+        const at = datetime(edit.at > updatedAt ? edit.at : updatedAt);
+        await insertMessages(db, sessionId, messages, keep, at);
+        const update = "update sessions set message_count = ?, updated_at = ? where id = ?";
+        await run(db, update, [written, at, sessionId]);
+      }
+      if (idempotency) {
+        await remember(db, sessionId, idempotency.key, {
+          fingerprint: idempotency.fingerprint,
+          length: written,
+          popped,
+        });
+      }
+      return { status: "written", length: written, popped };
     });
   }
 
@@ -223,24 +294,30 @@ export class MySqlStorageBackend extends StorageBackend {
     return row ? row[0] : null;
   }
 
-  protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
+  protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
     await this.#ready();
-    // Along the (session_id, id) index, backwards for `last` (then reversed here). Not joined with sessions to tell
-    // "no session" from "no messages" in one statement as in Postgres: MariaDB sorts the joined rows with a filesort.
-    const found = await rows<MessageRow>(
-      this.#pool,
-      `select role, content, ${iso("created_at")} from messages
-       where session_id = ? order by id ${last === undefined ? "" : "desc limit ?"}`,
-      last === undefined ? [sessionId] : [sessionId, last],
-    );
+    // Along the (session_id, position) index: a range of positions, or backwards for `last` (then reversed here).
+    // Not joined with sessions to tell "no session" from "no messages" in one statement as in Postgres: MariaDB
+    // sorts the joined rows with a filesort.
+    let sql = `select ${MESSAGE_COLUMNS} from messages where session_id = ?`;
+    const params: Param[] = [sessionId];
+    if ("last" in range) {
+      sql += " order by position desc limit ?";
+      params.push(range.last);
+    } else {
+      sql += " and position >= ? order by position";
+      params.push(range.offset);
+      if (range.limit !== undefined) {
+        sql += " limit ?";
+        params.push(range.limit);
+      }
+    }
+    const found = (await rows<MessageRow>(this.#pool, sql, params)).map(fromRow);
     if (found.length === 0) {
       const [exists] = await rows(this.#pool, "select 1 from sessions where id = ?", [sessionId]);
       return exists ? [] : null;
     }
-    const messages = found.map(([role, content, timestamp]): MessageRecord => {
-      return { role, content: JSON.parse(content) as MessageContent, timestamp };
-    });
-    return last === undefined ? messages : messages.reverse();
+    return "last" in range ? found.reverse() : found;
   }
 
   protected override async scanPage(
@@ -272,7 +349,7 @@ export class MySqlStorageBackend extends StorageBackend {
         if ((error as { errno?: number }).errno === ER_DUP_ENTRY) return false;
         throw error;
       }
-      await insertMessages(db, record.session_id, messages);
+      await insertMessages(db, record.session_id, messages, 0);
       return true;
     });
   }
@@ -341,64 +418,4 @@ export class MySqlStorageBackend extends StorageBackend {
       db.release();
     }
   }
-}
-
-/** Rows as arrays: column names never matter, so a pool with its own row options reads the same. */
-async function rows<T>(db: Db, sql: string, params: Param[]): Promise<T[]> {
-  const [result] = await db.execute<RowDataPacket[]>({ sql, rowsAsArray: true }, params);
-  return result as unknown as T[];
-}
-
-async function run(db: Db, sql: string, params: Param[]): Promise<ResultSetHeader> {
-  const [result] = await db.execute<ResultSetHeader>(sql, params);
-  return result;
-}
-
-async function sessionById(db: Db, sessionId: string): Promise<SessionRecord | null> {
-  const [row] = await rows<SessionRow>(db, `select ${SESSION_COLUMNS} from sessions where id = ?`, [sessionId]);
-  return row ? toSession(row) : null;
-}
-
-function insertRow(db: Db, record: SessionRecord, messageCount: number): Promise<ResultSetHeader> {
-  const { session_id, agent_id, metadata, created_at, updated_at } = record;
-  return run(
-    db,
-    `insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
-     values (?, ?, ?, ?, ?, ?, ?)`,
-    [session_id, agent_id, cwdOf(metadata), json(metadata), datetime(created_at), datetime(updated_at), messageCount],
-  );
-}
-
-/**
- * Inserts the messages in order (at `at`, else at their own timestamps), in as few INSERTs as max_allowed_packet (16 MiB by default on MariaDB) allows
- * whatever their total size: at most 100 rows and about 1 MiB of content each, a larger message alone. The rows of
- * one INSERT take increasing AUTO_INCREMENT ids in the order of VALUES.
- */
-async function insertMessages(db: Db, id: string, messages: MessageRecord[], at?: string): Promise<void> {
-  const contents = messages.map((m) => JSON.stringify(m.content));
-  for (let start = 0, end = 0; start < messages.length; start = end) {
-    let size = 0;
-    do size += (contents[end++] as string).length;
-    while (end < messages.length && end - start < 100 && size + (contents[end] as string).length <= 1024 * 1024);
-    const params = messages
-      .slice(start, end)
-      .flatMap((m, i) => [id, m.role, contents[start + i], at ?? datetime(m.timestamp)]);
-    const values = Array.from({ length: end - start }, () => "(?, ?, ?, ?)").join(", ");
-    await run(db, `insert into messages (session_id, role, content, created_at) values ${values}`, params as Param[]);
-  }
-}
-
-/** Content and metadata are stored as JSON text (see schema.ts); `null` metadata is SQL NULL. */
-function json(value: JsonObject | null): string | null {
-  return value === null ? null : JSON.stringify(value);
-}
-
-function toSession([id, agentId, createdAt, updatedAt, metadata]: SessionRow): SessionRecord {
-  return sessionRecord(
-    id,
-    agentId.toString("utf8"),
-    createdAt,
-    updatedAt,
-    metadata === null ? null : (JSON.parse(metadata) as JsonObject),
-  );
 }

@@ -8,10 +8,12 @@ import {
   int,
   mysqlEnum,
   mysqlTable,
+  primaryKey,
+  uniqueIndex,
   varbinary,
 } from "drizzle-orm/mysql-core";
 
-// The same two tables as src/schema/pg.ts, in MySQL's terms. Each type is chosen so that the database compares
+// The tables of src/schema/pg.ts, in MySQL's terms. Each type is chosen so that the database compares
 // and keeps values exactly as JavaScript does:
 // - session ids: CHAR(36) ASCII with the binary collation, so `=`, `<` and ORDER BY compare bytes, like `<` on JS strings;
 // - agent ids and cwd: binary strings. Every text collation of MySQL/MariaDB folds case or, like utf8mb4_bin,
@@ -54,7 +56,11 @@ export const sessions = mysqlTable(
   ],
 );
 
-/** One row per message; `id` (AUTO_INCREMENT) increases with every append and fixes the order. */
+/**
+ * One row per message. `position` (0 is the oldest) fixes the order and is what pages are read by: an append
+ * numbers its messages from the session's `message_count`, an edit drops positions from the end and numbers its
+ * messages from there. `id` (AUTO_INCREMENT) only identifies the row.
+ */
 export const messages = mysqlTable(
   "messages",
   {
@@ -62,9 +68,37 @@ export const messages = mysqlTable(
     sessionId: sessionId("session_id")
       .notNull()
       .references(() => sessions.id, { onDelete: "cascade" }),
+    position: int("position", { unsigned: true }).notNull(),
     role: mysqlEnum("role", ["user", "assistant", "system", "tool"]).notNull(),
     content: jsonText("content").notNull(),
     createdAt: at("created_at").notNull(),
   },
-  (t) => [index("messages_session_idx").on(t.sessionId, t.id)],
+  // Unique: two messages of a session at one position would be a lost write.
+  (t) => [uniqueIndex("messages_session_position_idx").on(t.sessionId, t.position)],
+);
+
+/**
+ * The writes a session remembers under their idempotency key: the fingerprint of the arguments and what the
+ * write returned. `seq` numbers a session's keys in the order written, so that the oldest beyond the 1,000 most
+ * recent are one range to delete. They go with the session (ON DELETE CASCADE).
+ */
+export const idempotencyKeys = mysqlTable(
+  "idempotency_keys",
+  {
+    sessionId: sessionId("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    seq: int("seq", { unsigned: true }).notNull(),
+    // Compared byte for byte, as agent ids are; at most 256 UTF-16 code units, so at most 768 bytes of UTF-8.
+    key: varbinary("idempotency_key", { length: 768 }).notNull(),
+    fingerprint: varbinary("fingerprint", { length: 255 }).notNull(),
+    /** The session's number of messages after the write. */
+    length: int("length", { unsigned: true }).notNull(),
+    /** The message that `popMessage` removed, as JSON text, or NULL. */
+    popped: jsonText("popped"),
+  },
+  (t) => [
+    primaryKey({ columns: [t.sessionId, t.seq] }),
+    uniqueIndex("idempotency_keys_session_key_idx").on(t.sessionId, t.key),
+  ],
 );
