@@ -1,12 +1,25 @@
 // The SQLite backend's statements: built with Drizzle from src/schema/sqlite.ts, prepared once per connection.
 // Loaded by src/sqlite.ts once it knows drizzle-orm is installed.
 import type BetterSqlite3 from "better-sqlite3";
-import { and, asc, desc, eq, gt, is, Param, Placeholder, sql } from "drizzle-orm";
+import { and, asc, desc, eq, gt, gte, is, lt, Param, Placeholder, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/better-sqlite3";
 import type { ForkTarget } from "./core/backend.js";
+import { latest } from "./core/clock.js";
 import { cwdOf, sessionRecord } from "./core/records.js";
-import type { JsonObject, MessageRecord, Role, SessionRecord } from "./core/types.js";
-import { messages, sessions } from "./schema/sqlite.js";
+import type {
+  CopyOutcome,
+  EditOutcome,
+  JsonObject,
+  MessageEdit,
+  MessageRange,
+  MessageRecord,
+  Role,
+  SessionRecord,
+} from "./core/types.js";
+import { idempotencyKeys, messages, sessions } from "./schema/sqlite.js";
+
+/** How many idempotency keys a session remembers (the contract's minimum): older ones are pruned as keys are added. */
+const KEYS_KEPT = 1000;
 
 /** The session columns a record is made of. */
 export interface SessionRow {
@@ -26,6 +39,8 @@ type ListValues = {
 };
 type ScanValues = { after: string; limit: number; agent: string | undefined };
 type Tx<F extends (...args: never[]) => unknown> = BetterSqlite3.Transaction<F>;
+/** A message row as the reads return it: role, content (JSON text), timestamp. */
+type MessageRow = [role: Role, content: string, timestamp: string];
 
 /** One connection's statements and transactions (run with `.immediate` to write, `.deferred` to read). */
 export interface Connection {
@@ -33,15 +48,17 @@ export interface Connection {
   /** Whether the backend opened the connection (and so closes it). */
   owned: boolean;
   readSession: { get(values: { id: string }): SessionRow | undefined };
-  readLength: { get(values: { id: string }): { messageCount: number } | undefined };
+  /** The session's message_count, or `undefined` when it does not exist. */
+  readLength: { get(id: string): number | undefined };
   replaceMetadata: Tx<(sessionId: string, metadata: JsonObject | null, at: string) => SessionRecord | null>;
   list: Record<"agent" | "cwd" | "agentBefore" | "cwdBefore", { all(values: ListValues): SessionRow[] }>;
   scanAll: { all(values: ScanValues): SessionRow[] };
   scanAgent: { all(values: ScanValues): SessionRow[] };
   insertIfAbsent: Tx<(record: SessionRecord) => SessionRecord | null>;
   append: Tx<(sessionId: string, batch: MessageRecord[]) => number | null>;
-  read: Tx<(sessionId: string, last: number | undefined) => MessageRecord[] | null>;
-  copy: Tx<(sessionId: string, target: ForkTarget) => boolean>;
+  edit: Tx<(sessionId: string, edit: MessageEdit) => EditOutcome>;
+  read: Tx<(sessionId: string, range: MessageRange) => MessageRecord[] | null>;
+  copy: Tx<(sessionId: string, target: ForkTarget) => CopyOutcome>;
   remove: Tx<(sessionId: string) => void>;
   import: Tx<(record: SessionRecord, messages: MessageRecord[]) => boolean>;
 }
@@ -50,12 +67,11 @@ export interface Connection {
 export function prepare(client: BetterSqlite3.Database, owned: boolean): Connection {
   const db = drizzle({ client });
   const p = sql.placeholder;
-  const { id, agentId, cwd, metadata, createdAt, updatedAt, messageCount } = sessions;
+  const { id, agentId, cwd, metadata, createdAt, updatedAt, messageCount, keySeq } = sessions;
   const sessionById = eq(id, p("id"));
   const ofSession = eq(messages.sessionId, p("id"));
+  const keyOf = and(eq(idempotencyKeys.sessionId, p("id")), eq(idempotencyKeys.key, p("key")));
   const selectSessions = () => db.select({ id, agentId, metadata, createdAt, updatedAt }).from(sessions);
-  const selectMessages = () =>
-    db.select({ role: messages.role, content: messages.content, createdAt: messages.createdAt }).from(messages);
 
   // One statement per shape of the query, each served by an index walked backwards (no sort).
   const list = (byCwd: boolean, before: boolean) =>
@@ -79,9 +95,21 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
       .prepare();
 
   const readSession = selectSessions().where(sessionById).prepare();
-  const readLength = db.select({ messageCount }).from(sessions).where(sessionById).prepare();
-  const readAll = selectMessages().where(ofSession).orderBy(asc(messages.id)).prepare();
-  const readLast = selectMessages().where(ofSession).orderBy(desc(messages.id)).limit(p("last")).prepare();
+  const readLength = direct<[id: string], number>(
+    client,
+    db.select({ messageCount }).from(sessions).where(sessionById),
+    ["id"],
+  ).pluck();
+  // Positions start … end - 1, along the (session_id, position) index: a page costs the same however deep it is.
+  const readRange = direct<[id: string, start: number, end: number], MessageRow>(
+    client,
+    db
+      .select({ role: messages.role, content: messages.content, createdAt: messages.createdAt })
+      .from(messages)
+      .where(and(ofSession, gte(messages.position, p("start")), lt(messages.position, p("end"))))
+      .orderBy(asc(messages.position)),
+    ["id", "start", "end"],
+  ).raw();
   const newSession = () =>
     db.insert(sessions).values({
       id: p("id"),
@@ -95,12 +123,19 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
   // Insert-if-absent: the id is the only unique key, so a conflict means the id is taken.
   const insertIfAbsent = newSession().onConflictDoNothing().prepare();
   // The append's two statements run on better-sqlite3 directly (see `direct`).
-  const insertMessage = direct<[sessionId: string, role: Role, content: string, createdAt: string], never>(
+  const insertMessage = direct<
+    [sessionId: string, position: number, role: Role, content: string, createdAt: string],
+    never
+  >(
     client,
-    db
-      .insert(messages)
-      .values({ sessionId: p("sessionId"), role: p("role"), content: p("content"), createdAt: p("createdAt") }),
-    ["sessionId", "role", "content", "createdAt"],
+    db.insert(messages).values({
+      sessionId: p("sessionId"),
+      position: p("position"),
+      role: p("role"),
+      content: p("content"),
+      createdAt: p("createdAt"),
+    }),
+    ["sessionId", "position", "role", "content", "createdAt"],
   );
   // The batch's one statement on the session row: the clamped time for its messages, and the new count.
   const bump = direct<[at: string, added: number, id: string], [updatedAt: string, count: number]>(
@@ -118,8 +153,67 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
     .where(sessionById)
     .returning({ id, agentId, metadata, createdAt, updatedAt })
     .prepare();
+
+  // An edit's statements: the session row first (its length, time and key sequence), the remembered key, the drop,
+  // then the row again with what the edit computed under the write lock.
+  const editHead = direct<[id: string], [count: number, updatedAt: string, keySeq: number]>(
+    client,
+    db.select({ messageCount, updatedAt, keySeq }).from(sessions).where(sessionById),
+    ["id"],
+  ).raw();
+  const { fingerprint, length, poppedRole, poppedContent, poppedAt } = idempotencyKeys;
+  const readKey = direct<
+    [id: string, key: string],
+    [fingerprint: string, length: number, role: Role | null, content: string | null, at: string | null]
+  >(
+    client,
+    db.select({ fingerprint, length, poppedRole, poppedContent, poppedAt }).from(idempotencyKeys).where(keyOf),
+    ["id", "key"],
+  ).raw();
+  const dropFrom = direct<[id: string, from: number], never>(
+    client,
+    db.delete(messages).where(and(ofSession, gte(messages.position, p("from")))),
+    ["id", "from"],
+  );
+  const popAt = direct<[id: string, position: number], MessageRow>(
+    client,
+    db
+      .delete(messages)
+      .where(and(ofSession, eq(messages.position, p("position"))))
+      .returning({ role: messages.role, content: messages.content, createdAt: messages.createdAt }),
+    ["id", "position"],
+  ).raw();
+  const setHead = direct<[at: string, count: number, keySeq: number, id: string], never>(
+    client,
+    db
+      .update(sessions)
+      .set({ updatedAt: sql`${p("at")}`, messageCount: sql`${p("count")}`, keySeq: sql`${p("keySeq")}` })
+      .where(sessionById),
+    ["at", "count", "keySeq", "id"],
+  );
+  const rememberKey = db
+    .insert(idempotencyKeys)
+    .values({
+      sessionId: p("id"),
+      key: p("key"),
+      fingerprint: p("fingerprint"),
+      seq: p("seq"),
+      length: p("length"),
+      poppedRole: p("role"),
+      poppedContent: p("content"),
+      poppedAt: p("at"),
+    })
+    .prepare();
+  // One range of the (session_id, seq) index, holding at most the one key that fell out of the newest 1,000.
+  const pruneKeys = db
+    .delete(idempotencyKeys)
+    .where(and(eq(idempotencyKeys.sessionId, p("id")), sql`${idempotencyKeys.seq} <= ${p("upTo")}`))
+    .prepare();
+
   // Forks are copied inside the database: rows never travel through JS.
   const at = sql<string>`${p("at")}`;
+  const replaced = <T>(column: unknown, value: string) =>
+    sql<T>`CASE WHEN ${p("replace")} THEN ${p(value)} ELSE ${column} END`.as(value);
   const copySessionRow = db
     .insert(sessions)
     .select(
@@ -127,12 +221,12 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
         .select({
           id: sql<string>`${p("target")}`.as("id"),
           agentId,
-          cwd,
-          metadata,
+          cwd: replaced<string | null>(cwd, "cwd"),
+          metadata: replaced<string | null>(metadata, "metadata"),
           createdAt: at.as("created_at"),
           updatedAt: at.as("updated_at"),
-          // Read in the copy's transaction, so it is the number of messages copied below.
-          messageCount,
+          messageCount: sql<number>`${p("length")}`.as("message_count"),
+          keySeq: sql<number>`0`.as("key_seq"),
         })
         .from(sessions)
         .where(sessionById),
@@ -143,17 +237,22 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
     .select(
       db
         .select({
-          // NULL: SQLite assigns the next AUTOINCREMENT id, row by row in the SELECT's order.
+          // NULL: SQLite assigns the next AUTOINCREMENT id.
           id: sql<number>`NULL`.as("id"),
           sessionId: sql<string>`${p("target")}`.as("session_id"),
+          position: messages.position,
           role: messages.role,
           content: messages.content,
           createdAt: messages.createdAt,
         })
         .from(messages)
-        .where(ofSession)
-        .orderBy(asc(messages.id)),
+        .where(and(ofSession, lt(messages.position, p("length"))))
+        .orderBy(asc(messages.position)),
     )
+    .prepare();
+  const deleteKeys = db
+    .delete(idempotencyKeys)
+    .where(eq(idempotencyKeys.sessionId, p("id")))
     .prepare();
   const deleteMessages = db.delete(messages).where(ofSession).prepare();
   const deleteSession = db.delete(sessions).where(sessionById).prepare();
@@ -182,36 +281,101 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
     scanAll: scan(false),
     scanAgent: scan(true),
     append: client.transaction((sessionId: string, batch: MessageRecord[]): number | null => {
-      // Raising updated_at first gives the messages their clamped timestamp (a clock behind takes updated_at).
+      // Raising updated_at first gives the messages their clamped timestamp (a clock behind takes updated_at),
+      // and the new count their positions: the batch takes the count - batch.length … count - 1.
       const timestamp = (batch[0] as MessageRecord).timestamp;
       const bumped = bump.get(timestamp, batch.length, sessionId);
       if (!bumped) return null;
       const [at, count] = bumped;
-      for (const m of batch) insertMessage.run(sessionId, m.role, JSON.stringify(m.content), at);
+      let position = count - batch.length;
+      for (const m of batch) insertMessage.run(sessionId, position++, m.role, JSON.stringify(m.content), at);
       return count;
     }),
-    read: client.transaction((sessionId: string, last: number | undefined): MessageRecord[] | null => {
-      // Rows as arrays (no per-row object mapping); the session is looked up only when there are none.
-      const rows = (
-        last === undefined ? readAll.values({ id: sessionId }) : readLast.values({ id: sessionId, last }).reverse()
-      ) as Array<[role: Role, content: string, timestamp: string]>;
-      if (rows.length === 0 && !readSession.get({ id: sessionId })) return null;
-      return rows.map(([role, content, timestamp]) => ({ role, content: JSON.parse(content), timestamp }));
+    edit: client.transaction((sessionId: string, edit: MessageEdit): EditOutcome => {
+      const head = editHead.get(sessionId);
+      if (!head) return { status: "not-found" };
+      const [length, updated, seq] = head;
+      const key = edit.idempotency;
+      const remembered = key && readKey.get(sessionId, key.key);
+      if (remembered) {
+        const [fingerprint, written, role, content, at] = remembered;
+        const popped = role === null ? null : message([role, content as string, at as string]);
+        return { status: "replayed", fingerprint, length: written, popped };
+      }
+      if (edit.expectedLength !== undefined && edit.expectedLength !== length) return { status: "conflict", length };
+      if (edit.from !== undefined && edit.from > length) return { status: "out-of-range", length };
+      let keep = length;
+      let popped: MessageRow | undefined;
+      if (edit.pop && length > 0) {
+        keep = length - 1;
+        popped = popAt.get(sessionId, keep);
+      } else if (edit.from !== undefined && edit.from < length) {
+        keep = edit.from;
+        dropFrom.run(sessionId, keep);
+      }
+      const changed = keep < length || edit.messages.length > 0;
+      const at = changed ? latest(edit.at, updated) : updated;
+      let position = keep;
+      for (const m of edit.messages) insertMessage.run(sessionId, position++, m.role, JSON.stringify(m.content), at);
+      const nextSeq = key ? seq + 1 : seq;
+      if (changed || key) setHead.run(at, position, nextSeq, sessionId);
+      if (key) {
+        const [role, content, poppedAt] = popped ?? [null, null, null];
+        const { key: name, fingerprint } = key;
+        rememberKey.run({
+          id: sessionId,
+          key: name,
+          fingerprint,
+          seq: nextSeq,
+          length: position,
+          role,
+          content,
+          at: poppedAt,
+        });
+        if (nextSeq > KEYS_KEPT) pruneKeys.run({ id: sessionId, upTo: nextSeq - KEYS_KEPT });
+      }
+      return { status: "written", length: position, popped: popped ? message(popped) : null };
     }),
-    copy: client.transaction((sessionId: string, target: ForkTarget): boolean => {
-      const values = { id: sessionId, target: target.session_id, at: target.created_at };
-      if (copySessionRow.run(values).changes === 0) return false;
-      copyMessageRows.run(values);
-      return true;
+    read: client.transaction((sessionId: string, range: MessageRange): MessageRecord[] | null => {
+      // The count and the rows from one snapshot (a read transaction), so the tail is where the count says.
+      const count = readLength.get(sessionId);
+      if (count === undefined) return null;
+      const start = "last" in range ? Math.max(0, count - range.last) : range.offset;
+      const end = "last" in range || range.limit === undefined ? count : Math.min(count, range.offset + range.limit);
+      if (start >= end) return [];
+      // Rows as arrays: no per-row object mapping.
+      return readRange.all(sessionId, start, end).map(message);
     }),
-    // Messages explicitly, not only by ON DELETE CASCADE: a `database` of the caller may have foreign keys off.
+    copy: client.transaction((sessionId: string, target: ForkTarget): CopyOutcome => {
+      const count = readLength.get(sessionId);
+      if (count === undefined) return { status: "not-found" };
+      if (readLength.get(target.session_id) !== undefined) return { status: "exists" };
+      const length = target.length ?? count;
+      if (length > count) return { status: "out-of-range", length: count };
+      const data = target.metadata ?? null;
+      copySessionRow.run({
+        id: sessionId,
+        target: target.session_id,
+        at: target.created_at,
+        length,
+        replace: target.metadata === undefined ? 0 : 1,
+        cwd: cwdOf(data),
+        metadata: data === null ? null : JSON.stringify(data),
+      });
+      if (length > 0) copyMessageRows.run({ id: sessionId, target: target.session_id, length });
+      return { status: "copied" };
+    }),
+    // Messages and keys explicitly, not only by ON DELETE CASCADE: a `database` of the caller may have foreign keys off.
     remove: client.transaction((sessionId: string): void => {
+      deleteKeys.run({ id: sessionId });
       deleteMessages.run({ id: sessionId });
       deleteSession.run({ id: sessionId });
     }),
     import: client.transaction((record: SessionRecord, list: MessageRecord[]): boolean => {
       if (insertIfAbsent.run(sessionRow(record, list.length)).changes === 0) return false;
-      for (const m of list) insertMessage.run(record.session_id, m.role, JSON.stringify(m.content), m.timestamp);
+      for (const [i, m] of list.entries()) {
+        insertMessage.run(record.session_id, i, m.role, JSON.stringify(m.content), m.timestamp);
+      }
       return true;
     }),
   };
@@ -235,6 +399,10 @@ function direct<P extends unknown[], R>(
   });
   if (found.join() !== names.join()) throw new Error(`placeholders ${found.join()}, expected ${names.join()}`);
   return client.prepare<P, R>(text);
+}
+
+function message([role, content, timestamp]: MessageRow): MessageRecord {
+  return { role, content: JSON.parse(content), timestamp };
 }
 
 function sessionRow(record: SessionRecord, messageCount: number) {

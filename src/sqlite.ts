@@ -11,7 +11,16 @@ import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
 import { AgentixStorageError } from "./core/errors.js";
 import { migrationTags } from "./core/migrations.js";
-import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
+import type {
+  CopyOutcome,
+  EditOutcome,
+  JsonObject,
+  MessageEdit,
+  MessageRange,
+  MessageRecord,
+  SessionQuery,
+  SessionRecord,
+} from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
 import type { Connection } from "./sqlite-statements.js";
 
@@ -160,7 +169,7 @@ export class SqliteStorageBackend extends SyncStorageBackend {
     return this.#db.replaceMetadata.immediate(sessionId, metadata, at);
   }
 
-  protected copySession(sessionId: string, target: ForkTarget): boolean {
+  protected copySession(sessionId: string, target: ForkTarget): CopyOutcome {
     return this.#db.copy.immediate(sessionId, target);
   }
 
@@ -172,12 +181,16 @@ export class SqliteStorageBackend extends SyncStorageBackend {
     return this.#db.append.immediate(sessionId, messages);
   }
 
-  protected readLength(sessionId: string): number | null {
-    return this.#db.readLength.get({ id: sessionId })?.messageCount ?? null;
+  protected editMessages(sessionId: string, edit: MessageEdit): EditOutcome {
+    return this.#db.edit.immediate(sessionId, edit);
   }
 
-  protected readMessages(sessionId: string, last: number | undefined): MessageRecord[] | null {
-    return this.#db.read.deferred(sessionId, last);
+  protected readLength(sessionId: string): number | null {
+    return this.#db.readLength.get(sessionId) ?? null;
+  }
+
+  protected readMessages(sessionId: string, range: MessageRange): MessageRecord[] | null {
+    return this.#db.read.deferred(sessionId, range);
   }
 
   protected override scanPage(after: string | null, limit: number, agentId: string | undefined): SessionRecord[] {

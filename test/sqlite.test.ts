@@ -66,6 +66,7 @@ describe("SqliteStorageBackend", () => {
         created_at: session?.created_at,
         updated_at: session?.updated_at,
         message_count: 3,
+        key_seq: 0,
       },
       expect.objectContaining({ id: plain, cwd: null, metadata: null, message_count: 0 }),
     ]);
@@ -194,6 +195,149 @@ describe("SqliteStorageBackend", () => {
     expect(count(id)).toBe(0);
     expect(count(fork)).toBe(3);
     expect(inspect(file, (db) => db.prepare("SELECT count(*) FROM sessions WHERE id = ?").pluck().get(id))).toBe(0);
+  });
+
+  it("edits by position in the tables: kept rows untouched, positions dense from 0, message_count the length", async () => {
+    const file = freshFile();
+    await using b = new SqliteStorageBackend({ path: file });
+    const id = await b.createSession("agent");
+    await b.saveMessages(
+      id,
+      ["a", "b", "c", "d"].map((content) => ({ role: "user" as const, content })),
+    );
+    const rows = () =>
+      inspect(file, (db) => ({
+        messages: db.prepare("SELECT id, position, content FROM messages WHERE session_id = ? ORDER BY id").all(id),
+        count: db.prepare("SELECT message_count FROM sessions WHERE id = ?").pluck().get(id),
+      }));
+    const [first, second] = rows().messages as Array<{ id: number }>;
+    expect(await b.replaceMessages(id, 2, [{ role: "assistant", content: "x" }])).toEqual({ length: 3 });
+    expect(await b.popMessage(id)).toMatchObject({ content: "x" });
+    expect(await b.saveMessages(id, [{ role: "user", content: "y" }], { expectedLength: 2 })).toEqual({ length: 3 });
+    expect(rows()).toEqual({
+      count: 3,
+      messages: [
+        { id: first?.id, position: 0, content: '"a"' },
+        { id: second?.id, position: 1, content: '"b"' },
+        { id: expect.any(Number), position: 2, content: '"y"' },
+      ],
+    });
+  });
+
+  it("reads in position order, not in the order rows were written", async () => {
+    const db = new Database(":memory:");
+    try {
+      await using b = new SqliteStorageBackend({ database: db });
+      const id = await b.createSession("agent");
+      await b.saveMessages(
+        id,
+        ["p0", "p1", "p2"].map((content) => ({ role: "user" as const, content })),
+      );
+      // Rows whose id order and position order disagree: no agentix write makes them, but no read may depend on that.
+      db.prepare("UPDATE messages SET position = 2 - position WHERE session_id = ?").run(id);
+      expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["p2", "p1", "p0"]);
+      expect((await b.loadMessages(id, { last: 1 })).map((m) => m.content)).toEqual(["p0"]);
+      expect((await b.loadMessages(id, { offset: 1, limit: 1 })).map((m) => m.content)).toEqual(["p1"]);
+      expect((await b.popMessage(id))?.content).toBe("p0");
+      const fork = await b.forkSession(id, { length: 1 });
+      expect((await b.loadMessages(fork)).map((m) => m.content)).toEqual(["p2"]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("edits all or nothing: a row failing midway leaves the messages, count, time and keys as they were", async () => {
+    const db = new Database(":memory:");
+    try {
+      await using b = new SqliteStorageBackend({ database: db });
+      const id = await b.createSession("agent");
+      await b.saveMessages(
+        id,
+        ["a", "b", "c"].map((content) => ({ role: "user" as const, content })),
+      );
+      const before = { session: await b.getSession(id), messages: await b.loadMessages(id) };
+      db.exec(`CREATE TRIGGER fail_bad BEFORE INSERT ON messages WHEN NEW.content = '"bad"'
+        BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+      const batch = ["ok", "bad"].map((content) => ({ role: "user" as const, content }));
+      for (const edit of [
+        () => b.replaceMessages(id, 1, batch, { idempotencyKey: "r" }),
+        () => b.saveMessages(id, batch, { expectedLength: 3, idempotencyKey: "s" }),
+      ]) {
+        const error = await edit().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(AgentixStorageError);
+        expect((error as Error).message).toMatch(/injected failure/);
+        expect({ session: await b.getSession(id), messages: await b.loadMessages(id) }).toEqual(before);
+        expect(await b.countMessages(id)).toBe(3);
+      }
+      expect(db.prepare("SELECT count(*) FROM idempotency_keys").pluck().get()).toBe(0);
+      expect(db.prepare("SELECT key_seq FROM sessions").pluck().get()).toBe(0);
+      db.exec("DROP TRIGGER fail_bad");
+      expect(await b.replaceMessages(id, 1, batch, { idempotencyKey: "r" })).toEqual({ length: 3 });
+    } finally {
+      db.close();
+    }
+  });
+
+  it("remembers keys as rows with their outcome, keeps the 1,000 newest per session, and drops them with it", async () => {
+    const db = new Database(":memory:");
+    db.pragma("foreign_keys = OFF"); // so that the explicit delete, not ON DELETE CASCADE, must take the keys
+    try {
+      await using b = new SqliteStorageBackend({ database: db });
+      const [id, other] = [await b.createSession("agent"), await b.createSession("agent")];
+      b.saveMessagesSync(other, [{ role: "user", content: "o" }], { idempotencyKey: "k0" });
+      b.saveMessagesSync(id, [{ role: "user", content: "p" }], { idempotencyKey: "save" });
+      const popped = b.popMessageSync(id, { idempotencyKey: "pop" });
+      expect(db.prepare("SELECT * FROM idempotency_keys WHERE key = 'pop'").get()).toEqual({
+        session_id: id,
+        key: "pop",
+        fingerprint: expect.any(String),
+        seq: 2,
+        length: 0,
+        popped_role: "user",
+        popped_content: '"p"',
+        popped_at: popped?.timestamp,
+      });
+      for (let i = 0; i < 1048; i++) b.saveMessagesSync(id, [], { idempotencyKey: `k${i}` });
+      const keys = db
+        .prepare(
+          "SELECT count(*) AS n, min(seq) AS oldest, max(seq) AS newest FROM idempotency_keys WHERE session_id = ?",
+        )
+        .get(id);
+      expect(keys).toEqual({ n: 1000, oldest: 51, newest: 1050 });
+      expect(db.prepare("SELECT key_seq FROM sessions WHERE id = ?").pluck().get(id)).toBe(1050);
+      // The oldest key kept (seq 51: k48) still answers; a pruned one ("pop", seq 2) is a new write again.
+      expect(db.prepare("SELECT key FROM idempotency_keys WHERE seq = 51").pluck().get()).toBe("k48");
+      b.saveMessagesSync(id, [{ role: "user", content: "q" }]);
+      expect(b.saveMessagesSync(id, [], { idempotencyKey: "k48" })).toEqual({ length: 0 });
+      expect(b.popMessageSync(id, { idempotencyKey: "pop" })).toMatchObject({ content: "q" });
+      expect(db.prepare("SELECT count(*) FROM idempotency_keys WHERE session_id = ?").pluck().get(other)).toBe(1);
+      await b.deleteSession(id);
+      expect(db.prepare("SELECT session_id FROM idempotency_keys").pluck().all()).toEqual([other]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("forks a prefix in the tables: positions kept, message_count the copied count, no keys copied", async () => {
+    const file = freshFile();
+    await using b = new SqliteStorageBackend({ path: file });
+    const id = await b.createSession("agent", { cwd: "/w" });
+    const batch = ["a", "b", "c"].map((content) => ({ role: "user" as const, content }));
+    await b.saveMessages(id, batch, { idempotencyKey: "k" });
+    const fork = await b.forkSession(id, { length: 2, metadata: { cwd: "/f" } });
+    const rows = inspect(file, (db) => ({
+      session: db.prepare("SELECT cwd, metadata, message_count, key_seq FROM sessions WHERE id = ?").get(fork),
+      messages: db.prepare("SELECT position, content FROM messages WHERE session_id = ? ORDER BY id").raw().all(fork),
+      keys: db.prepare("SELECT count(*) FROM idempotency_keys WHERE session_id = ?").pluck().get(fork),
+    }));
+    expect(rows).toEqual({
+      session: { cwd: "/f", metadata: '{"cwd":"/f"}', message_count: 2, key_seq: 0 },
+      messages: [
+        [0, '"a"'],
+        [1, '"b"'],
+      ],
+      keys: 0,
+    });
   });
 
   it("puts the file in WAL mode and creates its directory", async () => {
@@ -342,7 +486,11 @@ describe("SqliteStorageBackend", () => {
 
   describe("queries are served by the indexes, without a sort", () => {
     // Plans of the statements the backend really runs, caught with better-sqlite3's `verbose` hook.
-    const planOf = async (run: (b: SqliteStorageBackend) => Promise<unknown>, table: string) => {
+    const planOf = async (
+      run: (b: SqliteStorageBackend) => Promise<unknown>,
+      table: string,
+      kind: "select" | "delete" | "insert" = "select",
+    ) => {
       const statements: string[] = [];
       const db = new Database(":memory:", { verbose: (s) => statements.push(String(s)) });
       try {
@@ -350,7 +498,13 @@ describe("SqliteStorageBackend", () => {
         await b.listSessions("warm-up"); // migrations and the first statements out of the way
         statements.length = 0;
         await run(b);
-        const query = statements.find((s) => s.startsWith(`select "`) && s.includes(`from "${table}"`));
+        const query = statements.find((s) =>
+          kind === "select"
+            ? s.startsWith(`select "`) && s.includes(`from "${table}"`)
+            : kind === "delete"
+              ? s.startsWith(`delete from "${table}"`)
+              : s.startsWith(`insert into "${table}"`) && s.includes(" select "),
+        );
         expect(query, `no query on ${table} among ${statements.join("\n")}`).toBeDefined();
         await b.close();
         return db
@@ -391,13 +545,70 @@ describe("SqliteStorageBackend", () => {
       expect(plan).toMatch(/^SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 \(id=\?\)$/);
     });
 
-    it("loadMessages with last reads the newest N off the index", async () => {
+    // Reads go by position: the tail and a page, however deep, are one range of the (session_id, position) index.
+    it.each([
+      ["loadMessages with last", { last: 5 }],
+      ["loadMessages with a deep offset and limit", { offset: 900, limit: 50 }],
+      ["loadMessages with an offset only", { offset: 990 }],
+      ["loadMessages of everything", {}],
+    ])("%s reads one range of the position index", async (_name, options) => {
       const plan = await planOf(async (b) => {
         const id = await b.createSession("agent");
-        await b.loadMessages(id, { last: 5 });
+        await b.saveMessages(
+          id,
+          Array.from({ length: 1000 }, (_, i) => ({ role: "user" as const, content: `m${i}` })),
+        );
+        await b.loadMessages(id, options);
       }, "messages");
-      expect(plan).toContain("SEARCH messages USING INDEX messages_session_idx (session_id=?)");
-      expect(plan).not.toContain("TEMP B-TREE");
+      expect(plan).toBe(
+        "SEARCH messages USING INDEX messages_session_idx (session_id=? AND position>? AND position<?)",
+      );
+    });
+
+    // Edits and forks touch only the positions they change or copy, found through the same index.
+    const withTen = async (b: SqliteStorageBackend) => {
+      const id = await b.createSession("agent");
+      await b.saveMessages(
+        id,
+        Array.from({ length: 10 }, (_, i) => ({ role: "user" as const, content: `m${i}` })),
+      );
+      return id;
+    };
+    it.each([
+      ["replaceMessages drops the suffix", (b, id) => b.replaceMessages(id, 4, []), "(session_id=? AND position>?)"],
+      ["popMessage deletes the last row", (b, id) => b.popMessage(id), "(session_id=? AND position=?)"],
+    ] as Array<[string, (b: SqliteStorageBackend, id: string) => Promise<unknown>, string]>)(
+      "%s by the position index",
+      async (_name, edit, constraint) => {
+        const plan = await planOf(async (b) => edit(b, await withTen(b)), "messages", "delete");
+        // Covering: a delete finds its rows from the index alone.
+        expect(plan).toBe(`SEARCH messages USING COVERING INDEX messages_session_idx ${constraint}`);
+      },
+    );
+
+    it("forkSession with length copies a prefix of the position index, in its order", async () => {
+      const plan = await planOf(async (b) => b.forkSession(await withTen(b), { length: 3 }), "messages", "insert");
+      expect(plan).toBe("SEARCH messages USING INDEX messages_session_idx (session_id=? AND position<?)");
+    });
+
+    it("an idempotency key is found by its primary key, and older keys are pruned along (session_id, seq)", async () => {
+      const keyLookup = await planOf(async (b) => {
+        await b.saveMessages(await withTen(b), [], { idempotencyKey: "k" });
+      }, "idempotency_keys");
+      expect(keyLookup).toBe(
+        "SEARCH idempotency_keys USING INDEX sqlite_autoindex_idempotency_keys_1 (session_id=? AND key=?)",
+      );
+      const prune = await planOf(
+        async (b) => {
+          const id = await withTen(b);
+          for (let i = 0; i <= 1000; i++) await b.saveMessages(id, [], { idempotencyKey: `k${i}` });
+        },
+        "idempotency_keys",
+        "delete",
+      );
+      expect(prune).toBe(
+        "SEARCH idempotency_keys USING COVERING INDEX idempotency_keys_session_seq_idx (session_id=? AND seq<?)",
+      );
     });
   });
 });
