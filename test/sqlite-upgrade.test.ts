@@ -7,10 +7,11 @@ import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import { afterAll, describe, expect, it } from "vitest";
 import { AgentixStorageError, type JsonObject, type MessageRecord, type SessionRecord } from "../src/index.js";
 import { SqliteStorageBackend } from "../src/sqlite.js";
-import { migrationsUpTo, openV1Database, sqliteJournal } from "./support/sqlite-v1.js";
+import { migrationsUpTo, openDatabaseAt, openV1Database, sqliteJournal } from "./support/sqlite-v1.js";
 
-// A database written by the first release (schema 0000_init: no `tool` role, no message_count) is upgraded in
-// place the first time the current backend opens it, with nothing lost, reordered or renumbered.
+// Databases written by earlier releases are upgraded in place the first time the current backend opens them, with
+// nothing lost, reordered or renumbered: one of the first release (schema 0000_init: no `tool` role, no
+// message_count, no positions) and one of contract v2 part 1 (0001: message_count and the tool role, no positions).
 
 const dir = mkdtempSync(join(tmpdir(), "agentix-sqlite-upgrade-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -24,6 +25,7 @@ const C = "01900000-0000-7000-8000-00000000000c";
 const D = "01900000-0000-7000-8000-00000000000d";
 /** Messages left behind by a delete with foreign keys off: their session row is gone. */
 const ORPHAN = "01900000-0000-7000-8000-0000000000ff";
+const PART1 = "0001_v2_tool_role_message_count";
 
 /** The rows v1 wrote for a session. */
 function insertV1Session(db: Database.Database, record: SessionRecord): void {
@@ -97,24 +99,71 @@ function writeV1(file: string): number {
   }
 }
 
-/** Everything the backend returns about the v1 data, to compare before and after. */
+/** Part 1's append: raise updated_at and message_count in one statement, then insert the batch with that time. */
+function appendPart1(db: Database.Database, sessionId: string, batch: Omit<MessageRecord, "timestamp">[], at: string) {
+  const updatedAt = db
+    .prepare(
+      "UPDATE sessions SET updated_at = max(updated_at, ?), message_count = message_count + ? WHERE id = ? RETURNING updated_at",
+    )
+    .pluck()
+    .get(at, batch.length, sessionId);
+  if (updatedAt === undefined) throw new Error(`no session ${sessionId}`);
+  const insert = db.prepare("INSERT INTO messages (session_id, role, content, created_at) VALUES (?, ?, ?, ?)");
+  for (const m of batch) insert.run(sessionId, m.role, JSON.stringify(m.content), updatedAt);
+}
+
+const toolResult = { type: "tool_result", output: [1, "two"] };
+/** The batch part 1 appended to D. */
+const part1D: MessageRecord[] = [
+  { role: "tool", content: toolResult, timestamp: "2026-01-06T00:00:00.000Z" },
+  { role: "assistant", content: "d3", timestamp: "2026-01-06T00:00:00.000Z" },
+];
+
+/**
+ * A part-1 file: the v1 file of {@link writeV1} upgraded to 0001 as part 1 did, then a batch with the tool role
+ * appended to D, and two writes from outside agentix that the next upgrade must neither carry over nor trust:
+ * messages orphaned by a delete with foreign keys off, and B's message_count disagreeing with its rows. Returns
+ * the greatest message id ever given.
+ */
+function writePart1(file: string): number {
+  writeV1(file);
+  const db = openDatabaseAt(file, PART1);
+  try {
+    appendPart1(db, D, part1D, "2026-01-06T00:00:00.000Z");
+    db.pragma("foreign_keys = OFF");
+    db.prepare("INSERT INTO messages (session_id, role, content, created_at) VALUES (?, 'user', '\"lost\"', ?)").run(
+      ORPHAN,
+      "2026-01-07T00:00:00.000Z",
+    );
+    db.pragma("foreign_keys = ON");
+    db.prepare("UPDATE sessions SET message_count = 99 WHERE id = ?").run(B);
+    return db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").pluck().get() as number;
+  } finally {
+    db.close();
+  }
+}
+
+/** Everything the backend returns about the old data, to compare before and after. */
 async function contents(b: SqliteStorageBackend) {
   return {
     sessions: await b.listSessions(AGENT),
     byCwd: await b.listSessions(AGENT, { cwd: "/proj" }),
     a: await b.loadMessages(A),
     aLast: await b.loadMessages(A, { last: 2 }),
+    aPage: await b.loadMessages(A, { offset: 2, limit: 3 }),
     b: await b.loadMessages(B),
     d: await b.loadMessages(D),
     c: await b.getSession(C),
+    counts: [await b.countMessages(A), await b.countMessages(B), await b.countMessages(D)],
   };
 }
 
 /** Tables, columns, indexes and foreign keys as SQLite reports them (the CHECK is compared as SQL text). */
 function schemaOf(db: Database.Database) {
-  const tables = ["sessions", "messages"];
+  const tables = ["sessions", "messages", "idempotency_keys"];
   const sql = db.prepare("SELECT sql FROM sqlite_master WHERE name = 'messages'").pluck().get() as string;
   return {
+    tables: db.prepare("SELECT type, name FROM sqlite_master ORDER BY name").all(),
     columns: tables.map((t) => db.pragma(`table_xinfo(${t})`)),
     indexes: tables.map((t) =>
       (db.pragma(`index_list(${t})`) as Array<{ name: string }>).map((i) => ({
@@ -128,6 +177,16 @@ function schemaOf(db: Database.Database) {
   };
 }
 
+/** Each session's positions in the order its rows were written (id order): 0, 1, 2 … when numbered right. */
+function positionsById(db: Database.Database): Record<string, number[]> {
+  const rows = db.prepare("SELECT session_id, position FROM messages ORDER BY id").raw().all() as [string, number][];
+  const out: Record<string, number[]> = {};
+  for (const [session, position] of rows) out[session] = [...(out[session] ?? []), position];
+  return out;
+}
+
+const upTo = (n: number) => Array.from({ length: n }, (_, i) => i);
+
 const expectedA = [
   { role: "user", content: "hello", timestamp: "2026-01-02T00:00:00.000Z" },
   { role: "assistant", content: '{"a":1}', timestamp: "2026-01-02T00:00:01.000Z" },
@@ -136,77 +195,158 @@ const expectedA = [
   { role: "assistant", content: "same time 1", timestamp: "2026-01-03T00:00:00.000Z" },
   { role: "assistant", content: "same time 2", timestamp: "2026-01-03T00:00:00.000Z" },
 ];
+const v1D: MessageRecord[] = ["d0", "d1", "d2"].map((content, i) => ({
+  role: "user",
+  content,
+  timestamp: `2026-01-02T00:00:0${i}.000Z`,
+}));
+const recordA = {
+  ...session(A, { cwd: "/proj", n: 1 }, "2026-01-01T00:00:00.000Z"),
+  updated_at: "2026-01-03T00:00:00.000Z",
+};
+const recordB = session(B, null, "2026-01-01T00:00:01.000Z");
+const recordD = (updated_at: string) => ({ ...session(D, { cwd: "/other" }, "2026-01-01T00:00:02.000Z"), updated_at });
 
-describe("SqliteStorageBackend on a database of the previous schema (0000_init)", () => {
-  it("migrates it in place on first use: data intact and in order, counts right, ids never reused", async () => {
+const starts = [
+  {
+    release: "the first release (0000_init)",
+    write: writeV1,
+    applied: 1,
+    d: v1D,
+    // Records as v1 left them: the upgrade moves no updated_at.
+    sessions: [recordA, recordD("2026-01-02T00:00:02.000Z"), recordB],
+  },
+  {
+    release: `contract v2 part 1 (${PART1})`,
+    write: writePart1,
+    applied: 2,
+    d: [...v1D, ...part1D],
+    sessions: [recordD("2026-01-06T00:00:00.000Z"), recordA, recordB],
+  },
+];
+
+describe.each(starts)("SqliteStorageBackend on a database of $release", (start) => {
+  it("migrates it in place on first use: data intact and in order, positions numbered, counts right, ids never reused", async () => {
     const file = freshFile();
-    const lastV1Id = writeV1(file);
-    // 6 of A and 3 of D kept, 4 of C deleted, 1 orphan (dropped): the greatest id left is 9.
-    expect(lastV1Id).toBe(14);
+    const lastOldId = start.write(file);
 
     await using b = new SqliteStorageBackend({ path: file });
-    const after = await contents(b);
-    expect(after.a).toEqual(expectedA);
-    expect(after.aLast).toEqual(expectedA.slice(-2));
-    expect(after.b).toEqual([]);
-    expect(after.d).toEqual(
-      ["d0", "d1", "d2"].map((content, i) => ({ role: "user", content, timestamp: `2026-01-02T00:00:0${i}.000Z` })),
-    );
-    expect(after.c).toBeNull();
-    // Records as v1 left them: the upgrade moves no updated_at.
-    expect(after.sessions).toEqual([
-      { ...session(A, { cwd: "/proj", n: 1 }, "2026-01-01T00:00:00.000Z"), updated_at: "2026-01-03T00:00:00.000Z" },
-      { ...session(D, { cwd: "/other" }, "2026-01-01T00:00:02.000Z"), updated_at: "2026-01-02T00:00:02.000Z" },
-      session(B, null, "2026-01-01T00:00:01.000Z"),
-    ]);
-    expect(after.byCwd.map((s) => s.session_id)).toEqual([A]);
-    expect([await b.countMessages(A), await b.countMessages(B), await b.countMessages(D)]).toEqual([6, 0, 3]);
+    expect(await contents(b)).toEqual({
+      sessions: start.sessions,
+      byCwd: [recordA],
+      a: expectedA,
+      aLast: expectedA.slice(-2),
+      aPage: expectedA.slice(2, 5),
+      b: [],
+      d: start.d,
+      c: null,
+      counts: [6, 0, start.d.length],
+    });
 
-    // Both migrations recorded, as drizzle records them.
     const db = new Database(file);
     try {
       db.pragma("foreign_keys = ON");
+      // Each session's messages numbered from 0 in the order they were appended; nothing else carried over.
+      expect(positionsById(db)).toEqual({ [A]: upTo(6), [D]: upTo(start.d.length) });
+      expect(db.prepare("SELECT id, message_count FROM sessions ORDER BY id").raw().all()).toEqual([
+        [A, 6],
+        [B, 0],
+        [D, start.d.length],
+      ]);
+      // Every migration recorded, as drizzle records them.
       expect(db.prepare("SELECT created_at FROM __drizzle_migrations ORDER BY id").pluck().all()).toEqual(
         sqliteJournal().entries.map((e) => e.when),
       );
       expect(db.pragma("foreign_key_check")).toEqual([]);
       expect(db.pragma("integrity_check", { simple: true })).toBe("ok");
-      expect(db.prepare("SELECT count(*) FROM messages WHERE session_id = ?").pluck().get(ORPHAN)).toBe(0);
 
-      // The tool role, in a batch; new rows continue after every id v1 gave, those of deleted messages included.
+      // The tool role, in a batch; new rows continue the positions, and the ids after every id ever given,
+      // those of deleted messages included.
       expect(
         await b.saveMessages(A, [
           { role: "tool", content: { type: "tool_result", output: "42" } },
           { role: "assistant", content: "done" },
         ]),
       ).toEqual({ length: 8 });
-      expect(db.prepare("SELECT id, role FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT 2").all(A)).toEqual([
-        { id: lastV1Id + 2, role: "assistant" },
-        { id: lastV1Id + 1, role: "tool" },
+      expect(
+        db.prepare("SELECT id, position, role FROM messages WHERE session_id = ? ORDER BY id DESC LIMIT 2").all(A),
+      ).toEqual([
+        { id: lastOldId + 2, position: 7, role: "assistant" },
+        { id: lastOldId + 1, position: 6, role: "tool" },
       ]);
       expect((await b.loadMessages(A)).slice(0, 6)).toEqual(expectedA);
       expect(await b.countMessages(A)).toBe(8);
       expect(() =>
-        db.prepare("INSERT INTO messages (session_id, role, content, created_at) VALUES (?, 'robot', '1', 'x')").run(A),
+        db
+          .prepare(
+            "INSERT INTO messages (session_id, position, role, content, created_at) VALUES (?, 8, 'robot', '1', 'x')",
+          )
+          .run(A),
       ).toThrow(/CHECK constraint failed: messages_role_check/);
+      expect(() =>
+        db.prepare("INSERT INTO messages (session_id, role, content, created_at) VALUES (?, 'user', '1', 'x')").run(A),
+      ).toThrow(/NOT NULL constraint failed: messages.position/);
 
       // A session created under the orphans' id does not inherit them.
       await b.createSession("newcomer", null, { sessionId: ORPHAN });
       expect(await b.loadMessages(ORPHAN)).toEqual([]);
       expect(await b.countMessages(ORPHAN)).toBe(0);
 
-      // ON DELETE CASCADE still holds on the rebuilt table.
+      // ON DELETE CASCADE still holds on the rebuilt table, and holds on the keys.
+      await b.saveMessages(A, [{ role: "user", content: "keyed" }], { idempotencyKey: "k" });
       db.prepare("DELETE FROM sessions WHERE id = ?").run(A);
       expect(db.prepare("SELECT count(*) FROM messages WHERE session_id = ?").pluck().get(A)).toBe(0);
-      expect(db.prepare("SELECT count(*) FROM messages WHERE session_id = ?").pluck().get(D)).toBe(3);
+      expect(db.prepare("SELECT count(*) FROM idempotency_keys WHERE session_id = ?").pluck().get(A)).toBe(0);
+      expect(db.prepare("SELECT count(*) FROM messages WHERE session_id = ?").pluck().get(D)).toBe(start.d.length);
     } finally {
       db.close();
     }
   });
 
-  it("ends with the schema of a new database: the same columns, indexes, foreign keys and CHECK", async () => {
+  it("edits, pages, forks and remembers keys on the upgraded history as on a new one", async () => {
+    const file = freshFile();
+    start.write(file);
+    await using b = new SqliteStorageBackend({ path: file });
+    const d = start.d;
+
+    // Kept messages keep their timestamps; the replacement continues at position 4.
+    expect(await b.replaceMessages(A, 4, [{ role: "tool", content: "x" }], { expectedLength: 6 })).toEqual({
+      length: 5,
+    });
+    const a = await b.loadMessages(A);
+    expect(a.slice(0, 4)).toEqual(expectedA.slice(0, 4));
+    expect(a[4]).toMatchObject({ role: "tool", content: "x" });
+    expect(await b.loadMessages(A, { last: 2 })).toEqual([expectedA[3], a[4]]);
+    expect(await b.loadMessages(A, { offset: 1, limit: 2 })).toEqual(expectedA.slice(1, 3));
+
+    expect(await b.popMessage(D, { idempotencyKey: "pop" })).toEqual(d.at(-1));
+    expect(await b.popMessage(D, { idempotencyKey: "pop" })).toEqual(d.at(-1));
+    expect(await b.loadMessages(D)).toEqual(d.slice(0, -1));
+    await expect(b.saveMessages(D, [{ role: "user", content: "late" }], { expectedLength: d.length })).rejects.toThrow(
+      /not the expected/,
+    );
+
+    const fork = await b.forkSession(A, { length: 3 });
+    expect(await b.loadMessages(fork)).toEqual(expectedA.slice(0, 3));
+    expect(await b.saveMessages(fork, [{ role: "user", content: "branch" }], { expectedLength: 3 })).toEqual({
+      length: 4,
+    });
+    expect(await b.loadMessages(A)).toEqual(a);
+
+    const db = new Database(file, { readonly: true });
+    try {
+      expect(positionsById(db)).toEqual({ [A]: upTo(5), [D]: upTo(d.length - 1), [fork]: upTo(4) });
+      expect(db.prepare("SELECT key, length, popped_role FROM idempotency_keys").all()).toEqual([
+        { key: "pop", length: d.length - 1, popped_role: d.at(-1)?.role },
+      ]);
+    } finally {
+      db.close();
+    }
+  });
+
+  it("ends with the schema of a new database: the same tables, columns, indexes, foreign keys and CHECK", async () => {
     const upgraded = freshFile();
-    writeV1(upgraded);
+    start.write(upgraded);
     const fresh = freshFile();
     for (const file of [upgraded, fresh]) {
       await using b = new SqliteStorageBackend({ path: file });
@@ -222,17 +362,21 @@ describe("SqliteStorageBackend on a database of the previous schema (0000_init)"
     });
     expect(before).toEqual(after);
     expect(after?.messagesSql).toContain("role in ('user', 'assistant', 'system', 'tool')");
+    expect(after?.indexes[1]).toEqual([
+      expect.objectContaining({ name: "messages_session_idx", unique: 0, partial: 0 }),
+    ]);
   });
 
-  it("is one transaction: an upgrade failing at its last statement leaves the v1 database as it was", async () => {
+  it("is one transaction: an upgrade failing at a late statement leaves the database as it was", async () => {
     const file = freshFile();
-    writeV1(file);
-    const v1 = new Database(file);
-    // The backfill (the last statement, after messages is rebuilt) fails.
-    v1.exec("CREATE TRIGGER no_updates BEFORE UPDATE ON sessions BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
-    const schemaBefore = v1.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name").all();
-    const rowsBefore = v1.prepare("SELECT * FROM messages ORDER BY id").all();
-    v1.close();
+    start.write(file);
+    const old = new Database(file);
+    // A backfill of sessions (0001's count, or 0002's recount of B), after messages is rebuilt, fails.
+    old.exec("CREATE TRIGGER no_updates BEFORE UPDATE ON sessions BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    const schemaBefore = old.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name").all();
+    const rowsBefore = old.prepare("SELECT * FROM messages ORDER BY id").all();
+    const sessionsBefore = old.prepare("SELECT * FROM sessions ORDER BY id").all();
+    old.close();
 
     const b = new SqliteStorageBackend({ path: file });
     const error = await b.loadMessages(A).catch((e: unknown) => e);
@@ -244,7 +388,8 @@ describe("SqliteStorageBackend on a database of the previous schema (0000_init)"
     try {
       expect(db.prepare("SELECT type, name, sql FROM sqlite_master ORDER BY name").all()).toEqual(schemaBefore);
       expect(db.prepare("SELECT * FROM messages ORDER BY id").all()).toEqual(rowsBefore);
-      expect(db.prepare("SELECT count(*) FROM __drizzle_migrations").pluck().get()).toBe(1);
+      expect(db.prepare("SELECT * FROM sessions ORDER BY id").all()).toEqual(sessionsBefore);
+      expect(db.prepare("SELECT count(*) FROM __drizzle_migrations").pluck().get()).toBe(start.applied);
       db.exec("DROP TRIGGER no_updates");
     } finally {
       db.close();
@@ -252,17 +397,19 @@ describe("SqliteStorageBackend on a database of the previous schema (0000_init)"
     await using again = new SqliteStorageBackend({ path: file });
     expect(await again.loadMessages(A)).toEqual(expectedA);
     expect(await again.countMessages(A)).toBe(6);
+    expect(await again.loadMessages(D)).toEqual(start.d);
   });
 
   it("upgrades a database given with foreign keys off, leaving them off and the data whole", async () => {
     const file = freshFile();
-    writeV1(file);
+    start.write(file);
     const db = new Database(file);
     db.pragma("foreign_keys = OFF");
     try {
       await using b = new SqliteStorageBackend({ database: db });
       expect(await b.loadMessages(A)).toEqual(expectedA);
-      expect(await b.countMessages(D)).toBe(3);
+      expect(await b.loadMessages(D, { last: 2 })).toEqual(start.d.slice(-2));
+      expect(await b.countMessages(D)).toBe(start.d.length);
       expect(db.pragma("foreign_keys", { simple: true })).toBe(0);
       expect(db.prepare("SELECT count(*) FROM messages WHERE session_id = ?").pluck().get(ORPHAN)).toBe(0);
     } finally {
@@ -272,7 +419,7 @@ describe("SqliteStorageBackend on a database of the previous schema (0000_init)"
 
   it("upgrades the same way through drizzle's own migrator (drizzle-kit migrate), foreign keys on", async () => {
     const file = freshFile();
-    const lastV1Id = writeV1(file);
+    const lastOldId = start.write(file);
     const folder = migrationsUpTo(sqliteJournal().entries.at(-1)?.tag as string);
     const db = new Database(file);
     try {
@@ -281,15 +428,24 @@ describe("SqliteStorageBackend on a database of the previous schema (0000_init)"
       expect(db.prepare("SELECT count(*) FROM __drizzle_migrations").pluck().get()).toBe(
         sqliteJournal().entries.length,
       );
-      expect(db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").pluck().get()).toBe(lastV1Id);
+      expect(db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").pluck().get()).toBe(lastOldId);
+      expect(positionsById(db)).toEqual({ [A]: upTo(6), [D]: upTo(start.d.length) });
       // The backend finds nothing left to do.
       await using b = new SqliteStorageBackend({ database: db });
       expect(await b.migrate()).toEqual([]);
       expect(await b.loadMessages(A)).toEqual(expectedA);
       expect(await b.countMessages(A)).toBe(6);
+      expect(await b.countMessages(B)).toBe(0);
     } finally {
       db.close();
       rmSync(folder, { recursive: true, force: true });
     }
+  });
+});
+
+describe("writeV1 and writePart1", () => {
+  it("write what the releases wrote: v1 gave 14 ids (9 kept), part 1 three more", () => {
+    expect(writeV1(freshFile())).toBe(14);
+    expect(writePart1(freshFile())).toBe(17);
   });
 });

@@ -1,5 +1,5 @@
-// A SQLite database as agentix 0.1 (contract v1) left it: the tables of migrations/sqlite/0000_init.sql only,
-// with drizzle's bookkeeping of that one migration, for the upgrade tests.
+// SQLite databases as earlier releases left them, for the upgrade tests: agentix 0.1 (contract v1: the tables of
+// migrations/sqlite/0000_init.sql only) or any later schema, with drizzle's bookkeeping of the migrations applied.
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -40,7 +40,15 @@ export function migrationsUpTo(tag: string): string {
  * migrator kept drizzle's bookkeeping), and returns an open connection with foreign keys on, as 0.1 used it.
  */
 export function openV1Database(file: string): Database.Database {
-  const folder = migrationsUpTo("0000_init");
+  return openDatabaseAt(file, "0000_init");
+}
+
+/**
+ * Brings `file` (new, or of an older schema) to the schema of the release whose newest migration is `tag`, as
+ * that release's migrator did, and returns an open connection with WAL and foreign keys on.
+ */
+export function openDatabaseAt(file: string, tag: string): Database.Database {
+  const folder = migrationsUpTo(tag);
   const db = new Database(file);
   try {
     db.pragma("journal_mode = WAL");
