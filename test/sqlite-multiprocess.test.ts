@@ -25,8 +25,8 @@ class Writer {
   readonly #lines: AsyncIterator<string>;
   readonly #stderr: string[] = [];
 
-  constructor(sessionId: string, name: string, count: number, batch?: number) {
-    const args = [writerScript, sessionId, name, String(count), ...(batch === undefined ? [] : [String(batch)])];
+  constructor(sessionId: string, name: string, count: number, mode?: number | "cas") {
+    const args = [writerScript, sessionId, name, String(count), ...(mode === undefined ? [] : [String(mode)])];
     this.child = spawn(process.execPath, ["--import", "tsx", ...args], { cwd: root });
     this.child.stderr.on("data", (chunk: Buffer) => this.#stderr.push(chunk.toString()));
     this.#lines = createInterface({ input: this.child.stdout })[Symbol.asyncIterator]();
@@ -47,9 +47,9 @@ async function withWriters<T>(
   sessionIds: string[],
   count: number,
   rounds: (writers: Writer[]) => Promise<T>,
-  batch?: number,
+  mode?: number | "cas",
 ) {
-  const writers = sessionIds.map((id, i) => new Writer(id, `w${i}`, count, batch));
+  const writers = sessionIds.map((id, i) => new Writer(id, `w${i}`, count, mode));
   let result: T;
   try {
     for (const line of await Promise.all(writers.map((w) => w.next()))) expect(line).toBe("ready");
@@ -64,10 +64,14 @@ async function withWriters<T>(
   return result;
 }
 
-/** What a writer reports after a round: its session, and the lengths its saveMessages batches returned. */
+/**
+ * What a writer reports after a round: its session, the lengths its saveMessages calls returned, and how many
+ * ConflictErrors its compare-and-swap loop retried.
+ */
 interface Done {
   sessionId: string;
   lengths: number[];
+  conflicts: number;
 }
 
 /** Releases all writers at once on `file`; resolves with what each one reports when all are done. */
@@ -76,9 +80,9 @@ async function roundOf(writers: Writer[], file: string): Promise<Done[]> {
   return Promise.all(
     writers.map(async (w) => {
       const sessionId = await w.next();
-      const lengths = JSON.parse(await w.next()) as number[];
+      const { lengths, conflicts } = JSON.parse(await w.next()) as Omit<Done, "sessionId">;
       expect(await w.next()).toBe("ready");
-      return { sessionId, lengths };
+      return { sessionId, lengths, conflicts };
     }),
   );
 }
@@ -205,6 +209,47 @@ describe("SqliteStorageBackend with several processes on one file", { timeout: 1
     const writerOf = (m: MessageRecord | undefined) => (m?.content as { writer: string } | undefined)?.writer;
     const switches = messages.filter((m, i) => i > 0 && writerOf(m) !== writerOf(messages[i - 1])).length;
     expect(switches).toBeGreaterThan(writers - 1);
+  });
+
+  it("runs compare-and-swap loops from 4 processes on one session: nothing lost, counts exact, each length once", async () => {
+    const file = join(dir, "cas.db");
+    const count = 150;
+    const setup = new SqliteStorageBackend({ path: file });
+    const sessionId = await setup.createSession("multiprocess");
+    await setup.close();
+
+    const writers = 4;
+    const done = await withWriters(Array(writers).fill(sessionId), count, (w) => roundOf(w, file), "cas");
+
+    const total = writers * count;
+    await using b = new SqliteStorageBackend({ path: file });
+    const messages = await b.loadMessages(sessionId);
+    expect(messages).toHaveLength(total);
+    expect(await b.countMessages(sessionId)).toBe(total);
+    expect(storedCounts(file, sessionId)).toEqual({ rows: total, column: total });
+    const db = new Database(file, { readonly: true });
+    try {
+      const positions = db
+        .prepare("SELECT position FROM messages WHERE session_id = ? ORDER BY id")
+        .pluck()
+        .all(sessionId);
+      expect(positions).toEqual(Array.from({ length: total }, (_, i) => i));
+    } finally {
+      db.close();
+    }
+    // Each successful save landed exactly at the length it expected: its message is the one before its result.
+    const ends: number[] = [];
+    for (const [i, { lengths }] of done.entries()) {
+      expectInOrder(messages, `w${i}`, count);
+      expect(lengths).toHaveLength(count);
+      for (const [seq, end] of lengths.entries()) {
+        expect(messages[end - 1]?.content).toEqual({ writer: `w${i}`, seq });
+        ends.push(end);
+      }
+    }
+    expect(new Set(ends).size).toBe(total);
+    // The loops really raced: some compare-and-swaps lost and were retried.
+    expect(done.reduce((sum, d) => sum + d.conflicts, 0)).toBeGreaterThan(0);
   });
 
   it("starts 4 processes together on files of the previous schema: each is upgraded once, nothing lost", async () => {
