@@ -420,6 +420,106 @@ describe("agentix export, import and copy", () => {
   );
 });
 
+describe("the tool role through the CLI", () => {
+  const toolSchema = `${pgSchema}_tool`;
+  const toolPrefix = `${redisPrefix}-tool`;
+  let source: string;
+  let id: string;
+
+  beforeAll(async () => {
+    source = `file:${join(work, "tool-source")}`;
+    const storage = await createStorageBackend(source);
+    id = await storage.createSession("tools", { cwd: "/proj/tools" });
+    await storage.saveMessage(id, "user", "what is 6 × 7?");
+    // A turn as one batch: the call, two results (an object and a two-line string), the answer.
+    await storage.saveMessages(id, [
+      { role: "assistant", content: [{ type: "tool_use", id: "toolu_01", name: "mul", input: { a: 6 } }] },
+      { role: "tool", content: [{ type: "tool_result", tool_use_id: "toolu_01", content: "42" }] },
+      { role: "tool", content: "first line\nsecond line" },
+      { role: "assistant", content: "6 × 7 = 42" },
+    ]);
+    await storage.saveMessage(id, "tool", { late: true });
+    await storage.close();
+  });
+
+  afterAll(async () => {
+    if (pgUrl) {
+      const sql = postgres(pgUrl, { onnotice: () => {} });
+      await sql`drop schema if exists ${sql(toolSchema)} cascade`;
+      await sql.end();
+    }
+    if (redisUrl) {
+      const redis = new Redis(redisUrl);
+      for await (const keys of redis.scanStream({ match: `${toolPrefix}:*`, count: 1000 })) {
+        if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+      }
+      await redis.quit();
+    }
+  });
+
+  it("sessions show: tool in the role column, its content aligned with the other roles'", async () => {
+    const out = await ok(["sessions", "show", id, "--storage", source]);
+    // After the header (three lines: no metadata besides cwd), without a date line (a run across midnight UTC).
+    const lines = out
+      .trimEnd()
+      .split("\n")
+      .slice(3)
+      .filter((line) => !/^ {2}\d{4}-\d\d-\d\d$/.test(line));
+    const role = /^ {2}\d\d:\d\d:\d\d\.\d{3} {2}(\S+) +/;
+    expect(lines.map((line) => role.exec(line)?.[1] ?? "")).toEqual([
+      "user",
+      "assistant",
+      "tool",
+      "tool",
+      "", // the second line of the two-line result
+      "assistant",
+      "tool",
+    ]);
+    // Every message's text starts in column 27, whatever the role's length; a continuation line too.
+    for (const line of lines) {
+      expect(line[26], line).toBe(" ");
+      expect(line[27], line).not.toBe(" ");
+    }
+    expect(lines[2]).toMatch(/^ {2}\d\d:\d\d:\d\d\.\d{3} {2}tool {7}\{"type":"tool_result","tool_use_id":"toolu_01",/);
+    expect(lines[3]).toMatch(/ {2}tool {7}first line$/);
+    expect(lines[4]).toBe(`${" ".repeat(27)}second line`);
+    expect(lines[6]).toMatch(/ {2}tool {7}\{"late":true\}$/);
+  });
+
+  it("export → import into SQLite → export: the same bytes, the role with them", async () => {
+    const text = await ok(["export", "--storage", source]);
+    const [line] = text.trimEnd().split("\n");
+    const { messages } = JSON.parse(line as string) as { messages: MessageRecord[] };
+    expect(messages.map((m) => m.role)).toEqual(["user", "assistant", "tool", "tool", "assistant", "tool"]);
+    expect(text.match(/"role":"tool"/g)).toHaveLength(3);
+
+    const target = `sqlite:${join(work, "tool-imported.db")}`;
+    expect(await ok(["import", "--storage", target], { input: text })).toBe(
+      "Imported 1 session, skipped 0 already present\n",
+    );
+    expect(await ok(["export", "--storage", target])).toBe(text);
+    // And back into another File store, from the SQLite export.
+    const back = `file:${join(work, "tool-back")}`;
+    await ok(["import", "--storage", back], { input: await ok(["export", "--storage", target]) });
+    expect(await ok(["export", "--storage", back])).toBe(text);
+  });
+
+  it("copy File → SQLite (and on to Postgres and Redis when there): the role byte for byte", async () => {
+    const text = await ok(["export", "--storage", source]);
+    const targets = [
+      `sqlite:${join(work, "tool-copy.db")}`,
+      ...(pgUrl ? [withParam(pgUrl, "schema", toolSchema)] : []),
+      ...(redisUrl ? [withParam(redisUrl, "prefix", toolPrefix)] : []),
+    ];
+    let from = source;
+    for (const to of targets) {
+      expect(await ok(["copy", "--from", from, "--to", to])).toMatch(/^Copied 1 session from /);
+      expect(await ok(["export", "--storage", to]), to).toBe(text);
+      from = to;
+    }
+  });
+});
+
 /** The tags of the migrations shipped for a dialect, as `migrate` lists them when it applies them all. */
 function shipped(dialect: "postgres" | "sqlite"): string {
   const journal = new URL(`../migrations/${dialect}/meta/_journal.json`, import.meta.url);
