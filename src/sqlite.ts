@@ -123,7 +123,8 @@ export class SqliteStorageBackend extends SyncStorageBackend {
   migrateSync(): string[] {
     return this.guardSync("migrate", () => {
       if (this.#connection) return migrate(this.#connection.client);
-      const opened = connect(this.#options);
+      // An explicit call migrates also with `migrate: false` (which only turns off migrating on first use).
+      const opened = connect({ ...this.#options, migrate: true });
       this.#connection = opened;
       return opened.migrated;
     });
@@ -280,7 +281,7 @@ function assertMigrated(client: BetterSqlite3.Database): void {
   if (missing.length > 0) {
     throw new AgentixStorageError(
       `SqliteStorageBackend: the database has no ${missing.join(" and ")} table and migrate is false: ` +
-        "pass migrate: true, or apply the migrations of agentix/migrations/sqlite first (e.g. drizzle-kit migrate)",
+        "pass migrate: true, call migrate() first, or apply the migrations of agentix/migrations/sqlite (drizzle-kit migrate)",
     );
   }
 }
