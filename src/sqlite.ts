@@ -17,15 +17,16 @@ import { parseOptions } from "./core/validation.js";
 
 // Drivers first, through importDriver, so that a missing package names what to install;
 // the schema imports drizzle-orm itself, so it may only load once drizzle-orm is known to be there.
+const PACKAGES = ["better-sqlite3@12", "drizzle-orm"];
 const { default: Database } = await importDriver<{ default: typeof BetterSqlite3 }>(
   "better-sqlite3",
   "agentix/sqlite",
-  "better-sqlite3@12",
+  PACKAGES,
 );
 const { drizzle } = await importDriver<typeof import("drizzle-orm/better-sqlite3")>(
   "drizzle-orm/better-sqlite3",
   "agentix/sqlite",
-  "drizzle-orm",
+  PACKAGES,
 );
 const { and, asc, desc, eq, gt, sql } = await import("drizzle-orm");
 const { readMigrationFiles } = await import("drizzle-orm/migrator");

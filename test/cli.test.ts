@@ -513,7 +513,7 @@ describe("errors a person can act on: one line on stderr, exit code 1, no stack 
     }
     const bin = join(install, "dist/cli/index.js");
     expect(await fails(["sessions", "list", "a", "--storage", "postgres://127.0.0.1:1/x"], { bin })).toBe(
-      'agentix: agentix/postgres needs the package "postgres": run npm install postgres',
+      "agentix: agentix/postgres needs the packages postgres and drizzle-orm; postgres is not installed: npm install postgres",
     );
     // The other backends still work in that install.
     expect(await ok(["sessions", "list", "a", "--storage", "memory:"], { bin })).toBe('No sessions for agent "a".\n');
