@@ -3,7 +3,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -266,6 +266,26 @@ describe("agentix sessions", () => {
       await ok(["sessions", "list", "agent-1", "--cwd", "/proj/two", "--json", "--storage", store]),
     );
     expect(two.map((s: SessionRecord) => s.session_id)).toEqual([ids.b]);
+  });
+
+  it("list --cwd: a relative directory is resolved from the current one; an absolute one is matched as given", async () => {
+    const project = await realpath(await mkdtemp(join(work, "project-")));
+    await mkdir(join(project, "sub"));
+    const storage = new FileStorageBackend({ basePath: store });
+    const here = await storage.createSession("agent-cwd", { cwd: project });
+    await storage.createSession("agent-cwd", { cwd: `${project}/` });
+    await storage.close();
+    const list = async (cwd: string, from: string) =>
+      JSON.parse(
+        await ok(["sessions", "list", "agent-cwd", "--cwd", cwd, "--json", "--storage", store], { cwd: from }),
+      ).map((s: SessionRecord) => s.session_id);
+    expect(await list(".", project)).toEqual([here]);
+    expect(await list("..", join(project, "sub"))).toEqual([here]);
+    expect(await list(project, work)).toEqual([here]);
+    expect((await list(`${project}/`, work)).length).toBe(1);
+    expect(await ok(["sessions", "list", "agent-cwd", "--cwd", "sub", "--storage", store], { cwd: project })).toBe(
+      `No sessions for agent "agent-cwd" with cwd ${JSON.stringify(join(project, "sub"))}.\n`,
+    );
   });
 
   it("show: a transcript with role and time; long content folded (--full unfolds); control characters escaped", async () => {
