@@ -141,3 +141,13 @@ describe("package exports", () => {
     }
   });
 });
+
+describe("ValidationError.field", () => {
+  it("names metadata.cwd for a cwd that no backend can index", async () => {
+    const storage = new MemoryStorageBackend();
+    const error = await storage.createSession("agent", { cwd: "/a\u0000b" }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect((error as ValidationError).field).toBe("metadata.cwd");
+    expect((error as Error).message).toBe("metadata.cwd: must be well-formed Unicode without NUL characters");
+  });
+});
