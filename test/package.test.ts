@@ -190,7 +190,7 @@ describe("a user's project", () => {
       }));
     expect(result.output).toMatch(/Tests\s+.*1 passed/);
     expect(result.code, result.output).toBe(0);
-  });
+  }, 90_000);
 
   it("loads every subpath when its packages are installed", async () => {
     const dir = await project("everything", ["better-sqlite3", "drizzle-orm", "postgres", "ioredis", "vitest"]);
@@ -220,6 +220,67 @@ describe("a user's project", () => {
         "drizzle-orm is not installed: npm install drizzle-orm",
     );
   });
+});
+
+/** The first ```ts block after the heading that starts with `heading` in a Markdown file of this repository. */
+async function codeBlock(file: string, heading: string): Promise<string> {
+  const text = await readFile(join(ROOT, file), "utf8");
+  const at = text.indexOf(`\n${heading}`);
+  const block = at === -1 ? null : /```ts\n([\s\S]*?)```/.exec(text.slice(at));
+  if (!block?.[1]) throw new Error(`no ts code block after "${heading}" in ${file}`);
+  return block[1];
+}
+
+describe("the published types", () => {
+  it("compile the custom-backend skeleton of docs/custom-backend.md §3 as written, and every subpath's consumer", async () => {
+    // A strict project of a user's (this repository's own flags), without skipLibCheck, so that agentix's .d.ts are
+    // checked too; agentix/schema is left out: drizzle-orm's own declarations need skipLibCheck.
+    const compilerOptions = {
+      target: "ES2022",
+      module: "NodeNext",
+      moduleResolution: "NodeNext",
+      types: ["node"],
+      strict: true,
+      noUncheckedIndexedAccess: true,
+      exactOptionalPropertyTypes: true,
+      noImplicitOverride: true,
+      verbatimModuleSyntax: true,
+      skipLibCheck: false,
+      noEmit: true,
+    };
+    const consumer = `import { AgentixClient, MemoryStorageBackend } from "agentix";
+import { PostgresStorageBackend } from "agentix/postgres";
+import { RedisStorageBackend } from "agentix/redis";
+import { SqliteStorageBackend } from "agentix/sqlite";
+import { runConformanceSuite } from "agentix/testing";
+export const all = [AgentixClient, MemoryStorageBackend, PostgresStorageBackend, RedisStorageBackend, SqliteStorageBackend];
+export const suite: typeof runConformanceSuite = runConformanceSuite;
+`;
+    const dir = await project(
+      "typescript",
+      [
+        "typescript",
+        "@types/node",
+        "@types/better-sqlite3",
+        "better-sqlite3",
+        "drizzle-orm",
+        "postgres",
+        "ioredis",
+        "vitest",
+      ],
+      {
+        "tsconfig.json": JSON.stringify({ compilerOptions, files: ["skeleton.ts", "consumer.ts"] }),
+        "skeleton.ts": await codeBlock("docs/custom-backend.md", "## 3. The skeleton"),
+        "consumer.ts": consumer,
+      },
+    );
+    const tsc = join(dir, "node_modules/typescript/bin/tsc");
+    const result = await run(process.execPath, [tsc, "-p", "."], { cwd: dir }).then(
+      ({ stdout }) => stdout,
+      (error: { stdout?: string; message: string }) => error.stdout || error.message,
+    );
+    expect(result).toBe("");
+  }, 90_000);
 });
 
 describe("the tarball", () => {
