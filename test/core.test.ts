@@ -121,22 +121,26 @@ describe("package exports", () => {
   it("map every subpath to a source entry that exists", async () => {
     const { readFile, access } = await import("node:fs/promises");
     const pkg = JSON.parse(await readFile(new URL("../package.json", import.meta.url), "utf8")) as {
-      exports: Record<string, string | { types: string; default: string }>;
+      exports: Record<string, string | { types: string; require?: string; default: string }>;
     };
     const subpaths = Object.keys(pkg.exports).filter((k) => k !== "./package.json");
     expect(subpaths.sort()).toEqual([".", "./postgres", "./redis", "./schema", "./sqlite", "./testing"]);
     const sourceOf = (built: string, ext: RegExp) => built.replace(/^\.\/dist\//, "../src/").replace(ext, ".ts");
     for (const key of subpaths) {
-      const entry = pkg.exports[key] as { types: string; default: string };
+      const entry = pkg.exports[key] as { types: string; require?: string; default: string };
       const types = sourceOf(entry.types, /\.d\.ts$/);
       const runtime = sourceOf(entry.default, /\.js$/);
       await access(new URL(types, import.meta.url));
       await access(new URL(runtime, import.meta.url));
       if (runtime !== types) {
-        // A runtime entry that checks for its packages first (schema, testing) exports exactly what the types say.
+        // A runtime entry that checks for its packages first (schema, testing) exports exactly what the types say,
+        // and require() (Node's require of ES modules, which refuses top-level await) gets the typed module itself.
+        expect(entry.require && sourceOf(entry.require, /\.js$/), key).toBe(types);
         const [typed, run] = await Promise.all([import(types), import(runtime)]);
         expect(Object.keys(run).sort(), key).toEqual(Object.keys(typed).sort());
         for (const name of Object.keys(typed)) expect(run[name], `${key} ${name}`).toBe(typed[name]);
+      } else {
+        expect(entry.require, key).toBeUndefined();
       }
     }
   });

@@ -192,9 +192,15 @@ describe("a user's project", () => {
     expect(result.code, result.output).toBe(0);
   }, 90_000);
 
-  it("loads every subpath when its packages are installed", async () => {
+  it("loads every subpath when its packages are installed; require() the ones without top-level await", async () => {
     const dir = await project("everything", ["better-sqlite3", "drizzle-orm", "postgres", "ioredis", "vitest"]);
     expect(await importAll(dir)).toEqual(Object.fromEntries(SUBPATHS.map((s) => [s, "ok"])));
+    // Node 20.19+ and 22.12+ require() ES modules, unless their graph has top-level await (the driver subpaths').
+    if (!(process.features as { require_module?: boolean }).require_module) return;
+    const script = `for (const s of ["agentix", "agentix/schema", "agentix/testing"]) console.log(s, Object.keys(require(s)).length > 0);`;
+    await writeFile(join(dir, "require.cjs"), script);
+    const { stdout } = await run(process.execPath, ["--no-warnings", "require.cjs"], { cwd: dir, env: cleanEnv() });
+    expect(stdout).toBe("agentix true\nagentix/schema true\nagentix/testing true\n");
   });
 
   it("names, in one line, every package a subpath needs when some are missing", async () => {
