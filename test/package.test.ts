@@ -289,6 +289,24 @@ export const suite: typeof runConformanceSuite = runConformanceSuite;
   }, 90_000);
 });
 
+describe("the repository's own install", () => {
+  it("lists every dependency with an install script in allowScripts: the drivers build, ssh2's optional add-ons do not", async () => {
+    // npm 11.16+ runs no install script that allowScripts denies (npm 12 none it does not allow); testcontainers'
+    // ssh2 and its cpu-features would each compile an optional native add-on that the tests never use.
+    const { allowScripts } = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")) as {
+      allowScripts: Record<string, boolean>;
+    };
+    const lock = JSON.parse(await readFile(join(ROOT, "package-lock.json"), "utf8")) as {
+      packages: Record<string, { hasInstallScript?: boolean }>;
+    };
+    const scripted = Object.entries(lock.packages)
+      .filter(([, entry]) => entry.hasInstallScript)
+      .map(([path]) => path.slice(path.lastIndexOf("node_modules/") + "node_modules/".length));
+    expect([...new Set(scripted)].filter((name) => !(name in allowScripts))).toEqual([]);
+    expect(allowScripts).toMatchObject({ "better-sqlite3": true, "cpu-features": false, ssh2: false });
+  });
+});
+
 describe("the tarball", () => {
   it("holds the license, the README and package.json's repository", async () => {
     for (const file of ["LICENSE", "README.md", "package.json"]) expect(packed.has(file), file).toBe(true);
