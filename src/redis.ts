@@ -13,7 +13,7 @@ import type { SyncTwin } from "./core/sync.js";
 import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
 
-const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis");
+const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
 
 /** Options of {@link RedisStorageBackend}: `url` or `client`, and `prefix`. */
 export type RedisStorageOptions = (

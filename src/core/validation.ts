@@ -132,7 +132,8 @@ export const schemas = {
   metadata: json(isPlainObject, "a plain object or null")
     .nullable()
     .refine((m) => typeof m?.cwd !== "string" || indexText(m.cwd), {
-      message: "cwd must be well-formed Unicode without NUL characters",
+      message: "must be well-formed Unicode without NUL characters",
+      path: ["cwd"],
     }),
   positiveInt: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   timestamp: z
