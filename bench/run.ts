@@ -22,15 +22,17 @@ import {
   type Sample,
   type Scale,
   type Side,
+  turn,
   WORKLOADS,
   type Workload,
 } from "./workloads.js";
 
 const USAGE = `Usage: npm run bench -- [options]
 
-  --quick            smaller workloads and fewer repetitions (under a minute)
-  --only <names>     comma-separated backends: postgres,redis,sqlite,file
-  --docs / --no-docs write docs/benchmarks.md and .svg (default: after a complete full run)
+  --quick              smaller workloads and fewer repetitions (under a minute)
+  --only <names>       comma-separated backends: postgres,redis,sqlite,file
+  --workloads <names>  comma-separated workloads (default: all): ${WORKLOADS.map((w) => w.name).join(",")}
+  --docs / --no-docs   write docs/benchmarks.md and .svg (default: after a complete full run, all workloads)
 
 Servers: AGENTIX_BENCH_POSTGRES_URL / AGENTIX_BENCH_REDIS_URL, else AGENTIX_TEST_*_URL, else the local default ports.`;
 
@@ -40,6 +42,7 @@ const args = (() => {
       options: {
         quick: { type: "boolean", default: false },
         only: { type: "string" },
+        workloads: { type: "string" },
         docs: { type: "boolean" },
         "no-docs": { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -73,6 +76,15 @@ for (const name of names) {
     process.exit(2);
   }
 }
+
+const selected = args.workloads?.split(",").map((s) => s.trim());
+for (const name of selected ?? []) {
+  if (!WORKLOADS.some((w) => w.name === name)) {
+    console.error(`unknown workload "${name}"\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+const workloads = selected ? WORKLOADS.filter((w) => selected.includes(w.name)) : WORKLOADS;
 
 const quick = args.quick;
 const scale: Scale = quick ? QUICK : FULL;
@@ -140,7 +152,8 @@ async function runWorkload(target: BenchTarget, workload: Workload): Promise<Res
     unit: m.unit,
     agentix: summarise("agentix", m.name, m.extra),
     raw: summarise("raw", m.name, m.extra),
-    ratio: pairedRatio(samples, m.name),
+    // A turn's cost is already a ratio within each side: agentix ÷ raw of it would read as a speed, and is not one.
+    ...(m.unit === "×" ? {} : { ratio: pairedRatio(samples, m.name) }),
   }));
 }
 
@@ -190,10 +203,12 @@ async function countRoundTrips(target: BenchTarget): Promise<RoundTrips[]> {
     const b = agentix.backend as NonNullable<Namespace["backend"]>;
     const doomed = [await b.createSession("round-trips"), await b.createSession("round-trips")];
     const s = raw.subject;
+    const ten = turn(0);
     const rows: Array<[string, () => unknown, (() => unknown) | undefined]> = [
       ["createSession", () => b.createSession("round-trips", { cwd: "/rt" }), undefined],
       ["getSession", () => b.getSession(a.id), undefined],
       ["saveMessage", () => b.saveMessage(a.id, "user", "hello"), () => s.saveMessage(r.id, "user", "hello")],
+      [`saveMessages (${ten.length})`, () => b.saveMessages(a.id, ten), () => s.saveMessages(r.id, ten)],
       ["loadMessages", () => b.loadMessages(a.loaded), () => s.loadMessages(r.loaded)],
       ["loadMessages { last: 50 }", () => b.loadMessages(a.loaded, { last: 50 }), () => s.loadMessages(r.loaded, 50)],
       [
@@ -241,7 +256,7 @@ async function main(): Promise<number> {
         continue;
       }
       Object.assign(versions, await target.versions());
-      for (const workload of WORKLOADS) {
+      for (const workload of workloads) {
         const t = performance.now();
         results.push(...(await runWorkload(target, workload)));
         log(`  ${name} ${workload.name}: ${((performance.now() - t) / 1000).toFixed(1)} s`);
@@ -257,7 +272,7 @@ async function main(): Promise<number> {
     scale,
     durationSeconds: (performance.now() - started) / 1000,
     machine: machine(versions, loadAtStart),
-    reps: Object.fromEntries(WORKLOADS.map((w) => [w.name, quick ? w.reps.quick : w.reps.full])),
+    reps: Object.fromEntries(workloads.map((w) => [w.name, quick ? w.reps.quick : w.reps.full])),
     results,
     roundTrips,
     skipped,
@@ -271,7 +286,12 @@ async function main(): Promise<number> {
   log(`results: ${file}`);
 
   const failed = results.filter((r) => r.error);
-  const complete = !quick && skipped.length === 0 && failed.length === 0 && names.length === Object.keys(ALL).length;
+  const complete =
+    !quick &&
+    skipped.length === 0 &&
+    failed.length === 0 &&
+    names.length === Object.keys(ALL).length &&
+    workloads.length === WORKLOADS.length;
   if (args["no-docs"] !== true && (args.docs === true || complete)) {
     mkdirSync(here("../docs"), { recursive: true });
     writeDocs(report, here("../docs/benchmarks.md"), here("../docs/benchmarks.svg"), "benchmarks.svg");

@@ -9,6 +9,7 @@ import type {
   JsonObject,
   MessageContent,
   MessageRecord,
+  NewMessage,
   Role,
   SessionCursor,
   SessionRecord,
@@ -17,6 +18,8 @@ import type {
 /** What a workload times: an agentix backend or a raw baseline. Sync baselines may return plain values. */
 export interface Subject {
   saveMessage(sessionId: string, role: Role, content: MessageContent): Promise<void> | void;
+  /** Appends all of `messages` as one batch (agentix: `saveMessages`; raw: the driver's best batch). */
+  saveMessages(sessionId: string, messages: NewMessage[]): Promise<void> | void;
   loadMessages(sessionId: string, last?: number): Promise<MessageRecord[]> | MessageRecord[];
   listSessions(agentId: string, limit: number, before?: SessionCursor): Promise<SessionRecord[]> | SessionRecord[];
   forkSession(sessionId: string): Promise<string> | string;
@@ -26,6 +29,9 @@ export interface Subject {
 export function agentixSubject(backend: StorageBackend): Subject {
   return {
     saveMessage: (id, role, content) => backend.saveMessage(id, role, content),
+    saveMessages: async (id, messages) => {
+      await backend.saveMessages(id, messages);
+    },
     loadMessages: (id, last) => backend.loadMessages(id, last === undefined ? undefined : { last }),
     listSessions: (agent, limit, before) => backend.listSessions(agent, before ? { limit, before } : { limit }),
     forkSession: (id) => backend.forkSession(id),
@@ -80,6 +86,10 @@ export interface Scale {
   /** Which page the deep listing reads (1 is the first). */
   deepPage: number;
   forkSize: number;
+  /** Turns of `TURN` messages per repetition, one after another. */
+  turns: number;
+  /** Turns per writer, `writers` at once. */
+  turnsPerWriter: number;
 }
 
 export const FULL: Scale = {
@@ -92,6 +102,8 @@ export const FULL: Scale = {
   pageSize: 50,
   deepPage: 10,
   forkSize: 10_000,
+  turns: 200,
+  turnsPerWriter: 20,
 };
 
 export const QUICK: Scale = {
@@ -101,7 +113,11 @@ export const QUICK: Scale = {
   appendsPerWriter: 25,
   agents: 4,
   sessionsPerAgent: 500,
+  turns: 50,
+  turnsPerWriter: 5,
 };
+
+export type Unit = "ops/s" | "ms" | "×";
 
 /** One repetition's figures, by metric name. */
 export type Sample = Record<string, number>;
@@ -130,8 +146,11 @@ export interface Workload<S = unknown> {
 
 export interface MetricSpec {
   name: string;
-  /** `ops/s`: higher is better; `ms`: lower is better. */
-  unit: "ops/s" | "ms";
+  /**
+   * `ops/s`: higher is better; `ms`: lower is better; `×`: a ratio within one side (a turn's cost in single
+   * appends), lower is better, with no agentix ÷ raw ratio.
+   */
+  unit: Unit;
   /** Figures shown beside the main one (latency percentiles), not compared. */
   extra?: string[];
 }
@@ -150,6 +169,20 @@ export function content(seq: number): JsonObject {
 
 export function role(seq: number): Role {
   return seq % 2 === 0 ? "user" : "assistant";
+}
+
+/** Messages in a turn: what an agent saves after each model call. */
+export const TURN = 10;
+
+/** A turn's roles: the user's message, then the assistant's tool calls and the tools' results, then its answer. */
+export function turnRole(seq: number): Role {
+  const at = seq % TURN;
+  return at === 0 ? "user" : at % 2 === 1 ? "assistant" : "tool";
+}
+
+/** The `n`th turn of a session: messages `n × TURN` to `(n + 1) × TURN - 1`. */
+export function turn(n: number): NewMessage[] {
+  return Array.from({ length: TURN }, (_, i) => ({ role: turnRole(n * TURN + i), content: content(n * TURN + i) }));
 }
 
 /** `n` messages with increasing timestamps ending before now, as an import takes them. */
@@ -208,12 +241,18 @@ function expect(ok: boolean, message: string): asserts ok {
 }
 
 /** Exactly `n` messages with `seq` from `first` on, each with exactly its three keys, timestamps never decreasing. */
-export function checkMessages(messages: MessageRecord[], n: number, first: number, what: string): void {
+export function checkMessages(
+  messages: MessageRecord[],
+  n: number,
+  first: number,
+  what: string,
+  roleOf: (seq: number) => Role = role,
+): void {
   expect(messages.length === n, `${what}: ${messages.length} messages, expected ${n}`);
   messages.forEach((m, i) => {
     const seq = (m.content as JsonObject).seq;
     expect(seq === first + i, `${what}: message ${i} has seq ${String(seq)}, expected ${first + i} (order)`);
-    expect(m.role === role(first + i), `${what}: message ${i} has role ${m.role}`);
+    expect(m.role === roleOf(first + i), `${what}: message ${i} has role ${m.role}`);
     expect(Object.keys(m).join() === "role,content,timestamp", `${what}: message ${i} has keys ${Object.keys(m)}`);
     const previous = messages[i - 1];
     expect(!previous || previous.timestamp <= m.timestamp, `${what}: timestamps decrease at message ${i}`);
@@ -221,9 +260,14 @@ export function checkMessages(messages: MessageRecord[], n: number, first: numbe
 }
 
 /** A session's messages as written by `n` appends, and `updated_at` equal to the newest timestamp. */
-async function checkAppended(admin: StorageBackend, sessionId: string, n: number): Promise<void> {
+async function checkAppended(
+  admin: StorageBackend,
+  sessionId: string,
+  n: number,
+  roleOf: (seq: number) => Role = role,
+): Promise<void> {
   const messages = await admin.loadMessages(sessionId);
-  checkMessages(messages, n, 0, `session ${sessionId}`);
+  checkMessages(messages, n, 0, `session ${sessionId}`, roleOf);
   const session = await admin.getSession(sessionId);
   expect(session?.updated_at === messages.at(-1)?.timestamp, `session ${sessionId}: updated_at is not the newest`);
 }
@@ -342,6 +386,152 @@ const appendConc: Workload<{ sessions: string[][]; warm: string[] }> = {
   async check({ admin, state, scale }) {
     for (const ids of state.sessions) for (const id of ids) await checkAppended(admin, id, scale.appendsPerWriter);
   },
+};
+
+// A turn of `TURN` messages saved as one batch (`saveMessages`), against the same turn saved as `TURN` single
+// appends on the same side: the batch's figure is compared with the raw baseline's batch, and its cost with the
+// single appends' (the issue's "a turn costs at most 1.5× one append"). Batch and singles alternate which goes
+// first, repetition by repetition, each on a fresh session.
+
+interface TurnState {
+  batch: string[][];
+  single: string[][];
+  warm: string[];
+}
+
+/** Sessions for `reps` repetitions of `writers` batch writers and as many single-append writers. */
+async function seedTurns(ns: Namespace, writers: number, reps: number): Promise<TurnState> {
+  const group = () =>
+    Promise.all(Array.from({ length: writers }, () => ns.admin.createSession("turns", { cwd: "/bench" })));
+  const state: TurnState = { batch: [], single: [], warm: await group() };
+  for (let i = 0; i < reps; i++) {
+    state.batch.push(await group());
+    state.single.push(await group());
+  }
+  return state;
+}
+
+/** Every writer's `turns` turns: as batches, or message by message; the latency of each turn when `latencies`. */
+async function writeTurns(
+  subject: Subject,
+  ids: string[],
+  turns: NewMessage[][],
+  asBatch: boolean,
+  latencies?: number[],
+): Promise<number> {
+  const [ms] = await timed(() =>
+    Promise.all(
+      ids.map(async (id) => {
+        for (const messages of turns) {
+          const t = performance.now();
+          if (asBatch) await subject.saveMessages(id, messages);
+          else for (const m of messages) await subject.saveMessage(id, m.role, m.content);
+          latencies?.push(performance.now() - t);
+        }
+      }),
+    ),
+  );
+  return ms;
+}
+
+/** Batch and singles, in the order of the repetition; the batch's CPU time per message. */
+async function turnRun(
+  subject: Subject,
+  batch: string[],
+  single: string[],
+  count: number,
+  rep: number,
+  latencies?: number[],
+): Promise<{ batchMs: number; singleMs: number; cpu: number }> {
+  const turns = Array.from({ length: count }, (_, n) => turn(n));
+  let batchMs = 0;
+  let singleMs = 0;
+  let cpu = 0;
+  const runBatch = async () => {
+    const since = process.cpuUsage();
+    batchMs = await writeTurns(subject, batch, turns, true, latencies);
+    cpu = cpuPerOp(since, batch.length * count * TURN);
+  };
+  const runSingle = async () => {
+    singleMs = await writeTurns(subject, single, turns, false);
+  };
+  if (rep % 2 === 0) {
+    await runBatch();
+    await runSingle();
+  } else {
+    await runSingle();
+    await runBatch();
+  }
+  return { batchMs, singleMs, cpu };
+}
+
+/** The cost of a turn as a batch, in single appends: `TURN` × batch time ÷ singles time (same messages). */
+function turnCost(batchMs: number, singleMs: number): { cost: number; gain: number } {
+  return { cost: (TURN * batchMs) / singleMs, gain: singleMs / batchMs };
+}
+
+async function checkTurns(admin: StorageBackend, state: TurnState, turns: number): Promise<void> {
+  for (const ids of [...state.batch, ...state.single]) {
+    for (const id of ids) await checkAppended(admin, id, turns * TURN, turnRole);
+  }
+}
+
+const turnSeq: Workload<TurnState> = {
+  name: "turn_seq",
+  metrics: [
+    { name: "turn_seq", unit: "ops/s", extra: ["p50", "p99", "cpu"] },
+    { name: "turn_cost", unit: "×", extra: ["gain", "turn", "append"] },
+  ],
+  reps: { full: 12, quick: 6 },
+  seed: (ns, _scale, reps) => seedTurns(ns, 1, reps),
+  async warm({ subject, state }) {
+    const turns = Array.from({ length: 20 }, (_, n) => turn(n));
+    const [id] = state.warm as [string];
+    for (const messages of turns) await subject.saveMessages(id, messages);
+    for (const messages of turns) for (const m of messages) await subject.saveMessage(id, m.role, m.content);
+  },
+  async run({ subject, state, scale, rep }) {
+    const latencies: number[] = [];
+    const batch = state.batch[rep] as string[];
+    const single = state.single[rep] as string[];
+    const { batchMs, singleMs, cpu } = await turnRun(subject, batch, single, scale.turns, rep, latencies);
+    const { cost, gain } = turnCost(batchMs, singleMs);
+    return {
+      turn_seq: ((scale.turns * TURN) / batchMs) * 1000,
+      p50: quantile(latencies, 0.5),
+      p99: quantile(latencies, 0.99),
+      cpu,
+      turn_cost: cost,
+      gain,
+      turn: batchMs / scale.turns,
+      append: singleMs / (scale.turns * TURN),
+    };
+  },
+  check: ({ admin, state, scale }) => checkTurns(admin, state, scale.turns),
+};
+
+const turnConc: Workload<TurnState> = {
+  name: "turn_conc",
+  metrics: [
+    { name: "turn_conc", unit: "ops/s", extra: ["cpu"] },
+    { name: "turn_conc_cost", unit: "×", extra: ["gain"] },
+  ],
+  reps: { full: 12, quick: 6 },
+  seed: (ns, scale, reps) => seedTurns(ns, scale.writers, reps),
+  async warm({ subject, state }) {
+    const turns = Array.from({ length: 2 }, (_, n) => turn(n));
+    await writeTurns(subject, state.warm, turns, true);
+    await writeTurns(subject, state.warm, turns, false);
+  },
+  async run({ subject, state, scale, rep }) {
+    const batch = state.batch[rep] as string[];
+    const single = state.single[rep] as string[];
+    const { batchMs, singleMs, cpu } = await turnRun(subject, batch, single, scale.turnsPerWriter, rep);
+    const { cost, gain } = turnCost(batchMs, singleMs);
+    const messages = scale.writers * scale.turnsPerWriter * TURN;
+    return { turn_conc: (messages / batchMs) * 1000, cpu, turn_conc_cost: cost, gain };
+  },
+  check: ({ admin, state, scale }) => checkTurns(admin, state, scale.turnsPerWriter),
 };
 
 const LAST = 50;
@@ -466,4 +656,4 @@ const fork: Workload<{ id: string; forks: string[] }> = {
   },
 };
 
-export const WORKLOADS = [appendSeq, appendConc, load, list, fork] as Workload[];
+export const WORKLOADS = [appendSeq, appendConc, turnSeq, turnConc, load, list, fork] as Workload[];

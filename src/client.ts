@@ -40,7 +40,8 @@ export class AgentixClient implements AsyncDisposable {
   readonly #owned: boolean;
 
   constructor(options: AgentixAgentOptions = {}) {
-    const o = parseOptions(AgentixAgentOptions, options, "AgentixAgentOptions");
+    // Named after the class the user wrote: "AgentixClient options.persistenceEnabld".
+    const o = parseOptions(AgentixAgentOptions, options, "AgentixClient");
     this.#owned = !o.storageBackend;
     const url = process.env[STORAGE_URL_ENV];
     if (o.persistenceEnabled === false) this.storage = new MemoryStorageBackend();

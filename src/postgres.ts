@@ -15,14 +15,16 @@ import type { SyncTwin } from "./core/sync.js";
 import type { JsonObject, MessageContent, MessageRecord, Role, SessionQuery, SessionRecord } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
 
+const PACKAGES = ["postgres", "drizzle-orm"];
 const { default: postgres } = await importDriver<{ default: typeof import("postgres") }>(
   "postgres",
   "agentix/postgres",
+  PACKAGES,
 );
 const { readMigrationFiles } = await importDriver<typeof import("drizzle-orm/migrator")>(
   "drizzle-orm/migrator",
   "agentix/postgres",
-  "drizzle-orm",
+  PACKAGES,
 );
 
 /** Options of {@link PostgresStorageBackend}: a `url` or a `client`, plus the schema to work in. */

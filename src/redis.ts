@@ -23,7 +23,7 @@ import type {
 import { isPlainObject, parseOptions } from "./core/validation.js";
 import { OP_BLOCK_MS, OPS_PER_KEY, prelude, scripts } from "./redis-scripts.js";
 
-const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis");
+const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
 
 /** Options of {@link RedisStorageBackend}: `url` or `client`, and `prefix`. */
 export type RedisStorageOptions = (

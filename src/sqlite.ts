@@ -26,15 +26,16 @@ import type { Connection } from "./sqlite-statements.js";
 
 // Drivers first, through importDriver, so that a missing package names what to install;
 // the statements (and the schema) import drizzle-orm themselves, so they may only load once it is known to be there.
+const PACKAGES = ["better-sqlite3@12", "drizzle-orm"];
 const { default: Database } = await importDriver<{ default: typeof BetterSqlite3 }>(
   "better-sqlite3",
   "agentix/sqlite",
-  "better-sqlite3@12",
+  PACKAGES,
 );
 await importDriver<typeof import("drizzle-orm/better-sqlite3")>(
   "drizzle-orm/better-sqlite3",
   "agentix/sqlite",
-  "drizzle-orm",
+  PACKAGES,
 );
 const { readMigrationFiles } = await import("drizzle-orm/migrator");
 const { prepare, toRecord } = await import("./sqlite-statements.js");
@@ -131,7 +132,8 @@ export class SqliteStorageBackend extends SyncStorageBackend {
   migrateSync(): string[] {
     const run = () => {
       if (this.#connection) return migrate(this.#connection.client);
-      const opened = connect(this.#options);
+      // An explicit call migrates also with `migrate: false` (which only turns off migrating on first use).
+      const opened = connect({ ...this.#options, migrate: true });
       this.#connection = opened;
       return opened.migrated;
     };
@@ -301,7 +303,7 @@ function assertMigrated(client: BetterSqlite3.Database): void {
   if (missing.length > 0) {
     throw new AgentixStorageError(
       `SqliteStorageBackend: the database has no ${missing.join(" and ")} table and migrate is false: ` +
-        "pass migrate: true, or apply the migrations of agentix/migrations/sqlite first (e.g. drizzle-kit migrate)",
+        "pass migrate: true, call migrate() first, or apply the migrations of agentix/migrations/sqlite (drizzle-kit migrate)",
     );
   }
 }

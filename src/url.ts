@@ -19,7 +19,10 @@ export const STORAGE_URL_ENV = "AGENTIX_STORAGE_URL";
  * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema) | `PostgresStorageBackend` |
  * | `redis://...` / `rediss://...` (`?prefix=myapp` picks the key prefix) | `RedisStorageBackend` |
  *
- * @throws {ValidationError} for an unknown scheme.
+ * Query parameters besides `schema` and `prefix`: `application_name`, `sslmode` and `connect_timeout` on Postgres,
+ * `db` and `family` on Redis, passed to the driver.
+ *
+ * @throws {ValidationError} for an unknown scheme or query parameter.
  * @throws {AgentixStorageError} when the backend's driver package is not installed.
  * @example
  * const storage = await createStorageBackend(process.env.AGENTIX_STORAGE_URL ?? "sqlite:./agent.db");
@@ -36,12 +39,12 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
       });
     }
     case "postgres": {
-      const { base, param } = takeParam(url, "schema");
+      const { base, param } = takeParam(url, "schema", POSTGRES_PARAMS);
       const { PostgresStorageBackend } = await import("./postgres.js");
       return new PostgresStorageBackend(param === undefined ? { url: base } : { url: base, schema: param });
     }
     case "redis": {
-      const { base, param } = takeParam(url, "prefix");
+      const { base, param } = takeParam(url, "prefix", REDIS_PARAMS);
       const { RedisStorageBackend } = await import("./redis.js");
       return new RedisStorageBackend(param === undefined ? { url: base } : { url: base, prefix: param });
     }
@@ -93,13 +96,30 @@ function filePath(rest: string): string {
   return rest.startsWith("//") ? fileURLToPath(`file:${rest}`) : expandHome(decodeURIComponent(rest));
 }
 
-/** Removes an agentix parameter from a driver URL, so that the driver never sees it. */
-function takeParam(url: string, name: string): { base: string; param: string | undefined } {
+// The query parameters passed on to the driver. Any other is an error: postgres.js sends an unknown one to the
+// server as a setting ("unrecognized configuration parameter"), ioredis makes it a client option.
+const POSTGRES_PARAMS = ["application_name", "sslmode", "connect_timeout"];
+const REDIS_PARAMS = ["db", "family"];
+
+/**
+ * Removes the agentix parameter `name` from a driver URL, so that the driver never sees it.
+ * @throws {ValidationError} for a parameter that is neither `name` nor one of `driverParams`.
+ */
+function takeParam(url: string, name: string, driverParams: string[]): { base: string; param: string | undefined } {
   let parsed: URL;
   try {
     parsed = new URL(url);
   } catch (error) {
     throw new ValidationError("url", `not a valid URL: ${(error as Error).message}`);
+  }
+  const known = [name, ...driverParams];
+  const unknown = [...new Set(parsed.searchParams.keys())].filter((key) => !known.includes(key));
+  if (unknown.length > 0) {
+    const list = unknown.map((key) => `"${key}"`).join(", ");
+    throw new ValidationError(
+      "url",
+      `unknown query parameter${unknown.length === 1 ? "" : "s"} ${list} (a ${parsed.protocol}// URL takes ${known.join(", ")})`,
+    );
   }
   const param = parsed.searchParams.get(name) ?? undefined;
   if (param === undefined) return { base: url, param };

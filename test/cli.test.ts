@@ -3,7 +3,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, symlink } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -268,6 +268,26 @@ describe("agentix sessions", () => {
     expect(two.map((s: SessionRecord) => s.session_id)).toEqual([ids.b]);
   });
 
+  it("list --cwd: a relative directory is resolved from the current one; an absolute one is matched as given", async () => {
+    const project = await realpath(await mkdtemp(join(work, "project-")));
+    await mkdir(join(project, "sub"));
+    const storage = new FileStorageBackend({ basePath: store });
+    const here = await storage.createSession("agent-cwd", { cwd: project });
+    await storage.createSession("agent-cwd", { cwd: `${project}/` });
+    await storage.close();
+    const list = async (cwd: string, from: string) =>
+      JSON.parse(
+        await ok(["sessions", "list", "agent-cwd", "--cwd", cwd, "--json", "--storage", store], { cwd: from }),
+      ).map((s: SessionRecord) => s.session_id);
+    expect(await list(".", project)).toEqual([here]);
+    expect(await list("..", join(project, "sub"))).toEqual([here]);
+    expect(await list(project, work)).toEqual([here]);
+    expect((await list(`${project}/`, work)).length).toBe(1);
+    expect(await ok(["sessions", "list", "agent-cwd", "--cwd", "sub", "--storage", store], { cwd: project })).toBe(
+      `No sessions for agent "agent-cwd" with cwd ${JSON.stringify(join(project, "sub"))}.\n`,
+    );
+  });
+
   it("show: a transcript with role and time; long content folded (--full unfolds); control characters escaped", async () => {
     const out = await ok(["sessions", "show", ids.b, "--storage", store]);
     expect(out).toMatch(
@@ -361,13 +381,40 @@ describe("agentix export, import and copy", () => {
       /^agentix: line 2: not valid JSON \(/,
     );
     expect(await fails(["import", "--storage", target], { input: "\n[1, 2]\n" })).toBe(
-      'agentix: line 2: expected {"session": record, "messages": [...]}, as agentix export writes',
+      'agentix: line 2: expected {"session": record, "messages": [...]}, as agentix export writes; ' +
+        "stopped there, after importing 0 sessions (and skipping 0 already present); --skip-invalid imports every valid line",
     );
     const bad = { ...expected[1], session: { ...expected[1]?.session, agent_id: "" } };
     expect(await fails(["import", "--storage", target], { input: `${JSON.stringify(bad)}\n` })).toMatch(
       /^agentix: line 1: record\.agent_id: /,
     );
     expect(await fails(["import", join(work, "no-such-file.jsonl")])).toMatch(/^agentix: cannot read .*ENOENT/);
+    expect(await fails(["import", work, "--storage", target])).toBe(
+      `agentix: cannot read ${work}: EISDIR: illegal operation on a directory, read`,
+    );
+  });
+
+  it("import: a bad line stops it, saying what was imported before; --skip-invalid reports each and imports the rest", async () => {
+    const lines = expected.slice(0, 6).map((s) => JSON.stringify(s));
+    const bad = { ...expected[6], session: { ...expected[6]?.session, agent_id: "" } };
+    const input = [lines[0], lines[1], lines[2], "{oops", lines[3], JSON.stringify(bad), lines[4], "", lines[5]];
+    const target = `file:${join(work, "skip-invalid")}`;
+    // Line 3 is there already: skipped, and counted as such.
+    await ok(["import", "--storage", target], { input: `${lines[2]}\n` });
+    expect(await fails(["import", "--storage", target], { input: input.join("\n") })).toMatch(
+      /^agentix: line 4: not valid JSON \(.*\); stopped there, after importing 2 sessions \(and skipping 1 already present\); --skip-invalid imports every valid line$/,
+    );
+    expect((await dump(target)).map((s) => s.session)).toEqual(
+      [expected[0], expected[1], expected[2]].map((s) => s?.session),
+    );
+    const run = await agentix(["import", "--skip-invalid", "--storage", target], { input: input.join("\n") });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toBe("Imported 3 sessions, skipped 3 already present and 2 invalid lines\n");
+    expect(run.stderr.trimEnd().split("\n")).toEqual([
+      expect.stringMatching(/^agentix: line 4: not valid JSON \(.*\) \(skipped\)$/),
+      expect.stringMatching(/^agentix: line 6: record\.agent_id: .* \(skipped\)$/),
+    ]);
+    expect(await dump(target)).toEqual(expected.slice(0, 6));
   });
 
   const copy = async (from: string, to: string) => {
@@ -418,6 +465,106 @@ describe("agentix export, import and copy", () => {
       expect(stdout).not.toMatch(/^copy: /m);
     },
   );
+});
+
+describe("the tool role through the CLI", () => {
+  const toolSchema = `${pgSchema}_tool`;
+  const toolPrefix = `${redisPrefix}-tool`;
+  let source: string;
+  let id: string;
+
+  beforeAll(async () => {
+    source = `file:${join(work, "tool-source")}`;
+    const storage = await createStorageBackend(source);
+    id = await storage.createSession("tools", { cwd: "/proj/tools" });
+    await storage.saveMessage(id, "user", "what is 6 × 7?");
+    // A turn as one batch: the call, two results (an object and a two-line string), the answer.
+    await storage.saveMessages(id, [
+      { role: "assistant", content: [{ type: "tool_use", id: "toolu_01", name: "mul", input: { a: 6 } }] },
+      { role: "tool", content: [{ type: "tool_result", tool_use_id: "toolu_01", content: "42" }] },
+      { role: "tool", content: "first line\nsecond line" },
+      { role: "assistant", content: "6 × 7 = 42" },
+    ]);
+    await storage.saveMessage(id, "tool", { late: true });
+    await storage.close();
+  });
+
+  afterAll(async () => {
+    if (pgUrl) {
+      const sql = postgres(pgUrl, { onnotice: () => {} });
+      await sql`drop schema if exists ${sql(toolSchema)} cascade`;
+      await sql.end();
+    }
+    if (redisUrl) {
+      const redis = new Redis(redisUrl);
+      for await (const keys of redis.scanStream({ match: `${toolPrefix}:*`, count: 1000 })) {
+        if ((keys as string[]).length > 0) await redis.del(...(keys as string[]));
+      }
+      await redis.quit();
+    }
+  });
+
+  it("sessions show: tool in the role column, its content aligned with the other roles'", async () => {
+    const out = await ok(["sessions", "show", id, "--storage", source]);
+    // After the header (three lines: no metadata besides cwd), without a date line (a run across midnight UTC).
+    const lines = out
+      .trimEnd()
+      .split("\n")
+      .slice(3)
+      .filter((line) => !/^ {2}\d{4}-\d\d-\d\d$/.test(line));
+    const role = /^ {2}\d\d:\d\d:\d\d\.\d{3} {2}(\S+) +/;
+    expect(lines.map((line) => role.exec(line)?.[1] ?? "")).toEqual([
+      "user",
+      "assistant",
+      "tool",
+      "tool",
+      "", // the second line of the two-line result
+      "assistant",
+      "tool",
+    ]);
+    // Every message's text starts in column 27, whatever the role's length; a continuation line too.
+    for (const line of lines) {
+      expect(line[26], line).toBe(" ");
+      expect(line[27], line).not.toBe(" ");
+    }
+    expect(lines[2]).toMatch(/^ {2}\d\d:\d\d:\d\d\.\d{3} {2}tool {7}\{"type":"tool_result","tool_use_id":"toolu_01",/);
+    expect(lines[3]).toMatch(/ {2}tool {7}first line$/);
+    expect(lines[4]).toBe(`${" ".repeat(27)}second line`);
+    expect(lines[6]).toMatch(/ {2}tool {7}\{"late":true\}$/);
+  });
+
+  it("export → import into SQLite → export: the same bytes, the role with them", async () => {
+    const text = await ok(["export", "--storage", source]);
+    const [line] = text.trimEnd().split("\n");
+    const { messages } = JSON.parse(line as string) as { messages: MessageRecord[] };
+    expect(messages.map((m) => m.role)).toEqual(["user", "assistant", "tool", "tool", "assistant", "tool"]);
+    expect(text.match(/"role":"tool"/g)).toHaveLength(3);
+
+    const target = `sqlite:${join(work, "tool-imported.db")}`;
+    expect(await ok(["import", "--storage", target], { input: text })).toBe(
+      "Imported 1 session, skipped 0 already present\n",
+    );
+    expect(await ok(["export", "--storage", target])).toBe(text);
+    // And back into another File store, from the SQLite export.
+    const back = `file:${join(work, "tool-back")}`;
+    await ok(["import", "--storage", back], { input: await ok(["export", "--storage", target]) });
+    expect(await ok(["export", "--storage", back])).toBe(text);
+  });
+
+  it("copy File → SQLite (and on to Postgres and Redis when there): the role byte for byte", async () => {
+    const text = await ok(["export", "--storage", source]);
+    const targets = [
+      `sqlite:${join(work, "tool-copy.db")}`,
+      ...(pgUrl ? [withParam(pgUrl, "schema", toolSchema)] : []),
+      ...(redisUrl ? [withParam(redisUrl, "prefix", toolPrefix)] : []),
+    ];
+    let from = source;
+    for (const to of targets) {
+      expect(await ok(["copy", "--from", from, "--to", to])).toMatch(/^Copied 1 session from /);
+      expect(await ok(["export", "--storage", to]), to).toBe(text);
+      from = to;
+    }
+  });
 });
 
 /** The tags of the migrations shipped for a dialect, as `migrate` lists them when it applies them all. */
@@ -495,10 +642,45 @@ describe("errors a person can act on: one line on stderr, exit code 1, no stack 
     );
   });
 
+  it("an unreachable server for import and copy: no line number, no progress line", async () => {
+    const unreachable = "postgres://me:s3cret@127.0.0.1:1/x";
+    const source = join(work, "unreachable-source");
+    const storage = new FileStorageBackend({ basePath: source });
+    const id = await storage.createSession("agent", null);
+    const line = JSON.stringify({ session: await storage.getSession(id), messages: [] });
+    await storage.close();
+    const message = "agentix: cannot reach postgres://me:***@127.0.0.1:1/x: connect ECONNREFUSED 127.0.0.1:1";
+    expect(await fails(["import", "--storage", unreachable], { input: `${line}\n` })).toBe(message);
+    expect(await fails(["copy", "--from", source, "--to", unreachable])).toBe(message);
+  });
+
   it("a bad option value", async () => {
     const run = await agentix(["sessions", "list", "a", "--limit", "0"]);
     expect(run.code).toBe(1);
     expect(run.stderr).toContain("--limit <n>' argument '0' is invalid. expected a positive integer");
+  });
+
+  it("the parser's own errors read like the others: agentix: …, one line", async () => {
+    expect(await fails(["sessions", "list", "a", "--limit", "0"])).toBe(
+      "agentix: option '--limit <n>' argument '0' is invalid. expected a positive integer",
+    );
+    expect(await fails(["sessions", "list"])).toBe("agentix: missing required argument 'agent-id'");
+    expect(await fails(["sessions", "list", "a", "--lmit", "3"])).toBe(
+      "agentix: unknown option '--lmit' (Did you mean --limit?)",
+    );
+    expect(await fails(["sesions"])).toBe("agentix: unknown command 'sesions' (Did you mean sessions?)");
+  });
+
+  it("export --out into a missing directory names the user's path, not the temp file", async () => {
+    const out = join(work, "no-such-dir", "x.jsonl");
+    expect(await fails(["export", "--out", out, "--storage", "memory:"])).toBe(
+      `agentix: cannot write ${out}: no such directory: ${join(work, "no-such-dir")}`,
+    );
+    // A directory where the file should go.
+    expect(await fails(["export", "--out", work, "--storage", "memory:"])).toMatch(
+      new RegExp(`^agentix: cannot write ${work}: EISDIR.*`),
+    );
+    expect((await readdir(work)).filter((name) => name.endsWith(".tmp"))).toEqual([]);
   });
 
   it("a missing driver package: the install command is named", async () => {
@@ -513,7 +695,7 @@ describe("errors a person can act on: one line on stderr, exit code 1, no stack 
     }
     const bin = join(install, "dist/cli/index.js");
     expect(await fails(["sessions", "list", "a", "--storage", "postgres://127.0.0.1:1/x"], { bin })).toBe(
-      'agentix: agentix/postgres needs the package "postgres": run npm install postgres',
+      "agentix: agentix/postgres needs the packages postgres and drizzle-orm; postgres is not installed: npm install postgres",
     );
     // The other backends still work in that install.
     expect(await ok(["sessions", "list", "a", "--storage", "memory:"], { bin })).toBe('No sessions for agent "a".\n');

@@ -92,6 +92,9 @@ describe("AgentixClient", () => {
       ValidationError,
     );
     expect(() => new AgentixClient({ persistenceEnabld: false } as never)).toThrow(ValidationError);
+    expect(() => new AgentixClient({ storageBasePath: 42 } as never)).toThrow(
+      expect.objectContaining({ field: "AgentixClient options.storageBasePath" }),
+    );
     expect(() => new AgentixClient({ storageBasePath: "" })).toThrow(ValidationError);
     expect(() => new AgentixClient({ storageBackend: {} as never })).toThrow(ValidationError);
     process.env[STORAGE_URL_ENV] = "mongodb://x";

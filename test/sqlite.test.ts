@@ -628,4 +628,20 @@ describe("SqliteStorageBackend.migrate", () => {
     await b.close();
     await expect(b.migrate()).rejects.toBeInstanceOf(BackendClosedError);
   });
+
+  it("with migrate: false, migrate() and migrateSync() still apply what is pending (the deploy step)", async () => {
+    const tags = (
+      JSON.parse(readFileSync(join(migrationsFolder, "meta", "_journal.json"), "utf8")) as {
+        entries: Array<{ tag: string }>;
+      }
+    ).entries.map((e) => e.tag);
+    await using a = new SqliteStorageBackend({ path: join(dir, "migrate-false-async.db"), migrate: false });
+    expect(await a.migrate()).toEqual(tags);
+    const id = await a.createSession("after-migrate");
+    expect((await a.getSession(id))?.agent_id).toBe("after-migrate");
+    await using b = new SqliteStorageBackend({ path: join(dir, "migrate-false-sync.db"), migrate: false });
+    expect(b.migrateSync()).toEqual(tags);
+    expect(b.migrateSync()).toEqual([]);
+    expect(b.listSessionsSync("nobody")).toEqual([]);
+  });
 });

@@ -7,7 +7,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { uuidv7 } from "uuidv7";
 import { compareSessions, isAfter } from "../../src/core/records.js";
-import type { MessageContent, MessageRecord, Role, SessionCursor, SessionRecord } from "../../src/core/types.js";
+import type {
+  MessageContent,
+  MessageRecord,
+  NewMessage,
+  Role,
+  SessionCursor,
+  SessionRecord,
+} from "../../src/core/types.js";
 import { FileStorageBackend } from "../../src/file.js";
 import { agentixSubject, type BenchTarget, type Namespace, type Side, type Subject } from "../workloads.js";
 
@@ -40,6 +47,32 @@ export class RawFile implements Subject {
       if (timestamp < last) timestamp = last;
       if (timestamp < floor) timestamp = floor;
       fs.writeSync(fd, `${JSON.stringify({ role, content, timestamp })}\n`);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** A batch: the same clamp as `saveMessage`, then every line in one write. */
+  saveMessages(sessionId: string, messages: NewMessage[]): void {
+    const dir = join(this.#base, "sessions", sessionId);
+    const fd = openIfExists(join(dir, "messages.jsonl"), fs.constants.O_RDWR | fs.constants.O_APPEND);
+    if (fd === null) throw new Error(`session not found: ${sessionId}`);
+    try {
+      const size = fs.fstatSync(fd).size;
+      const tail = Buffer.alloc(Math.min(size, 64));
+      fs.readSync(fd, tail, 0, tail.length, size - tail.length);
+      const last = TIMESTAMP_AT_END.exec(tail.toString("latin1"))?.[1] ?? "";
+      const head = Buffer.alloc(160);
+      const meta = fs.openSync(join(dir, "session.json"), "r");
+      const n = fs.readSync(meta, head, 0, 160, 0);
+      fs.closeSync(meta);
+      const floor = UPDATED_AT.exec(head.toString("latin1", 0, n))?.[1] ?? "";
+      let timestamp = new Date().toISOString();
+      if (timestamp < last) timestamp = last;
+      if (timestamp < floor) timestamp = floor;
+      let lines = "";
+      for (const { role, content } of messages) lines += `${JSON.stringify({ role, content, timestamp })}\n`;
+      fs.writeSync(fd, lines);
     } finally {
       fs.closeSync(fd);
     }

@@ -4,7 +4,14 @@ import { randomBytes } from "node:crypto";
 import postgres, { type Sql } from "postgres";
 import { uuidv7 } from "uuidv7";
 import { cwdOf } from "../../src/core/records.js";
-import type { MessageContent, MessageRecord, Role, SessionCursor, SessionRecord } from "../../src/core/types.js";
+import type {
+  MessageContent,
+  MessageRecord,
+  NewMessage,
+  Role,
+  SessionCursor,
+  SessionRecord,
+} from "../../src/core/types.js";
 import { PostgresStorageBackend } from "../../src/postgres.js";
 import { packageVersion } from "../machine.js";
 import { agentixSubject, type BenchTarget, type Namespace, type Side, type Subject } from "../workloads.js";
@@ -28,6 +35,13 @@ export class RawPostgres implements Subject {
     const params = [sessionId, new Date().toISOString(), role, JSON.stringify(content)];
     const result = await this.#sql.unsafe(this.#q.append, params, { prepare: true });
     if (result.count !== 1) throw new Error(`session not found: ${sessionId}`);
+  }
+
+  async saveMessages(sessionId: string, messages: NewMessage[]): Promise<void> {
+    const batch = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content)]));
+    const params = [sessionId, new Date().toISOString(), batch, messages.length];
+    const result = await this.#sql.unsafe(this.#q.appendBatch, params, { prepare: true });
+    if (result.count !== messages.length) throw new Error(`session not found: ${sessionId}`);
   }
 
   async loadMessages(sessionId: string, last?: number): Promise<MessageRecord[]> {
@@ -78,6 +92,15 @@ function statements(s: string) {
       )
       insert into ${s}.messages (session_id, role, content, created_at)
       select id, $3, $4, updated_at from session`,
+    // The same for a batch, passed as one JSON text parameter and inserted in its order; the session row keeps its
+    // message count, as the backend's does.
+    appendBatch: `with session as (
+        update ${s}.sessions set updated_at = greatest(updated_at, $2), message_count = message_count + $4
+        where id = $1 returning id, updated_at
+      )
+      insert into ${s}.messages (session_id, role, content, created_at)
+      select id, m.value->>0, m.value->>1, updated_at
+      from session, json_array_elements($3::text::json) with ordinality m order by m.ordinality`,
     // Faster than a plain `select ... from messages where session_id = $1 order by id` here (measured: the
     // lateral subquery always walks the (session_id, id) index), and it tells "no session" from "no messages".
     load: `select m.role, m.content, ${iso("m.created_at")} from ${s}.sessions s left join lateral (

@@ -3,7 +3,14 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { uuidv7 } from "uuidv7";
-import type { MessageContent, MessageRecord, Role, SessionCursor, SessionRecord } from "../../src/core/types.js";
+import type {
+  MessageContent,
+  MessageRecord,
+  NewMessage,
+  Role,
+  SessionCursor,
+  SessionRecord,
+} from "../../src/core/types.js";
 import { RedisStorageBackend } from "../../src/redis.js";
 import { packageVersion } from "../machine.js";
 import {
@@ -35,6 +42,22 @@ redis.call('HSET', KEYS[1], 'updated_at', ts)
 redis.call('ZADD', ARGV[1] .. ':index:' .. s[1], ARGV[5], ARGV[2])
 local cwd = redis.call('HGET', KEYS[3], ARGV[2])
 if cwd then redis.call('ZADD', cwdKey(s[1], cwd), ARGV[5], ARGV[2]) end
+return 1`,
+  // rawAppend for a batch. KEYS: as rawAppend. ARGV: prefix, id, timestamp, score, each message's JSON to the timestamp
+  rawAppendBatch: `${cwdKey}
+local s = redis.call('HMGET', KEYS[1], 'agent_id', 'updated_at')
+if not s[1] then return 0 end
+local ts = ARGV[3]
+local clamped = ts < s[2]
+if clamped then ts = s[2] end
+local lines = {}
+for i = 5, #ARGV do lines[i - 4] = ARGV[i] .. ts .. '"}' end
+for i = 1, #lines, 1000 do redis.call('RPUSH', KEYS[2], unpack(lines, i, math.min(i + 999, #lines))) end
+if clamped then return 1 end
+redis.call('HSET', KEYS[1], 'updated_at', ts)
+redis.call('ZADD', ARGV[1] .. ':index:' .. s[1], ARGV[4], ARGV[2])
+local cwd = redis.call('HGET', KEYS[3], ARGV[2])
+if cwd then redis.call('ZADD', cwdKey(s[1], cwd), ARGV[4], ARGV[2]) end
 return 1`,
   // KEYS: the agent's index. ARGV: prefix, limit, cursor score ('' : first page), cursor id
   rawList: `
@@ -76,6 +99,7 @@ return 1`,
 
 type Client = Redis & {
   rawAppend(...args: Array<string | number>): Promise<number>;
+  rawAppendBatch(...args: Array<string | number | string[]>): Promise<number>;
   rawList(...args: Array<string | number>): Promise<Array<Array<string | null>>>;
   rawFork(...args: Array<string | number>): Promise<number>;
 };
@@ -86,7 +110,8 @@ export class RawRedis implements Subject {
 
   constructor(redis: Redis, prefix: string) {
     for (const [name, lua] of Object.entries(scripts)) {
-      redis.defineCommand(name, { lua, numberOfKeys: name === "rawAppend" ? 3 : name === "rawList" ? 1 : 6 });
+      const keys = name === "rawAppend" || name === "rawAppendBatch" ? 3 : name === "rawList" ? 1 : 6;
+      redis.defineCommand(name, { lua, numberOfKeys: keys });
     }
     this.#redis = redis as Client;
     this.#prefix = prefix;
@@ -98,6 +123,18 @@ export class RawRedis implements Subject {
     const head = `${JSON.stringify({ role, content }).slice(0, -1)},"timestamp":"`;
     const keys = [`${p}:session:${sessionId}`, `${p}:messages:${sessionId}`, `${p}:cwds`];
     if ((await this.#redis.rawAppend(...keys, p, sessionId, head, ts, Date.parse(ts))) !== 1) {
+      throw new Error(`session not found: ${sessionId}`);
+    }
+  }
+
+  async saveMessages(sessionId: string, messages: NewMessage[]): Promise<void> {
+    const p = this.#prefix;
+    const ts = new Date().toISOString();
+    const heads = messages.map(
+      (m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`,
+    );
+    const keys = [`${p}:session:${sessionId}`, `${p}:messages:${sessionId}`, `${p}:cwds`];
+    if ((await this.#redis.rawAppendBatch(...keys, p, sessionId, ts, Date.parse(ts), heads)) !== 1) {
       throw new Error(`session not found: ${sessionId}`);
     }
   }

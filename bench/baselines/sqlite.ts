@@ -6,7 +6,14 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { uuidv7 } from "uuidv7";
 import { cwdOf } from "../../src/core/records.js";
-import type { MessageContent, MessageRecord, Role, SessionCursor, SessionRecord } from "../../src/core/types.js";
+import type {
+  MessageContent,
+  MessageRecord,
+  NewMessage,
+  Role,
+  SessionCursor,
+  SessionRecord,
+} from "../../src/core/types.js";
 import { SqliteStorageBackend } from "../../src/sqlite.js";
 import { packageVersion } from "../machine.js";
 import { agentixSubject, type BenchTarget, type Namespace, type Side, type Subject } from "../workloads.js";
@@ -24,6 +31,7 @@ function open(path: string): Database.Database {
 export class RawSqlite implements Subject {
   readonly db: Database.Database;
   readonly #append: (sessionId: string, role: Role, content: string, at: string) => boolean;
+  readonly #appendBatch: (sessionId: string, rows: Array<[Role, string]>, at: string) => boolean;
   readonly #fork: (sessionId: string, id: string, at: string) => boolean;
   readonly #load: Database.Statement<[string], Row>;
   readonly #loadLast: Database.Statement<[string, number], Row>;
@@ -47,6 +55,19 @@ export class RawSqlite implements Subject {
       return true;
     });
     this.#append = append.immediate;
+    // A batch: one transaction, the session row bumped once (its message count too), then one insert per message.
+    const bumpBatch = db
+      .prepare<[string, number, string], string>(
+        "UPDATE sessions SET updated_at = max(updated_at, ?), message_count = message_count + ? WHERE id = ? " +
+          "RETURNING updated_at",
+      )
+      .pluck();
+    this.#appendBatch = db.transaction((sessionId: string, rows: Array<[Role, string]>, at: string) => {
+      const updatedAt = bumpBatch.get(at, rows.length, sessionId);
+      if (updatedAt === undefined) return false;
+      for (const [role, content] of rows) insert.run(sessionId, role, content, updatedAt);
+      return true;
+    }).immediate;
     const copySession = db.prepare(
       "INSERT INTO sessions (id, agent_id, cwd, metadata, created_at, updated_at) " +
         "SELECT ?, agent_id, cwd, metadata, ?, ? FROM sessions WHERE id = ?",
@@ -74,6 +95,13 @@ export class RawSqlite implements Subject {
 
   saveMessage(sessionId: string, role: Role, content: MessageContent): void {
     if (!this.#append(sessionId, role, JSON.stringify(content), new Date().toISOString())) {
+      throw new Error(`session not found: ${sessionId}`);
+    }
+  }
+
+  saveMessages(sessionId: string, messages: NewMessage[]): void {
+    const rows = messages.map((m): [Role, string] => [m.role, JSON.stringify(m.content)]);
+    if (!this.#appendBatch(sessionId, rows, new Date().toISOString())) {
       throw new Error(`session not found: ${sessionId}`);
     }
   }

@@ -2,6 +2,9 @@ import { Command } from "commander";
 import { Progress } from "./progress.js";
 import { pool, redact, scanAll, selectStorage, snapshot, withStorage } from "./shared.js";
 
+/** A well-formed session id, so that the backend really looks it up (it answers any other id without asking). */
+const PROBE_ID = "00000000-0000-7000-8000-000000000000";
+
 /** `agentix copy`: every session from one backend to another, ids and times kept; sessions already there are skipped. */
 export function copyCommand(): Command {
   return new Command("copy")
@@ -13,6 +16,8 @@ export function copyCommand(): Command {
       const from = options.from ?? selectStorage(command);
       await withStorage(from, (source) =>
         withStorage(options.to, async (target) => {
+          // One read of the target first, so that an unreachable one fails before any progress is shown.
+          await target.getSession(PROBE_ID);
           // Counted first, so that the bar has a total; a scan reads records only, not messages.
           let total = 0;
           for await (const _ of scanAll(source, options.agent)) total++;

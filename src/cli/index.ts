@@ -40,12 +40,22 @@ Examples:
   .addCommand(copyCommand())
   .addCommand(migrateCommand());
 
-// Commands added with addCommand() keep their own help settings: every help page lists --storage and --debug.
-const withGlobalHelp = (command: Command): void => {
+// Commands added with addCommand() keep their own settings: every help page lists --storage and --debug, and
+// commander's own errors ("error: unknown option '--lmit'\n(Did you mean --limit?)") read like ours, on one line.
+const configure = (command: Command): void => {
   command.configureHelp({ showGlobalOptions: true });
-  command.commands.forEach(withGlobalHelp);
+  command.configureOutput({
+    outputError: (text, write) =>
+      write(
+        `${text
+          .trimEnd()
+          .replace(/^error: /, "agentix: ")
+          .replace(/\n+/g, " ")}\n`,
+      ),
+  });
+  command.commands.forEach(configure);
 };
-withGlobalHelp(program);
+configure(program);
 
 // `agentix export | head` closes the pipe early: that is the reader's choice, not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {

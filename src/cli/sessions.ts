@@ -1,4 +1,6 @@
+import { isAbsolute } from "node:path";
 import { Command } from "commander";
+import { expandHome } from "../core/paths.js";
 import { sessionTable, terminalWidth, transcript, wrapWidth } from "./format.js";
 import { positiveInt, requireSession, selectStorage, withStorage } from "./shared.js";
 
@@ -6,13 +8,16 @@ function list(): Command {
   return new Command("list")
     .description("list an agent's sessions, newest first")
     .argument("<agent-id>", "the agent whose sessions to list")
-    .option("--cwd <dir>", "only sessions whose metadata.cwd is exactly this directory")
+    .option("--cwd <dir>", "only sessions whose metadata.cwd is exactly this directory (a relative one: from here)")
     .option("--limit <n>", "at most this many sessions", positiveInt)
     .option("--json", "print the session records as a JSON array")
     .action(async (agentId: string, options: { cwd?: string; limit?: number; json?: boolean }, command: Command) => {
+      // Agents store absolute paths (process.cwd()): `--cwd .` means this directory. An absolute one is matched as
+      // given, since a cwd is data (a trailing slash is part of it).
+      const cwd = options.cwd === undefined || isAbsolute(options.cwd) ? options.cwd : expandHome(options.cwd);
       await withStorage(selectStorage(command), async (storage) => {
         const sessions = await storage.listSessions(agentId, {
-          ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+          ...(cwd === undefined ? {} : { cwd }),
           // One more than asked, to know whether to say that there are more.
           ...(options.limit === undefined ? {} : { limit: options.limit + 1 }),
         });
@@ -22,7 +27,8 @@ function list(): Command {
           return;
         }
         if (shown.length === 0) {
-          process.stdout.write(`No sessions for agent ${JSON.stringify(agentId)}.\n`);
+          const where = cwd === undefined ? "" : ` with cwd ${JSON.stringify(cwd)}`;
+          process.stdout.write(`No sessions for agent ${JSON.stringify(agentId)}${where}.\n`);
           return;
         }
         const more = sessions.length > shown.length ? " (more: raise --limit)" : "";

@@ -38,7 +38,8 @@ export function redact(url: string): string {
 /** Network failures: the server named by the URL could not be reached. */
 const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "EHOSTUNREACH"]);
 
-function unreachable(error: unknown): Error | undefined {
+/** The network failure behind `error` (itself or a cause), if that is what it is. */
+export function unreachable(error: unknown): Error | undefined {
   for (let e = error; e instanceof Error; e = e.cause) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string" && UNREACHABLE.has(code)) return e;

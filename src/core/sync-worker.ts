@@ -5,21 +5,46 @@ import { type SyncRequest, type SyncResponse, type SyncTwin, serializeError } fr
 
 const twins = new Map<string, Promise<StorageBackend>>();
 
+type BackendModule = Record<string, new (options: unknown) => StorageBackend>;
+
+let tsx: Promise<void> | undefined;
+
+/** Registers tsx's loader in this worker, once; fails with what to install when tsx is missing. */
+function registerTsx(specifier: string): Promise<void> {
+  tsx ??= import("tsx/esm/api").then(
+    ({ register }) => {
+      register();
+    },
+    (error: unknown) => {
+      tsx = undefined;
+      throw new Error(
+        `${specifier} is TypeScript: install tsx (npm install -D tsx) so that the sync worker can load it`,
+        { cause: error },
+      );
+    },
+  );
+  return tsx;
+}
+
+/** What Node says of TypeScript it cannot run: without type stripping (Node 20) a .ts file; with it, enums and the like. */
+const NEEDS_TSX = new Set<unknown>([
+  "ERR_UNKNOWN_FILE_EXTENSION",
+  "ERR_UNSUPPORTED_TYPESCRIPT_SYNTAX",
+  "ERR_UNSUPPORTED_NODE_MODULES_TYPE_STRIPPING",
+]);
+
 /** Imports a backend's module; one written in TypeScript (a custom backend run from its sources) through tsx. */
-async function load(specifier: string): Promise<Record<string, new (options: unknown) => StorageBackend>> {
+async function load(specifier: string): Promise<BackendModule> {
   try {
     return await import(specifier);
   } catch (error) {
-    if ((error as { code?: string }).code !== "ERR_UNKNOWN_FILE_EXTENSION") throw error;
-    try {
-      const { register } = await import("tsx/esm/api");
-      register();
-    } catch {
-      throw new Error(
-        `${specifier} is TypeScript: install tsx (npm install -D tsx) so that the sync worker can load it`,
-      );
-    }
-    return await import(specifier);
+    if (!NEEDS_TSX.has((error as { code?: unknown } | null)?.code)) throw error;
+    await registerTsx(specifier);
+    // Node keeps the failed load of that URL in its module cache and would fail again: load the file under
+    // another URL. Only the entry gets the query, so the modules it imports (agentix itself) are the worker's own.
+    const url = new URL(import.meta.resolve(specifier));
+    url.searchParams.set("agentix-tsx", "");
+    return await import(url.href);
   }
 }
 
