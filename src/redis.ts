@@ -57,6 +57,7 @@ const optionsSchema = z
     url: z
       .string()
       .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
+      .refine(validDatabase, "the path must be a database index, e.g. redis://host:6379/0")
       .optional(),
     client: z.custom<RedisClient>(isClient, { message: "must be an ioredis client (Redis, not Cluster)" }).optional(),
     redisOptions: z.custom<RedisOptions>(isPlainObject, { message: "must be a plain object" }).optional(),
@@ -70,6 +71,10 @@ const optionsSchema = z
     message: "redisOptions apply only with url",
     path: ["redisOptions"],
   });
+
+/** The defaults for connections opened from `url`: a call against an unreachable server fails within seconds. */
+const CONNECT_TIMEOUT_MS = 2_000;
+const MAX_RETRIES_PER_REQUEST = 3;
 
 /** A script argument; ioredis flattens an array into the arguments, so a batch needs no spread call. */
 type Arg = string | number | string[];
@@ -89,6 +94,10 @@ export class RedisStorageBackend extends StorageBackend {
   readonly #writer = randomUUID();
   #ops = { hour: -1, count: 0, expiring: "" };
   #client: (RedisClient & ScriptCommands) | undefined;
+  /** The first-use check of the server (see #ready), memoised once it passed. */
+  #checked: Promise<RedisClient & ScriptCommands> | undefined;
+  /** The last error the connection reported (ioredis only emits a failed SELECT on connect). */
+  #lastError: unknown;
 
   constructor(options: RedisStorageOptions) {
     super();
@@ -108,12 +117,12 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
-    return toRecord(await this.#redis().hgetall(this.#key("session", sessionId)));
+    return toRecord(await (await this.#ready()).hgetall(this.#key("session", sessionId)));
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
     const { cwd, limit, before } = query;
-    const reply = await this.#redis().agentixList(
+    const reply = await (await this.#ready()).agentixList(
       this.#base(),
       agentId,
       cwd === undefined ? 0 : 1,
@@ -131,7 +140,9 @@ export class RedisStorageBackend extends StorageBackend {
     at: string,
   ): Promise<SessionRecord | null> {
     const cwd = cwdOf(metadata);
-    const reply = (await this.#redis().agentixMeta(
+    const reply = (await (
+      await this.#ready()
+    ).agentixMeta(
       this.#base(),
       sessionId,
       JSON.stringify(metadata),
@@ -146,7 +157,9 @@ export class RedisStorageBackend extends StorageBackend {
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
     const { session_id, created_at, length, metadata } = target;
     const cwd = metadata === undefined ? null : cwdOf(metadata);
-    const [status, total] = (await this.#redis().agentixCopy(
+    const [status, total] = (await (
+      await this.#ready()
+    ).agentixCopy(
       this.#base(),
       sessionId,
       session_id,
@@ -162,22 +175,15 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
-    await this.#redis().agentixRemove(this.#base(), sessionId);
+    await (await this.#ready()).agentixRemove(this.#base(), sessionId);
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
     const ts = (messages[0] as MessageRecord).timestamp;
     const { key, bit, setTtl } = this.#nextOp();
-    const reply = (await this.#redis().agentixAppend(
-      this.#base(),
-      sessionId,
-      ts,
-      Date.parse(ts),
-      key,
-      bit,
-      setTtl,
-      heads(messages),
-    )) as number | null;
+    const reply = (await (
+      await this.#ready()
+    ).agentixAppend(this.#base(), sessionId, ts, Date.parse(ts), key, bit, setTtl, heads(messages))) as number | null;
     // Once an append of this block succeeded with the TTL flag, its key expires: later appends skip the PEXPIRE.
     if (reply !== null && setTtl === 1) this.#ops.expiring = key;
     return reply;
@@ -186,7 +192,9 @@ export class RedisStorageBackend extends StorageBackend {
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
     const { messages, at, expectedLength, from, pop, idempotency } = edit;
     const { key, bit } = this.#nextOp();
-    const reply = (await this.#redis().agentixEdit(
+    const reply = (await (
+      await this.#ready()
+    ).agentixEdit(
       this.#base(),
       sessionId,
       messages[0]?.timestamp ?? at,
@@ -214,11 +222,11 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
-    return (await this.#redis().agentixLength(this.#base(), sessionId)) as number | null;
+    return (await (await this.#ready()).agentixLength(this.#base(), sessionId)) as number | null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
-    const redis = this.#redis();
+    const redis = await this.#ready();
     const messages = this.#key("messages", sessionId);
     const [start, stop] =
       "last" in range
@@ -242,7 +250,7 @@ export class RedisStorageBackend extends StorageBackend {
     limit: number,
     agentId: string | undefined,
   ): Promise<SessionRecord[]> {
-    const redis = this.#redis();
+    const redis = await this.#ready();
     if (agentId === undefined) return records(await redis.agentixScan(this.#base(), after ?? "", limit));
     // The agent's index is ordered by time: sort its ids here rather than in Lua, which would block Redis.
     const ids = (await redis.zrange(this.#key("index", agentId), 0, "-1"))
@@ -283,6 +291,7 @@ export class RedisStorageBackend extends StorageBackend {
   protected async dispose(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
+    this.#checked = undefined;
     if (!client || this.#external) return;
     // Never connected (lazyConnect): nothing to say goodbye to. Otherwise QUIT waits for pending replies.
     if (client.status === "wait") return client.disconnect();
@@ -293,7 +302,7 @@ export class RedisStorageBackend extends StorageBackend {
   async #insert(record: SessionRecord, messages: MessageRecord[]): Promise<Fields | null> {
     const { session_id, agent_id, created_at, updated_at, metadata } = record;
     const cwd = cwdOf(metadata);
-    const reply = await this.#redis().agentixInsert(
+    const reply = await (await this.#ready()).agentixInsert(
       this.#base(),
       session_id,
       agent_id,
@@ -308,18 +317,69 @@ export class RedisStorageBackend extends StorageBackend {
     return reply as Fields | null;
   }
 
+  /**
+   * The client, checked on first use: a cluster node or a database that could not be selected is an error before
+   * anything is written (the scripts would write keys of other slots; ioredis goes on in database 0 when SELECT
+   * fails). A check that could not reach the server is retried on the next call.
+   */
+  #ready(): Promise<RedisClient & ScriptCommands> {
+    if (this.#checked) return this.#checked;
+    const client = this.#redis();
+    this.#checked = this.#check(client).then(
+      () => client,
+      (error: unknown) => {
+        this.#checked = undefined;
+        throw error;
+      },
+    );
+    return this.#checked;
+  }
+
+  async #check(client: RedisClient): Promise<void> {
+    const [[infoError, info] = [], [dbError, self] = []] =
+      (await client.pipeline().info("cluster").client("INFO").exec()) ?? [];
+    // A command the server refuses (renamed, ACL) says nothing either way; a connection error reaches the caller.
+    const refused = (error: Error | null | undefined) => error && error.name !== "ReplyError";
+    if (refused(infoError)) throw infoError;
+    if (refused(dbError)) throw dbError;
+    if (/^cluster_enabled:1\b/m.test(String(info ?? ""))) {
+      throw new AgentixStorageError(
+        `RedisStorageBackend: ${describe(client)} is a Redis Cluster node; a standalone connection would write ` +
+          "keys of other nodes' slots. Pass { client: new Cluster([...]) } instead, or use a standalone server",
+      );
+    }
+    const db = /\bdb=(\d+)/.exec(String(self ?? ""))?.[1];
+    const wanted = client.options.db ?? 0;
+    if (db !== undefined && Number(db) !== wanted) {
+      throw new AgentixStorageError(
+        `RedisStorageBackend: could not select database ${wanted} on ${describe(client)} (the connection is in ` +
+          `database ${db}); is the index below the server's "databases" setting?`,
+        { cause: this.#lastError },
+      );
+    }
+  }
+
   /** The client, created on first use; with `lazyConnect` a backend that is never used opens nothing. */
   #redis(): RedisClient & ScriptCommands {
     if (this.#client) return this.#client;
     let client = this.#external;
     if (!client) {
-      // The cast: ioredis's constructor types reject `replyMapping: undefined` under exactOptionalPropertyTypes.
-      const options = { lazyConnect: true, ...this.#options.redisOptions } as RedisOptions & {
+      // Fail fast when the server is unreachable: ioredis's defaults (10 s connectTimeout, 20 retries per request)
+      // hold a call for over a minute against an address that does not answer. Overridable by redisOptions.
+      const options = {
+        lazyConnect: true,
+        connectTimeout: CONNECT_TIMEOUT_MS,
+        maxRetriesPerRequest: MAX_RETRIES_PER_REQUEST,
+        ...this.#options.redisOptions,
+      } as RedisOptions & {
+        // The cast: ioredis's constructor types reject `replyMapping: undefined` under exactOptionalPropertyTypes.
         replyMapping?: "legacy";
       };
       client = new Redis(this.#options.url as string, options);
       // Failures reach the caller through the command's rejection; without a listener ioredis also logs them.
-      client.on("error", () => {});
+      client.on("error", (error: unknown) => {
+        this.#lastError = error;
+      });
     }
     for (const [name, lua] of Object.entries(scripts)) {
       client.defineCommand(name, { lua: prelude + lua, numberOfKeys: 0 });
@@ -344,7 +404,7 @@ export class RedisStorageBackend extends StorageBackend {
 
   /** The namespace scripts build keys from: they get no KEYS, so ioredis cannot add `keyPrefix` for them. */
   #base(): string {
-    return `${this.#redis().options.keyPrefix ?? ""}${this.#options.prefix}`;
+    return `${this.#client?.options.keyPrefix ?? ""}${this.#options.prefix}`;
   }
 }
 
@@ -354,6 +414,21 @@ export class RedisStorageBackend extends StorageBackend {
  */
 function heads(messages: MessageRecord[]): string[] {
   return messages.map((m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`);
+}
+
+/** A URL's path is empty or a database index (ioredis would read `/abc` as NaN and `/1x` as 1). */
+function validDatabase(url: string): boolean {
+  try {
+    return /^\/?(\d{1,5})?$/.test(new URL(url).pathname);
+  } catch {
+    return false;
+  }
+}
+
+/** host:port of a client, for messages (never its password). */
+function describe(client: RedisClient): string {
+  const { host, port, path } = client.options;
+  return path ? String(path) : `${host ?? "localhost"}:${port ?? 6379}`;
 }
 
 /** An ioredis `Redis` (also from another copy of ioredis); a `Cluster` cannot run scripts across slots. */
