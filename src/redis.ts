@@ -21,7 +21,7 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
-import { OP_BLOCK_MS, OPS_PER_KEY, prelude, scripts } from "./redis-scripts.js";
+import { CHUNK, OP_BLOCK_MS, OPS_PER_KEY, PAGE, prelude, scripts } from "./redis-scripts.js";
 
 const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis");
 
@@ -155,11 +155,10 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
+    const redis = await this.#ready();
     const { session_id, created_at, length, metadata } = target;
     const cwd = metadata === undefined ? null : cwdOf(metadata);
-    const [status, total] = (await (
-      await this.#ready()
-    ).agentixCopy(
+    const args = [
       this.#base(),
       sessionId,
       session_id,
@@ -170,8 +169,44 @@ export class RedisStorageBackend extends StorageBackend {
       JSON.stringify(metadata ?? null),
       cwd === null ? 0 : 1,
       cwd ?? "",
-    )) as [CopyOutcome["status"], number?];
-    return status === "out-of-range" ? { status, length: total as number } : ({ status } as CopyOutcome);
+    ];
+    // A fork of more than a chunk is copied in chunks into a temp key and published in one short script, so that
+    // no script blocks Redis for long. An edit of the source meanwhile restarts it; after a few, one script does it.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const reply = (await redis.agentixCopy(...args, CHUNK)) as [string, number?, string?];
+      if (reply[0] !== "chunked") return copyOutcome(reply);
+      const outcome = await this.#copyChunked(redis, args, reply[1] as number, reply[2] as string);
+      if (outcome) return outcome;
+    }
+    return copyOutcome((await redis.agentixCopy(...args, "")) as [string, number?]);
+  }
+
+  /** A chunked fork (see copySession): its outcome, or `null` when the source changed and it must start again. */
+  async #copyChunked(
+    redis: RedisClient & ScriptCommands,
+    args: Array<string | number>,
+    length: number,
+    stamp: string,
+  ): Promise<CopyOutcome | null> {
+    const temp = `${String(args[2])}:${randomUUID()}`;
+    let copied = 0;
+    let total = length;
+    for (;;) {
+      while (copied < total) {
+        const stop = Math.min(copied + CHUNK, total);
+        const reply = await redis.agentixCopyChunk(this.#base(), args[1] as string, temp, copied, stop - 1, stamp);
+        // A chunk resent after a dropped connection would be appended twice: start again.
+        if (reply !== stop) {
+          await redis.unlink(this.#key("tmp", temp));
+          return null;
+        }
+        copied = stop;
+      }
+      const reply = (await redis.agentixPublish(...args, temp, stamp, copied)) as [string, number?];
+      if (reply[0] === "retry") return null;
+      if (reply[0] !== "behind") return copyOutcome(reply);
+      total = reply[1] as number;
+    }
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
@@ -228,21 +263,59 @@ export class RedisStorageBackend extends StorageBackend {
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
     const redis = await this.#ready();
     const messages = this.#key("messages", sessionId);
+    // A range of at most a page, or a longer one that turns out to end within a page: one LRANGE. A longer one
+    // is read in pages, so that no LRANGE blocks Redis for long; an edit meanwhile makes it read again.
+    let probe: string[] | undefined;
+    if ("last" in range ? range.last > PAGE : range.limit === undefined || range.limit > PAGE) {
+      if (!("last" in range)) probe = await redis.lrange(messages, range.offset, range.offset + PAGE);
+      if (probe === undefined || probe.length > PAGE) {
+        for (let attempt = 0; attempt < 3; attempt++) {
+          const lines = await this.#readPages(redis, sessionId, range);
+          if (lines === null) return null;
+          if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
+        }
+        probe = undefined; // edited throughout: one LRANGE of it all, below
+      }
+    }
     const [start, stop] =
       "last" in range
         ? [-range.last, -1]
         : [range.offset, range.limit === undefined ? -1 : range.offset + range.limit - 1];
     // The scripts write and delete a session's list together with its hash, so a non-empty list means the
     // session exists: one LRANGE. Only an empty one needs the atomic check that tells "empty" from "not found".
-    let lines = await redis.lrange(messages, start, stop);
+    let lines = probe ?? (await redis.lrange(messages, start, stop));
     if (lines.length === 0) {
-      const reply = await redis.multi().exists(this.#key("session", sessionId)).lrange(messages, start, stop).exec();
-      const [[existsError, exists] = [], [rangeError, page] = []] = reply ?? [];
-      if (existsError || rangeError) throw existsError ?? rangeError;
+      const [exists, page] = await exec(
+        redis.multi().exists(this.#key("session", sessionId)).lrange(messages, start, stop),
+      );
       if (exists !== 1) return null;
       lines = page as string[];
     }
     return lines.map((line) => JSON.parse(line) as MessageRecord);
+  }
+
+  /**
+   * A range read page by page: the list's length, read atomically with the session's stamp (see `stamp` in the
+   * scripts), fixes the positions; appends meanwhile only add later ones. `null`: not found; `undefined`: the
+   * session was edited (messages removed) or replaced meanwhile, read again.
+   */
+  async #readPages(redis: RedisClient, sessionId: string, range: MessageRange): Promise<string[] | null | undefined> {
+    const session = this.#key("session", sessionId);
+    const edits = this.#key("edits", sessionId);
+    const list = this.#key("messages", sessionId);
+    const stampOf = async () => (await exec(redis.multi().hget(session, "created_at").get(edits))).join(":");
+    const [created, edited, length] = (await exec(redis.multi().hget(session, "created_at").get(edits).llen(list))) as [
+      string | null,
+      string | null,
+      number,
+    ];
+    if (created === null) return null;
+    const from = "last" in range ? Math.max(0, length - range.last) : Math.min(range.offset, length);
+    const to = "last" in range || range.limit === undefined ? length : Math.min(length, range.offset + range.limit);
+    const lines: string[] = [];
+    for (let i = from; i < to; i += PAGE) lines.push(...(await redis.lrange(list, i, Math.min(i + PAGE, to) - 1)));
+    if (lines.length !== to - from || (await stampOf()) !== [created, edited].join(":")) return undefined;
+    return lines;
   }
 
   protected override async scanPage(
@@ -398,7 +471,7 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   /** A key for a plain command (ioredis adds the client's own `keyPrefix` to it). */
-  #key(kind: "session" | "messages" | "index", id: string): string {
+  #key(kind: "session" | "messages" | "index" | "edits" | "tmp", id: string): string {
     return `${this.#options.prefix}:${kind}:${id}`;
   }
 
@@ -414,6 +487,19 @@ export class RedisStorageBackend extends StorageBackend {
  */
 function heads(messages: MessageRecord[]): string[] {
   return messages.map((m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`);
+}
+
+/** The replies of a MULTI, or its first error. */
+async function exec(multi: ReturnType<RedisClient["multi"]>): Promise<unknown[]> {
+  return ((await multi.exec()) ?? []).map(([error, value]) => {
+    if (error) throw error;
+    return value;
+  });
+}
+
+/** A copy script's reply as the core's outcome. */
+function copyOutcome([status, total]: [string, number?, ...unknown[]]): CopyOutcome {
+  return status === "out-of-range" ? { status, length: total as number } : ({ status } as CopyOutcome);
 }
 
 /** A URL's path is empty or a database index (ioredis would read `/abc` as NaN and `/1x` as 1). */
