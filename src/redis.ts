@@ -117,12 +117,14 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
-    return toRecord(await (await this.#ready()).hgetall(this.#key("session", sessionId)));
+    const redis = await this.#ready();
+    return toRecord(await redis.hgetall(this.#key("session", sessionId)));
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
+    const redis = await this.#ready();
     const { cwd, limit, before } = query;
-    const reply = await (await this.#ready()).agentixList(
+    const reply = await redis.agentixList(
       this.#base(),
       agentId,
       cwd === undefined ? 0 : 1,
@@ -139,10 +141,9 @@ export class RedisStorageBackend extends StorageBackend {
     metadata: JsonObject | null,
     at: string,
   ): Promise<SessionRecord | null> {
+    const redis = await this.#ready();
     const cwd = cwdOf(metadata);
-    const reply = (await (
-      await this.#ready()
-    ).agentixMeta(
+    const reply = (await redis.agentixMeta(
       this.#base(),
       sessionId,
       JSON.stringify(metadata),
@@ -210,26 +211,34 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
-    await (await this.#ready()).agentixRemove(this.#base(), sessionId);
+    const redis = await this.#ready();
+    await redis.agentixRemove(this.#base(), sessionId);
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
+    const redis = await this.#ready();
     const ts = (messages[0] as MessageRecord).timestamp;
     const { key, bit, setTtl } = this.#nextOp();
-    const reply = (await (
-      await this.#ready()
-    ).agentixAppend(this.#base(), sessionId, ts, Date.parse(ts), key, bit, setTtl, heads(messages))) as number | null;
+    const reply = (await redis.agentixAppend(
+      this.#base(),
+      sessionId,
+      ts,
+      Date.parse(ts),
+      key,
+      bit,
+      setTtl,
+      heads(messages),
+    )) as number | null;
     // Once an append of this block succeeded with the TTL flag, its key expires: later appends skip the PEXPIRE.
     if (reply !== null && setTtl === 1) this.#ops.expiring = key;
     return reply;
   }
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
+    const redis = await this.#ready();
     const { messages, at, expectedLength, from, pop, idempotency } = edit;
     const { key, bit } = this.#nextOp();
-    const reply = (await (
-      await this.#ready()
-    ).agentixEdit(
+    const reply = (await redis.agentixEdit(
       this.#base(),
       sessionId,
       messages[0]?.timestamp ?? at,
@@ -257,7 +266,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
-    return (await (await this.#ready()).agentixLength(this.#base(), sessionId)) as number | null;
+    const redis = await this.#ready();
+    return (await redis.agentixLength(this.#base(), sessionId)) as number | null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
@@ -373,9 +383,10 @@ export class RedisStorageBackend extends StorageBackend {
 
   /** Insert-if-absent: `null` when stored, else the existing session's fields (nothing written). */
   async #insert(record: SessionRecord, messages: MessageRecord[]): Promise<Fields | null> {
+    const redis = await this.#ready();
     const { session_id, agent_id, created_at, updated_at, metadata } = record;
     const cwd = cwdOf(metadata);
-    const reply = await (await this.#ready()).agentixInsert(
+    const reply = await redis.agentixInsert(
       this.#base(),
       session_id,
       agent_id,
