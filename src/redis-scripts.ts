@@ -12,6 +12,12 @@
 export const OP_BLOCK_MS = 3_600_000;
 const OP_TTL_MS = 2 * OP_BLOCK_MS;
 export const OPS_PER_KEY = 2 ** 20;
+/** Messages per page of a read (LRANGE in C: a few ms for 4096 messages). */
+export const PAGE = 4096;
+/** Messages per chunk of a fork, or at most in a fork copied by one script (they go through Lua: fewer). */
+export const CHUNK = 1024;
+/** A fork's temp key expires this long after its last chunk, so that a crash mid-fork leaves nothing behind. */
+const TEMP_TTL_MS = 600_000;
 /** How many idempotency keys a session remembers (the contract's minimum). */
 const KEYS_KEPT = 1000;
 
@@ -45,7 +51,24 @@ local function push(list, heads, first, ts)
   return length
 end
 -- The session's keys besides its hash, deleted with it and never inherited by a new session of the same id.
-local function extraKeys(id) return key('messages', id), key('keys', id), key('keyorder', id) end
+local function extraKeys(id) return key('messages', id), key('keys', id), key('keyorder', id), key('edits', id) end
+-- What a chunked read or fork checks to know that positions it already read did not change: appends only add
+-- positions, so the session (its created_at) and its count of edits that removed messages.
+local function stamp(id, created) return created .. ':' .. (redis.call('GET', key('edits', id)) or '0') end
+-- A fork's metadata and cwd (ARGV 7-10 of agentixCopy and agentixPublish): the source's, or the ones given.
+local function forkMeta(from, metadata)
+  local cwd = redis.call('HGET', base .. ':cwds', from) or nil
+  if ARGV[7] == '1' then metadata, cwd = ARGV[8], ARGV[9] == '1' and ARGV[10] or nil end
+  return metadata, cwd
+end
+-- Makes the fork visible, its messages in place: its hash, cwd and index entries.
+local function register(agent, to, at, score, metadata, cwd)
+  redis.call('HSET', key('session', to), 'session_id', to, 'agent_id', agent, 'created_at', at, 'updated_at', at,
+    'metadata', metadata)
+  if cwd then redis.call('HSET', base .. ':cwds', to, cwd) else redis.call('HDEL', base .. ':cwds', to) end
+  redis.call('ZADD', base .. ':sessions', 0, to)
+  index(agent, to, score, cwd)
+end
 `;
 
 /** The scripts, each one atomic call (EVALSHA, falling back to EVAL on NOSCRIPT: defineCommand). */
@@ -61,7 +84,7 @@ local cwd = ARGV[8] == '1' and ARGV[9] or nil
 if cwd then redis.call('HSET', base .. ':cwds', id, cwd) end
 redis.call('ZADD', base .. ':sessions', 0, id)
 index(agent, id, ARGV[7], cwd)
-redis.call('DEL', extraKeys(id))
+redis.call('UNLINK', extraKeys(id))
 for i = 10, #ARGV, 1000 do
   redis.call('RPUSH', key('messages', id), unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
@@ -115,9 +138,11 @@ if from and from > length then return {'out-of-range', length} end
 local popped, changed = false, false
 if ARGV[9] == '1' then
   if length > 0 then popped, length, changed = redis.call('RPOP', list), length - 1, true end
+  if popped then redis.call('INCR', key('edits', id)) end
 elseif from and from < length then
+  redis.call('INCR', key('edits', id))
   -- LTRIM 0 -1 would keep everything: from 0 is a DEL.
-  if from == 0 then redis.call('DEL', list) else redis.call('LTRIM', list, 0, from - 1) end
+  if from == 0 then redis.call('UNLINK', list) else redis.call('LTRIM', list, 0, from - 1) end
   length, changed = from, true
 end
 local clamped = at < s[2]
@@ -168,23 +193,23 @@ return redis.call('HMGET', key('session', id), unpack(FIELDS))`,
 local id = ARGV[2]
 if redis.call('EXISTS', key('session', id)) == 0 then return false end
 return redis.call('LLEN', key('messages', id))`,
-  // ARGV: base, source id, new id, created_at, score, length ('': all), metadata given ('1'), metadata, has cwd, cwd.
-  // Returns {'copied'}, {'not-found'}, {'exists'} or {'out-of-range', the source's length}.
+  // ARGV: base, source id, new id, created_at, score, length ('': all), metadata given ('1'), metadata, has cwd, cwd,
+  // most messages to copy in this script ('': any number). Returns {'copied'}, {'not-found'}, {'exists'},
+  // {'out-of-range', the source's length} or, over the limit, {'chunked', length, stamp} with nothing written:
+  // the caller copies in chunks (agentixCopyChunk) and publishes (agentixPublish).
   agentixCopy: `
 local from, to, at = ARGV[2], ARGV[3], ARGV[4]
-local s = redis.call('HMGET', key('session', from), 'agent_id', 'metadata')
+local s = redis.call('HMGET', key('session', from), 'agent_id', 'metadata', 'created_at')
 if not s[1] then return {'not-found'} end
 if redis.call('EXISTS', key('session', to)) == 1 then return {'exists'} end
 local source, target = key('messages', from), key('messages', to)
 local total = redis.call('LLEN', source)
 local length = ARGV[6] == '' and total or tonumber(ARGV[6])
 if length > total then return {'out-of-range', total} end
-local metadata, cwd = s[2], redis.call('HGET', base .. ':cwds', from) or nil
-if ARGV[7] == '1' then metadata, cwd = ARGV[8], ARGV[9] == '1' and ARGV[10] or nil end
-redis.call('HSET', key('session', to), 'session_id', to, 'agent_id', s[1], 'created_at', at, 'updated_at', at,
-  'metadata', metadata)
+if ARGV[11] ~= '' and length > tonumber(ARGV[11]) then return {'chunked', length, stamp(from, s[3])} end
+local metadata, cwd = forkMeta(from, s[2])
 -- Keys left under the new id without its hash (deleted by hand, say) must not become the fork's.
-redis.call('DEL', extraKeys(to))
+redis.call('UNLINK', extraKeys(to))
 if length > 0 and length * 2 >= total then
   -- COPY and LTRIM run in C: cheaper than moving the messages through Lua, unless most are left behind.
   redis.call('COPY', source, target)
@@ -194,15 +219,57 @@ else
     redis.call('RPUSH', target, unpack(redis.call('LRANGE', source, i, math.min(i + 999, length - 1))))
   end
 end
-if cwd then redis.call('HSET', base .. ':cwds', to, cwd) else redis.call('HDEL', base .. ':cwds', to) end
-redis.call('ZADD', base .. ':sessions', 0, to)
-index(s[1], to, ARGV[5], cwd)
+register(s[1], to, at, ARGV[5], metadata, cwd)
+return {'copied'}`,
+  // ARGV: base, source id, temp name, start, stop, stamp. Appends the source's positions start..stop to the temp key
+  // {base}:tmp:{name}, which nothing indexes, and renews its TTL. The temp key's length, or nil (and the temp key
+  // gone) when the source was deleted or edited since the stamp.
+  agentixCopyChunk: `
+local from, tmp = ARGV[2], key('tmp', ARGV[3])
+local created = redis.call('HGET', key('session', from), 'created_at')
+if not created or stamp(from, created) ~= ARGV[6] then
+  redis.call('UNLINK', tmp)
+  return false
+end
+local lines = redis.call('LRANGE', key('messages', from), ARGV[4], ARGV[5])
+for i = 1, #lines, 1000 do redis.call('RPUSH', tmp, unpack(lines, i, math.min(i + 999, #lines))) end
+redis.call('PEXPIRE', tmp, ${TEMP_TTL_MS})
+return redis.call('LLEN', tmp)`,
+  // ARGV: as agentixCopy's 1-10, then temp name, stamp, messages copied. Makes a chunked fork visible in one short
+  // step: the temp key renamed to the fork's list (with the source's newer messages when the whole source is
+  // forked and at most a page was appended meanwhile), its hash and index entries. Returns agentixCopy's replies,
+  // {'behind', the source's length} (more than a page appended: copy more, publish again) or {'retry'} (the source
+  // was edited, or the temp key is not what was copied: the temp key is gone).
+  agentixPublish: `
+local from, to, at, tmp = ARGV[2], ARGV[3], ARGV[4], key('tmp', ARGV[11])
+local s = redis.call('HMGET', key('session', from), 'agent_id', 'metadata', 'created_at')
+local copied = tonumber(ARGV[13])
+local outcome
+if not s[1] then outcome = {'not-found'}
+elseif stamp(from, s[3]) ~= ARGV[12] or redis.call('LLEN', tmp) ~= copied then outcome = {'retry'}
+elseif redis.call('EXISTS', key('session', to)) == 1 then outcome = {'exists'} end
+if outcome then
+  redis.call('UNLINK', tmp)
+  return outcome
+end
+if ARGV[6] == '' then
+  local total = redis.call('LLEN', key('messages', from))
+  if total - copied > ${CHUNK} then return {'behind', total} end
+  for i = copied, total - 1, 1000 do
+    redis.call('RPUSH', tmp, unpack(redis.call('LRANGE', key('messages', from), i, math.min(i + 999, total - 1))))
+  end
+end
+local metadata, cwd = forkMeta(from, s[2])
+redis.call('UNLINK', extraKeys(to))
+redis.call('RENAME', tmp, key('messages', to))
+redis.call('PERSIST', key('messages', to))
+register(s[1], to, at, ARGV[5], metadata, cwd)
 return {'copied'}`,
   // ARGV: base, id
   agentixRemove: `
 local id = ARGV[2]
 local agent = redis.call('HGET', key('session', id), 'agent_id')
-redis.call('DEL', key('session', id), extraKeys(id))
+redis.call('UNLINK', key('session', id), extraKeys(id))
 if not agent then return 0 end
 local cwd = redis.call('HGET', base .. ':cwds', id)
 if cwd then redis.call('ZREM', cwdKey(agent, cwd), id) end

@@ -21,7 +21,7 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
-import { OP_BLOCK_MS, OPS_PER_KEY, prelude, scripts } from "./redis-scripts.js";
+import { CHUNK, OP_BLOCK_MS, OPS_PER_KEY, PAGE, prelude, scripts } from "./redis-scripts.js";
 
 const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
 
@@ -57,6 +57,7 @@ const optionsSchema = z
     url: z
       .string()
       .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
+      .refine(validDatabase, "the path must be a database index, e.g. redis://host:6379/0")
       .optional(),
     client: z.custom<RedisClient>(isClient, { message: "must be an ioredis client (Redis, not Cluster)" }).optional(),
     redisOptions: z.custom<RedisOptions>(isPlainObject, { message: "must be a plain object" }).optional(),
@@ -70,6 +71,10 @@ const optionsSchema = z
     message: "redisOptions apply only with url",
     path: ["redisOptions"],
   });
+
+/** The defaults for connections opened from `url`: a call against an unreachable server fails within seconds. */
+const CONNECT_TIMEOUT_MS = 2_000;
+const MAX_RETRIES_PER_REQUEST = 3;
 
 /** A script argument; ioredis flattens an array into the arguments, so a batch needs no spread call. */
 type Arg = string | number | string[];
@@ -89,6 +94,10 @@ export class RedisStorageBackend extends StorageBackend {
   readonly #writer = randomUUID();
   #ops = { hour: -1, count: 0, expiring: "" };
   #client: (RedisClient & ScriptCommands) | undefined;
+  /** The first-use check of the server (see #ready), memoised once it passed. */
+  #checked: Promise<RedisClient & ScriptCommands> | undefined;
+  /** The last error the connection reported (ioredis only emits a failed SELECT on connect). */
+  #lastError: unknown;
 
   constructor(options: RedisStorageOptions) {
     super();
@@ -108,12 +117,14 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
-    return toRecord(await this.#redis().hgetall(this.#key("session", sessionId)));
+    const redis = await this.#ready();
+    return toRecord(await redis.hgetall(this.#key("session", sessionId)));
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
+    const redis = await this.#ready();
     const { cwd, limit, before } = query;
-    const reply = await this.#redis().agentixList(
+    const reply = await redis.agentixList(
       this.#base(),
       agentId,
       cwd === undefined ? 0 : 1,
@@ -130,8 +141,9 @@ export class RedisStorageBackend extends StorageBackend {
     metadata: JsonObject | null,
     at: string,
   ): Promise<SessionRecord | null> {
+    const redis = await this.#ready();
     const cwd = cwdOf(metadata);
-    const reply = (await this.#redis().agentixMeta(
+    const reply = (await redis.agentixMeta(
       this.#base(),
       sessionId,
       JSON.stringify(metadata),
@@ -144,9 +156,10 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
+    const redis = await this.#ready();
     const { session_id, created_at, length, metadata } = target;
     const cwd = metadata === undefined ? null : cwdOf(metadata);
-    const [status, total] = (await this.#redis().agentixCopy(
+    const args = [
       this.#base(),
       sessionId,
       session_id,
@@ -157,18 +170,56 @@ export class RedisStorageBackend extends StorageBackend {
       JSON.stringify(metadata ?? null),
       cwd === null ? 0 : 1,
       cwd ?? "",
-    )) as [CopyOutcome["status"], number?];
-    return status === "out-of-range" ? { status, length: total as number } : ({ status } as CopyOutcome);
+    ];
+    // A fork of more than a chunk is copied in chunks into a temp key and published in one short script, so that
+    // no script blocks Redis for long. An edit of the source meanwhile restarts it; after a few, one script does it.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const reply = (await redis.agentixCopy(...args, CHUNK)) as [string, number?, string?];
+      if (reply[0] !== "chunked") return copyOutcome(reply);
+      const outcome = await this.#copyChunked(redis, args, reply[1] as number, reply[2] as string);
+      if (outcome) return outcome;
+    }
+    return copyOutcome((await redis.agentixCopy(...args, "")) as [string, number?]);
+  }
+
+  /** A chunked fork (see copySession): its outcome, or `null` when the source changed and it must start again. */
+  async #copyChunked(
+    redis: RedisClient & ScriptCommands,
+    args: Array<string | number>,
+    length: number,
+    stamp: string,
+  ): Promise<CopyOutcome | null> {
+    const temp = `${String(args[2])}:${randomUUID()}`;
+    let copied = 0;
+    let total = length;
+    for (;;) {
+      while (copied < total) {
+        const stop = Math.min(copied + CHUNK, total);
+        const reply = await redis.agentixCopyChunk(this.#base(), args[1] as string, temp, copied, stop - 1, stamp);
+        // A chunk resent after a dropped connection would be appended twice: start again.
+        if (reply !== stop) {
+          await redis.unlink(this.#key("tmp", temp));
+          return null;
+        }
+        copied = stop;
+      }
+      const reply = (await redis.agentixPublish(...args, temp, stamp, copied)) as [string, number?];
+      if (reply[0] === "retry") return null;
+      if (reply[0] !== "behind") return copyOutcome(reply);
+      total = reply[1] as number;
+    }
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
-    await this.#redis().agentixRemove(this.#base(), sessionId);
+    const redis = await this.#ready();
+    await redis.agentixRemove(this.#base(), sessionId);
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
+    const redis = await this.#ready();
     const ts = (messages[0] as MessageRecord).timestamp;
     const { key, bit, setTtl } = this.#nextOp();
-    const reply = (await this.#redis().agentixAppend(
+    const reply = (await redis.agentixAppend(
       this.#base(),
       sessionId,
       ts,
@@ -184,9 +235,10 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
+    const redis = await this.#ready();
     const { messages, at, expectedLength, from, pop, idempotency } = edit;
     const { key, bit } = this.#nextOp();
-    const reply = (await this.#redis().agentixEdit(
+    const reply = (await redis.agentixEdit(
       this.#base(),
       sessionId,
       messages[0]?.timestamp ?? at,
@@ -214,27 +266,66 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
-    return (await this.#redis().agentixLength(this.#base(), sessionId)) as number | null;
+    const redis = await this.#ready();
+    return (await redis.agentixLength(this.#base(), sessionId)) as number | null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
-    const redis = this.#redis();
+    const redis = await this.#ready();
     const messages = this.#key("messages", sessionId);
+    // A range of at most a page, or a longer one that turns out to end within a page: one LRANGE. A longer one
+    // is read in pages, so that no LRANGE blocks Redis for long; an edit meanwhile makes it read again.
+    let probe: string[] | undefined;
+    if ("last" in range ? range.last > PAGE : range.limit === undefined || range.limit > PAGE) {
+      if (!("last" in range)) probe = await redis.lrange(messages, range.offset, range.offset + PAGE);
+      if (probe === undefined || probe.length > PAGE) {
+        for (let attempt = 0; attempt < 3; attempt++) {
+          const lines = await this.#readPages(redis, sessionId, range);
+          if (lines === null) return null;
+          if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
+        }
+        probe = undefined; // edited throughout: one LRANGE of it all, below
+      }
+    }
     const [start, stop] =
       "last" in range
         ? [-range.last, -1]
         : [range.offset, range.limit === undefined ? -1 : range.offset + range.limit - 1];
     // The scripts write and delete a session's list together with its hash, so a non-empty list means the
     // session exists: one LRANGE. Only an empty one needs the atomic check that tells "empty" from "not found".
-    let lines = await redis.lrange(messages, start, stop);
+    let lines = probe ?? (await redis.lrange(messages, start, stop));
     if (lines.length === 0) {
-      const reply = await redis.multi().exists(this.#key("session", sessionId)).lrange(messages, start, stop).exec();
-      const [[existsError, exists] = [], [rangeError, page] = []] = reply ?? [];
-      if (existsError || rangeError) throw existsError ?? rangeError;
+      const [exists, page] = await exec(
+        redis.multi().exists(this.#key("session", sessionId)).lrange(messages, start, stop),
+      );
       if (exists !== 1) return null;
       lines = page as string[];
     }
     return lines.map((line) => JSON.parse(line) as MessageRecord);
+  }
+
+  /**
+   * A range read page by page: the list's length, read atomically with the session's stamp (see `stamp` in the
+   * scripts), fixes the positions; appends meanwhile only add later ones. `null`: not found; `undefined`: the
+   * session was edited (messages removed) or replaced meanwhile, read again.
+   */
+  async #readPages(redis: RedisClient, sessionId: string, range: MessageRange): Promise<string[] | null | undefined> {
+    const session = this.#key("session", sessionId);
+    const edits = this.#key("edits", sessionId);
+    const list = this.#key("messages", sessionId);
+    const stampOf = async () => (await exec(redis.multi().hget(session, "created_at").get(edits))).join(":");
+    const [created, edited, length] = (await exec(redis.multi().hget(session, "created_at").get(edits).llen(list))) as [
+      string | null,
+      string | null,
+      number,
+    ];
+    if (created === null) return null;
+    const from = "last" in range ? Math.max(0, length - range.last) : Math.min(range.offset, length);
+    const to = "last" in range || range.limit === undefined ? length : Math.min(length, range.offset + range.limit);
+    const lines: string[] = [];
+    for (let i = from; i < to; i += PAGE) lines.push(...(await redis.lrange(list, i, Math.min(i + PAGE, to) - 1)));
+    if (lines.length !== to - from || (await stampOf()) !== [created, edited].join(":")) return undefined;
+    return lines;
   }
 
   protected override async scanPage(
@@ -242,7 +333,7 @@ export class RedisStorageBackend extends StorageBackend {
     limit: number,
     agentId: string | undefined,
   ): Promise<SessionRecord[]> {
-    const redis = this.#redis();
+    const redis = await this.#ready();
     if (agentId === undefined) return records(await redis.agentixScan(this.#base(), after ?? "", limit));
     // The agent's index is ordered by time: sort its ids here rather than in Lua, which would block Redis.
     const ids = (await redis.zrange(this.#key("index", agentId), 0, "-1"))
@@ -283,6 +374,7 @@ export class RedisStorageBackend extends StorageBackend {
   protected async dispose(): Promise<void> {
     const client = this.#client;
     this.#client = undefined;
+    this.#checked = undefined;
     if (!client || this.#external) return;
     // Never connected (lazyConnect): nothing to say goodbye to. Otherwise QUIT waits for pending replies.
     if (client.status === "wait") return client.disconnect();
@@ -291,9 +383,10 @@ export class RedisStorageBackend extends StorageBackend {
 
   /** Insert-if-absent: `null` when stored, else the existing session's fields (nothing written). */
   async #insert(record: SessionRecord, messages: MessageRecord[]): Promise<Fields | null> {
+    const redis = await this.#ready();
     const { session_id, agent_id, created_at, updated_at, metadata } = record;
     const cwd = cwdOf(metadata);
-    const reply = await this.#redis().agentixInsert(
+    const reply = await redis.agentixInsert(
       this.#base(),
       session_id,
       agent_id,
@@ -308,18 +401,69 @@ export class RedisStorageBackend extends StorageBackend {
     return reply as Fields | null;
   }
 
+  /**
+   * The client, checked on first use: a cluster node or a database that could not be selected is an error before
+   * anything is written (the scripts would write keys of other slots; ioredis goes on in database 0 when SELECT
+   * fails). A check that could not reach the server is retried on the next call.
+   */
+  #ready(): Promise<RedisClient & ScriptCommands> {
+    if (this.#checked) return this.#checked;
+    const client = this.#redis();
+    this.#checked = this.#check(client).then(
+      () => client,
+      (error: unknown) => {
+        this.#checked = undefined;
+        throw error;
+      },
+    );
+    return this.#checked;
+  }
+
+  async #check(client: RedisClient): Promise<void> {
+    const [[infoError, info] = [], [dbError, self] = []] =
+      (await client.pipeline().info("cluster").client("INFO").exec()) ?? [];
+    // A command the server refuses (renamed, ACL) says nothing either way; a connection error reaches the caller.
+    const refused = (error: Error | null | undefined) => error && error.name !== "ReplyError";
+    if (refused(infoError)) throw infoError;
+    if (refused(dbError)) throw dbError;
+    if (/^cluster_enabled:1\b/m.test(String(info ?? ""))) {
+      throw new AgentixStorageError(
+        `RedisStorageBackend: ${describe(client)} is a Redis Cluster node; a standalone connection would write ` +
+          "keys of other nodes' slots. Pass { client: new Cluster([...]) } instead, or use a standalone server",
+      );
+    }
+    const db = /\bdb=(\d+)/.exec(String(self ?? ""))?.[1];
+    const wanted = client.options.db ?? 0;
+    if (db !== undefined && Number(db) !== wanted) {
+      throw new AgentixStorageError(
+        `RedisStorageBackend: could not select database ${wanted} on ${describe(client)} (the connection is in ` +
+          `database ${db}); is the index below the server's "databases" setting?`,
+        { cause: this.#lastError },
+      );
+    }
+  }
+
   /** The client, created on first use; with `lazyConnect` a backend that is never used opens nothing. */
   #redis(): RedisClient & ScriptCommands {
     if (this.#client) return this.#client;
     let client = this.#external;
     if (!client) {
-      // The cast: ioredis's constructor types reject `replyMapping: undefined` under exactOptionalPropertyTypes.
-      const options = { lazyConnect: true, ...this.#options.redisOptions } as RedisOptions & {
+      // Fail fast when the server is unreachable: ioredis's defaults (10 s connectTimeout, 20 retries per request)
+      // hold a call for over a minute against an address that does not answer. Overridable by redisOptions.
+      const options = {
+        lazyConnect: true,
+        connectTimeout: CONNECT_TIMEOUT_MS,
+        maxRetriesPerRequest: MAX_RETRIES_PER_REQUEST,
+        ...this.#options.redisOptions,
+      } as RedisOptions & {
+        // The cast: ioredis's constructor types reject `replyMapping: undefined` under exactOptionalPropertyTypes.
         replyMapping?: "legacy";
       };
       client = new Redis(this.#options.url as string, options);
       // Failures reach the caller through the command's rejection; without a listener ioredis also logs them.
-      client.on("error", () => {});
+      client.on("error", (error: unknown) => {
+        this.#lastError = error;
+      });
     }
     for (const [name, lua] of Object.entries(scripts)) {
       client.defineCommand(name, { lua: prelude + lua, numberOfKeys: 0 });
@@ -338,13 +482,13 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   /** A key for a plain command (ioredis adds the client's own `keyPrefix` to it). */
-  #key(kind: "session" | "messages" | "index", id: string): string {
+  #key(kind: "session" | "messages" | "index" | "edits" | "tmp", id: string): string {
     return `${this.#options.prefix}:${kind}:${id}`;
   }
 
   /** The namespace scripts build keys from: they get no KEYS, so ioredis cannot add `keyPrefix` for them. */
   #base(): string {
-    return `${this.#redis().options.keyPrefix ?? ""}${this.#options.prefix}`;
+    return `${this.#client?.options.keyPrefix ?? ""}${this.#options.prefix}`;
   }
 }
 
@@ -354,6 +498,34 @@ export class RedisStorageBackend extends StorageBackend {
  */
 function heads(messages: MessageRecord[]): string[] {
   return messages.map((m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`);
+}
+
+/** The replies of a MULTI, or its first error. */
+async function exec(multi: ReturnType<RedisClient["multi"]>): Promise<unknown[]> {
+  return ((await multi.exec()) ?? []).map(([error, value]) => {
+    if (error) throw error;
+    return value;
+  });
+}
+
+/** A copy script's reply as the core's outcome. */
+function copyOutcome([status, total]: [string, number?, ...unknown[]]): CopyOutcome {
+  return status === "out-of-range" ? { status, length: total as number } : ({ status } as CopyOutcome);
+}
+
+/** A URL's path is empty or a database index (ioredis would read `/abc` as NaN and `/1x` as 1). */
+function validDatabase(url: string): boolean {
+  try {
+    return /^\/?(\d{1,5})?$/.test(new URL(url).pathname);
+  } catch {
+    return false;
+  }
+}
+
+/** host:port of a client, for messages (never its password). */
+function describe(client: RedisClient): string {
+  const { host, port, path } = client.options;
+  return path ? String(path) : `${host ?? "localhost"}:${port ?? 6379}`;
 }
 
 /** An ioredis `Redis` (also from another copy of ioredis); a `Cluster` cannot run scripts across slots. */

@@ -9,6 +9,9 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RedisStorageBackend } from "../src/redis.js";
 
+// These calls must outlast a restart: more retries than the backend's fast-fail default of 3.
+const WAIT_FOR_RESTART = { maxRetriesPerRequest: 20 };
+
 const hasServer = spawnSync("redis-server", ["--version"]).status === 0;
 if (!hasServer) console.warn("\n!!! redis-server is not on PATH: the Redis restart tests are SKIPPED.\n");
 
@@ -90,7 +93,7 @@ describe.skipIf(!hasServer)("RedisStorageBackend across a Redis restart", () => 
   });
 
   it("carries on after the server is killed and started again on the same port", async () => {
-    await using b = new RedisStorageBackend({ url: url(), prefix: "restart" });
+    await using b = new RedisStorageBackend({ url: url(), prefix: "restart", redisOptions: WAIT_FOR_RESTART });
     const lost = await b.createSession("agent");
     await b.saveMessage(lost, "user", "in memory only");
 

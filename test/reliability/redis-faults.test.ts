@@ -17,6 +17,9 @@ import {
   sleep,
 } from "./support.js";
 
+// These calls must outlast a restart: more retries than the backend's fast-fail default of 3.
+const WAIT_FOR_RESTART = { maxRetriesPerRequest: 20 };
+
 const runs = required("redis-server", hasRedisServer);
 const WRITERS = 16;
 const ACKED_BEFORE_KILL = scaled(2_000, 20_000);
@@ -69,7 +72,7 @@ describe.skipIf(!runs)("Redis faults on a private server", { timeout: 120_000 },
 
   it("SIGKILL without persistence, calls in flight: they wait for the restart, then fail as not found; the backend carries on", async () => {
     const redis = await server();
-    const b = backend({ url: redis.url, prefix: "volatile" });
+    const b = backend({ url: redis.url, prefix: "volatile", redisOptions: WAIT_FOR_RESTART });
     const sessions = await Promise.all(Array.from({ length: WRITERS }, () => b.createSession("writer")));
     const load = appenders(b, sessions);
     await eventually(() => load.total() >= ACKED_BEFORE_KILL, 60_000);
@@ -115,7 +118,7 @@ describe.skipIf(!runs)("Redis faults on a private server", { timeout: 120_000 },
 
   it("SIGKILL with AOF (appendfsync always): every acknowledged append survives, in order", async () => {
     const redis = await server(["--appendonly", "yes", "--appendfsync", "always"]);
-    const b = backend({ url: redis.url, prefix: "durable" });
+    const b = backend({ url: redis.url, prefix: "durable", redisOptions: WAIT_FOR_RESTART });
     const sessions = await Promise.all(Array.from({ length: WRITERS }, () => b.createSession("writer")));
     const load = appenders(b, sessions);
     await eventually(() => load.total() >= ACKED_BEFORE_KILL, 60_000);
