@@ -230,7 +230,7 @@ export function v2SessionTests(ctx: SuiteContext): void {
       expectField(await rejection(b.openSession(7 as never, id)), "agentId");
       expectField(await rejection(b.openSession(agent, id, new Date() as never)), "metadata");
       expectField(await rejection(b.openSession(agent, id, { n: Number.NaN })), "metadata.n");
-      expectField(await rejection(b.openSession(agent, id, { cwd: "/a\u0000" })), "metadata");
+      expectField(await rejection(b.openSession(agent, id, { cwd: "/a\u0000" })), "metadata.cwd");
       expectField(await rejection(b.openSession(agent, undefined as never)), "sessionId");
       expectField(await rejection(b.openSession(agent, id.toUpperCase())), "sessionId");
       expect(await b.getSession(id)).toBeNull();
@@ -360,7 +360,7 @@ export function v2SessionTests(ctx: SuiteContext): void {
       ["a Date", () => new Date(), "patch.metadata"],
       ["an array", () => ["cwd"], "patch.metadata"],
       ["a string", () => "meta", "patch.metadata"],
-      ["a cwd with NUL", () => ({ cwd: "/a\u0000b" }), "patch.metadata"],
+      ["a cwd with NUL", () => ({ cwd: "/a\u0000b" }), "patch.metadata.cwd"],
       ["NaN inside", () => ({ deep: [{ n: Number.NaN }] }), "patch.metadata.deep[0].n"],
       ["a function inside", () => ({ f: () => 1 }), "patch.metadata.f"],
     ])("bad metadata (%s) is a ValidationError, nothing written", async (_label, make, field) => {
