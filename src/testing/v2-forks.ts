@@ -111,7 +111,7 @@ export function v2ForkTests(ctx: SuiteContext): void {
       expect(await b.loadMessages(all)).toStrictEqual(await b.loadMessages(source, { limit: 1 }));
       expectField(await rejection(b.forkSession(source, { metadata: ["x"] as never })), "options.metadata");
       expectField(await rejection(b.forkSession(source, { metadata: { n: Number.NaN } })), "options.metadata.n");
-      expectField(await rejection(b.forkSession(source, { metadata: { cwd: "a\u0000" } })), "options.metadata");
+      expectField(await rejection(b.forkSession(source, { metadata: { cwd: "a\u0000" } })), "options.metadata.cwd");
       expect(await b.listSessions(agent)).toHaveLength(5);
     });
   });
