@@ -39,7 +39,7 @@ function walk(dir: string): string[] {
 const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
 const AGENT = "[a-z0-9_-]{1,48}\\.[0-9a-f]{64}";
 const LAYOUT = new RegExp(
-  `^(sessions|agents|locks|tmp|sessions/${UUID}|sessions/${UUID}/(session\\.json|messages\\.jsonl|messages\\.count)|agents/${AGENT}|agents/${AGENT}/${UUID})$`,
+  `^(sessions|agents|locks|tmp|sessions/${UUID}|sessions/${UUID}/(session\\.json|messages\\.jsonl|messages\\.count|keys\\.jsonl)|agents/${AGENT}|agents/${AGENT}/${UUID})$`,
 );
 
 describe("FileStorageBackend options", () => {
