@@ -70,10 +70,9 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
         if (ctx.fsync) fs.fdatasyncSync(fd);
       } catch (error) {
         fs.ftruncateSync(fd, size); // leave no partial batch behind a failed write
-        keys.finish(false);
         throw error;
       }
-      keys.finish(true);
+      keys.commit();
       if (counter !== null) writeCountAt(counter, { count: length, bytes: size + batch.length, ino });
     } else {
       const at = offsetOf(fd, tail.end, count, keep);
@@ -87,17 +86,15 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
         remember(popped, { ino: newIno });
         if (counter !== null) writeCountAt(counter, { count: length, bytes, ino: newIno });
       });
-      keys.finish(true);
+      keys.commit();
       ctx.syncDir(ctx.dir);
       keys.prune(ctx.tmpName(), ctx.fsync);
       return { status: "written", length, popped };
     }
     keys.prune(ctx.tmpName(), ctx.fsync);
     return { status: "written", length, popped: null };
-  } catch (error) {
-    keys.finish(false);
-    throw error;
   } finally {
+    // A write that failed leaves its key line pending: the next writer settles it from the log, as after a kill.
     if (fd !== null) fs.closeSync(fd);
     if (counter !== null) fs.closeSync(counter);
     keys.close();

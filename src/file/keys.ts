@@ -128,13 +128,16 @@ export class KeyFile {
     this.#lines++;
   }
 
-  /** Marks the pending line committed (its edit is durable) or aborted (it failed); once committed, prunes. */
-  finish(committed: boolean): void {
+  /**
+   * Marks the pending line committed, once its edit is durable: one byte written in place. (A write that fails
+   * is not marked aborted here: its line stays pending, and the next writer settles it from the log.)
+   */
+  commit(): void {
     if (this.#fd === null || this.#pending === null) return;
     const at = this.#pending;
     this.#pending = null;
-    writeAll(this.#fd, Buffer.from(committed ? "c" : "a"), at + STATE_AT);
-    if (committed) this.#committed.push([at, fs.fstatSync(this.#fd).size]);
+    writeAll(this.#fd, Buffer.from("c"), at + STATE_AT);
+    this.#committed.push([at, fs.fstatSync(this.#fd).size]);
   }
 
   /** Rewrites the file with its newest committed keys once it holds too many lines (temp file, rename). */
