@@ -84,10 +84,12 @@ type Published = "stored" | "taken" | "gone";
  * Sessions as files a person can read (the default backend): per session a
  * directory with `session.json` (the record), `messages.jsonl` (an append-only
  * log, one message per line; batches framed as src/file/log.ts describes) and
- * `messages.count` (a cache of the message count), plus an index directory per
- * agent. A session exists once its directory has been renamed into place,
- * complete. Several processes may share the base directory: creates, appends,
- * updates and deletes take a per-session lock; reads and forks take none.
+ * `messages.count` (a cache of the message count), `keys.jsonl` (idempotency
+ * keys, src/file/keys.ts), plus an index directory per agent. A session exists
+ * once its directory has been renamed into place, complete. Several processes
+ * may share the base directory: writes take a per-session lock (a fork, its
+ * new id's); reads take none. Edits that drop messages replace the log by
+ * rename (src/file/edit.ts), so a reader reads one log to its end.
  */
 export class FileStorageBackend extends SyncStorageBackend {
   readonly #base: string;
@@ -316,10 +318,11 @@ export class FileStorageBackend extends SyncStorageBackend {
    * temporary name (`fillLog` writes the log and may write its count record),
    * then renamed into place; the rename fails if the id is taken. The agent's
    * index entry comes first; readers skip an entry without a session. Under
-   * the session's lock when `lock`, so that a delete of the same id cannot
-   * remove the index entry of a session created meanwhile.
+   * the session's lock (also for a fork: its id may be the caller's), so that
+   * a delete of the same id cannot remove the index entry of a session created
+   * meanwhile.
    */
-  #publish(record: SessionRecord, fillLog: (log: string, count: string) => boolean, lock = true): Published {
+  #publish(record: SessionRecord, fillLog: (log: string, count: string) => boolean): Published {
     const { session_id, agent_id } = record;
     const publish = (): Published => {
       const dir = this.#dir(session_id);
@@ -350,9 +353,7 @@ export class FileStorageBackend extends SyncStorageBackend {
         fs.rmSync(tmp, { recursive: true, force: true });
       }
     };
-    if (lock) return this.#locked(session_id, publish);
-    this.#layout();
-    return publish();
+    return this.#locked(session_id, publish);
   }
 
   /**
