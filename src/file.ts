@@ -277,7 +277,9 @@ export class FileStorageBackend extends SyncStorageBackend {
       if ("last" in range) return parseLines(readTail(fd, end, range.last));
       // A page starts where the previous page of this log ended, when that is known (and still checks out).
       const start = range.offset === 0 ? undefined : this.#pages.find(sessionId, fd, ino, end, range.offset);
-      const reader = new LineReader(fd, start?.byte ?? 0, end);
+      // With a mark, the first chunk is sized for the page from the mean line length so far (plus a margin).
+      const perLine = start && start.position > 0 ? start.byte / start.position : 0;
+      const reader = new LineReader(fd, start?.byte ?? 0, end, (range.limit ?? 0) * perLine * 1.25 + 4096);
       const skip = range.offset - (start?.position ?? 0);
       const skipped = reader.skip(skip);
       const messages = skipped < skip ? [] : readLines(reader, range.limit);

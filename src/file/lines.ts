@@ -17,11 +17,12 @@ export class LineReader {
   #pos = 0;
   #chunk = FIRST_CHUNK;
 
-  /** `from` starts a line; `to` ends one. */
-  constructor(fd: number, from: number, to: number) {
+  /** `from` starts a line; `to` ends one; `expect`: about how many bytes the caller will read (the first chunk). */
+  constructor(fd: number, from: number, to: number, expect = FIRST_CHUNK) {
     this.#fd = fd;
     this.#at = from;
     this.#to = to;
+    this.#chunk = Math.min(MAX_CHUNK, Math.max(FIRST_CHUNK, Math.ceil(expect)));
   }
 
   /** The file offset of the next line's start. */
