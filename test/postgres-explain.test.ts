@@ -272,12 +272,21 @@ describe.skipIf(!url)("PostgresStorageBackend query plans", () => {
         const what = `forkSession ${JSON.stringify(options)}, ${generic ? "generic" : "custom"} plan`;
         const nodes = await explain(again, { analyze: true, generic });
         const scans = messageScans(nodes);
-        expect(
-          scans.map((n) => [n["Node Type"], n["Index Name"]]),
-          what,
-        ).toEqual([["Index Scan", "messages_session_idx"]]);
-        expect(rowsRead(scans[0] as PlanNode), what).toBe(10);
-        expect(sorts(nodes), what).toEqual([]);
+        if (generic && scans[0]?.["Node Type"] === "Bitmap Heap Scan") {
+          // Planned for any length, a bitmap of the index range (then a sort of the rows copied) may win on cost.
+          expect(
+            scans.map((n) => n["Node Type"]),
+            what,
+          ).toEqual(["Bitmap Heap Scan", "Bitmap Index Scan"]);
+          expect(scans[1]?.["Index Name"], what).toBe("messages_session_idx");
+        } else {
+          expect(
+            scans.map((n) => [n["Node Type"], n["Index Name"]]),
+            what,
+          ).toEqual([["Index Scan", "messages_session_idx"]]);
+          expect(sorts(nodes), what).toEqual([]);
+        }
+        for (const scan of scans) expect(rowsRead(scan), what).toBe(10);
       }
     }
   });
