@@ -1,19 +1,32 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import lockfile from "proper-lockfile";
 import { z } from "zod";
 import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
 import { latest } from "./core/clock.js";
-import { AgentixStorageError, SessionExistsError } from "./core/errors.js";
+import { AgentixStorageError } from "./core/errors.js";
 import { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
 import { compareSessions, cwdOf, isAfter, sessionRecord } from "./core/records.js";
-import type { JsonObject, MessageRecord, SessionQuery, SessionRecord } from "./core/types.js";
-import { isSessionId, parseOptions } from "./core/validation.js";
-import { errno, ifExists, readAt, withFile, writeAll } from "./file/io.js";
+import type {
+  CopyOutcome,
+  EditOutcome,
+  JsonObject,
+  MessageEdit,
+  MessageRange,
+  MessageRecord,
+  SessionQuery,
+  SessionRecord,
+} from "./core/types.js";
+import { parseOptions } from "./core/validation.js";
+import { editLog } from "./file/edit.js";
+import { errno, ifExists, withFile, writeAll } from "./file/io.js";
+import { KeyFile } from "./file/keys.js";
+import { LineReader, offsetOf, PageMarks, readLines } from "./file/lines.js";
 import {
   COUNT,
   committedEnd,
+  copyPrefix,
   countTo,
   encodeBatch,
   LOG,
@@ -27,6 +40,7 @@ import {
   writeCount,
   writeCountAt,
 } from "./file/log.js";
+import { agentKey, META, metaJson, readStored, sessionIds, updatedAtFloor } from "./file/session.js";
 
 /** Options of {@link FileStorageBackend}. */
 export interface FileStorageOptions {
@@ -45,9 +59,6 @@ export interface FileStorageOptions {
 
 const optionsSchema = z.strictObject({ basePath: z.string().min(1).optional(), fsync: z.boolean().optional() });
 
-const META = "session.json";
-/** In session.json, `updated_at` follows the fixed-length `session_id` and `created_at`: it is in the first bytes. */
-const HEAD_UPDATED_AT = /"updated_at": "([^"]{24})"/;
 /** A lock older than this was left by a crashed process and is taken over (an append holds it for milliseconds). */
 const LOCK_STALE_MS = 10_000;
 const LOCK_WAIT_MS = 15_000;
@@ -73,14 +84,17 @@ type Published = "stored" | "taken" | "gone";
  * Sessions as files a person can read (the default backend): per session a
  * directory with `session.json` (the record), `messages.jsonl` (an append-only
  * log, one message per line; batches framed as src/file/log.ts describes) and
- * `messages.count` (a cache of the message count), plus an index directory per
- * agent. A session exists once its directory has been renamed into place,
- * complete. Several processes may share the base directory: creates, appends,
- * updates and deletes take a per-session lock; reads and forks take none.
+ * `messages.count` (a cache of the message count), `keys.jsonl` (idempotency
+ * keys, src/file/keys.ts), plus an index directory per agent. A session exists
+ * once its directory has been renamed into place, complete. Several processes
+ * may share the base directory: writes take a per-session lock (a fork, its
+ * new id's); reads take none. Edits that drop messages replace the log by
+ * rename (src/file/edit.ts), so a reader reads one log to its end.
  */
 export class FileStorageBackend extends SyncStorageBackend {
   readonly #base: string;
   readonly #fsync: boolean;
+  readonly #pages = new PageMarks();
   #ready = false;
 
   constructor(options: FileStorageOptions = {}) {
@@ -136,31 +150,27 @@ export class FileStorageBackend extends SyncStorageBackend {
     return this.#locked(sessionId, () => {
       const current = this.readSession(sessionId);
       if (!current) return null; // deleted before we got the lock
-      const json = metaJson({ ...current, updated_at: latest(current.updated_at, at), metadata });
-      const tmp = this.#tmpName(sessionId);
-      this.#writeNew(tmp, [json]);
-      try {
-        fs.renameSync(tmp, join(dir, META));
-      } catch (error) {
-        fs.rmSync(tmp, { force: true });
-        throw error;
-      }
-      this.#syncDir(dir);
-      const s = JSON.parse(json) as SessionRecord;
-      return sessionRecord(s.session_id, s.agent_id, s.created_at, s.updated_at, s.metadata);
+      return this.#writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at), metadata });
     });
   }
 
-  protected copySession(sessionId: string, target: ForkTarget): boolean {
+  protected copySession(sessionId: string, target: ForkTarget): CopyOutcome {
     const source = this.#dir(sessionId);
     const stored = readStored(source);
-    if (!stored) return false;
+    if (!stored) return { status: "not-found" };
+    if (fs.existsSync(this.#dir(target.session_id))) return { status: "exists" };
     const at = target.created_at;
-    const record = sessionRecord(target.session_id, stored.agent_id, at, at, stored.metadata);
-    // A new random id, which no other writer can be creating: no lock needed (nor left behind by a kill).
-    const published = this.#publish(record, (log, count) => this.#copyLog(source, log, count), false);
-    if (published === "taken") throw new SessionExistsError(target.session_id);
-    return published === "stored";
+    const metadata = target.metadata === undefined ? stored.metadata : target.metadata;
+    const record = sessionRecord(target.session_id, stored.agent_id, at, at, metadata);
+    let short: number | undefined;
+    const published = this.#publish(record, (log, count) => {
+      const copied = this.#copyLog(source, log, count, target.length);
+      if (typeof copied === "number") short = copied;
+      return copied === true;
+    });
+    if (published === "stored") return { status: "copied" };
+    if (published === "taken") return { status: "exists" };
+    return short === undefined ? { status: "not-found" } : { status: "out-of-range", length: short };
   }
 
   protected removeSession(sessionId: string): void {
@@ -195,7 +205,14 @@ export class FileStorageBackend extends SyncStorageBackend {
         const tail = logTail(fd, size);
         let count = countTo(fd, ino, tail.end, counter === null ? null : readCountAt(counter));
         if (tail.end < size) {
-          // A writer was killed mid-append: its partial batch goes before anything is written after it.
+          // A writer was killed mid-append: its partial batch goes before anything is written after it (and a
+          // keyed write left pending is settled first, from the log as it was: see src/file/keys.ts).
+          const keys = new KeyFile(dir, false);
+          try {
+            keys.settle({ fd, ino, end: tail.end });
+          } finally {
+            keys.close();
+          }
           fs.closeSync(fd);
           fd = null;
           this.#replaceLog(sessionId, log, tail.end);
@@ -232,10 +249,42 @@ export class FileStorageBackend extends SyncStorageBackend {
     });
   }
 
-  protected readMessages(sessionId: string, last: number | undefined): MessageRecord[] | null {
+  protected editMessages(sessionId: string, edit: MessageEdit): EditOutcome {
+    const dir = this.#dir(sessionId);
+    if (!fs.existsSync(dir)) return { status: "not-found" };
+    return this.#locked(sessionId, () =>
+      editLog(
+        {
+          dir,
+          fsync: this.#fsync,
+          tmpName: () => this.#tmpName(sessionId),
+          syncDir: (path) => this.#syncDir(path),
+          raiseUpdatedAt: (at) => {
+            const current = readStored(dir) as SessionRecord;
+            this.#writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at) });
+          },
+          replaceLog: (log, end) => this.#replaceLog(sessionId, log, end),
+        },
+        edit,
+      ),
+    );
+  }
+
+  protected readMessages(sessionId: string, range: MessageRange): MessageRecord[] | null {
     return withFile(join(this.#dir(sessionId), LOG), "r", (fd) => {
-      const end = committedEnd(fd, fs.fstatSync(fd).size);
-      return parseLines(last === undefined ? readAt(fd, 0, end) : readTail(fd, end, last));
+      const { size, ino } = fs.fstatSync(fd);
+      const end = committedEnd(fd, size);
+      if ("last" in range) return parseLines(readTail(fd, end, range.last));
+      // A page starts where the previous page of this log ended, when that is known (and still checks out).
+      const start = range.offset === 0 ? undefined : this.#pages.find(sessionId, fd, ino, end, range.offset);
+      // With a mark, the first chunk is sized for the page from the mean line length so far (plus a margin).
+      const perLine = start && start.position > 0 ? start.byte / start.position : 0;
+      const reader = new LineReader(fd, start?.byte ?? 0, end, (range.limit ?? 0) * perLine * 1.25 + 4096);
+      const skip = range.offset - (start?.position ?? 0);
+      const skipped = reader.skip(skip);
+      const messages = skipped < skip ? [] : readLines(reader, range.limit);
+      this.#pages.remember(sessionId, fd, ino, end, (start?.position ?? 0) + skipped + messages.length, reader.offset);
+      return messages;
     });
   }
 
@@ -271,10 +320,11 @@ export class FileStorageBackend extends SyncStorageBackend {
    * temporary name (`fillLog` writes the log and may write its count record),
    * then renamed into place; the rename fails if the id is taken. The agent's
    * index entry comes first; readers skip an entry without a session. Under
-   * the session's lock when `lock`, so that a delete of the same id cannot
-   * remove the index entry of a session created meanwhile.
+   * the session's lock (also for a fork: its id may be the caller's), so that
+   * a delete of the same id cannot remove the index entry of a session created
+   * meanwhile.
    */
-  #publish(record: SessionRecord, fillLog: (log: string, count: string) => boolean, lock = true): Published {
+  #publish(record: SessionRecord, fillLog: (log: string, count: string) => boolean): Published {
     const { session_id, agent_id } = record;
     const publish = (): Published => {
       const dir = this.#dir(session_id);
@@ -305,33 +355,51 @@ export class FileStorageBackend extends SyncStorageBackend {
         fs.rmSync(tmp, { recursive: true, force: true });
       }
     };
-    if (lock) return this.#locked(session_id, publish);
-    this.#layout();
-    return publish();
+    return this.#locked(session_id, publish);
   }
 
   /**
-   * Fills a fork's log: a copy of the source's committed log (the copy may end in a batch still being appended,
-   * or torn by a crash), and its count, carried over from the source's record when that is the one of the
-   * log copied. `false` when the source is gone.
+   * Fills a fork's log with the first `length` messages (all when `undefined`) of the source's committed log, a
+   * byte prefix copied unparsed from one open log (the source may be replaced meanwhile), and writes its count
+   * (from the source's record when that is the log's). `false` when the source is gone; its length when that is
+   * less than `length`.
    */
-  #copyLog(source: string, log: string, count: string): boolean {
-    const from = join(source, LOG);
+  #copyLog(source: string, log: string, count: string, length: number | undefined): boolean | number {
     const record = readCount(join(source, COUNT));
-    const ino = ifExists(() => fs.statSync(from).ino);
-    if (ino === null || ifExists(() => fs.copyFileSync(from, log, fs.constants.COPYFILE_FICLONE)) === null) {
-      return false; // the source was deleted meanwhile
-    }
-    // Replaced while copied (repaired after a crash): the copy is counted.
-    const same = ifExists(() => fs.statSync(from).ino) === ino;
-    withFile(log, "r+", (fd) => {
-      const stat = fs.fstatSync(fd);
-      const end = committedEnd(fd, stat.size);
-      fs.ftruncateSync(fd, end);
-      if (this.#fsync) fs.fsyncSync(fd);
-      writeCount(count, { count: countTo(fd, ino, end, same ? record : null), bytes: end, ino: stat.ino });
+    const copied = withFile(join(source, LOG), "r", (fd) => {
+      const { size, ino } = fs.fstatSync(fd);
+      const end = committedEnd(fd, size);
+      const total = countTo(fd, ino, end, record);
+      if (length !== undefined && length > total) return total;
+      const bytes = length === undefined ? end : offsetOf(fd, end, total, length);
+      const out = fs.openSync(log, "wx");
+      try {
+        const copied = copyPrefix(fd, out, bytes);
+        if (this.#fsync) fs.fsyncSync(out);
+        writeCount(count, { count: length ?? total, bytes: copied, ino: fs.fstatSync(out).ino });
+      } finally {
+        fs.closeSync(out);
+      }
+      return true;
     });
-    return true;
+    return copied ?? false; // null: the source was deleted meanwhile
+  }
+
+  /** Rewrites session.json (temp file, rename) and returns the record written. */
+  #writeMeta(sessionId: string, record: SessionRecord): SessionRecord {
+    const dir = this.#dir(sessionId);
+    const json = metaJson(record);
+    const tmp = this.#tmpName(sessionId);
+    this.#writeNew(tmp, [json]);
+    try {
+      fs.renameSync(tmp, join(dir, META));
+    } catch (error) {
+      fs.rmSync(tmp, { force: true });
+      throw error;
+    }
+    this.#syncDir(dir);
+    const s = JSON.parse(json) as SessionRecord;
+    return sessionRecord(s.session_id, s.agent_id, s.created_at, s.updated_at, s.metadata);
   }
 
   /** Replaces the log by its first `end` bytes (with a rename, never truncated: readers may have it open). */
@@ -433,39 +501,4 @@ export class FileStorageBackend extends SyncStorageBackend {
   #tmpName(sessionId: string): string {
     return join(this.#base, "tmp", `${sessionId}.${randomBytes(6).toString("hex")}`);
   }
-}
-
-/**
- * An agent's directory name: a slug for people plus the SHA-256 of the exact id.
- * The hash makes it injective (also on case-insensitive file systems) and short
- * (at most 113 bytes for any id); the slug has no dot, so no name is "." or "..".
- */
-function agentKey(agentId: string): string {
-  const slug = agentId
-    .toLowerCase()
-    .replace(/[^a-z0-9_-]+/g, "_")
-    .slice(0, 48);
-  return `${slug}.${createHash("sha256").update(agentId).digest("hex")}`;
-}
-
-/** session.json: `updated_at` before `agent_id` and `metadata`, so that an append finds it in the first bytes. */
-function metaJson(r: SessionRecord): string {
-  const { session_id, created_at, updated_at, agent_id, metadata } = r;
-  return `${JSON.stringify({ session_id, created_at, updated_at, agent_id, metadata }, null, 2)}\n`;
-}
-
-/** A session's session.json, or `null` when it is not (or no longer) there. */
-function readStored(dir: string): SessionRecord | null {
-  return ifExists(() => JSON.parse(fs.readFileSync(join(dir, META), "utf8")) as SessionRecord);
-}
-
-/** The session ids in a directory: anything else there (a temporary name) is not one. */
-function sessionIds(dir: string): string[] {
-  return ifExists(() => fs.readdirSync(dir).filter(isSessionId)) ?? [];
-}
-
-/** The session's own `updated_at`, read from the head of session.json (parsed whole only if edited by hand). */
-function updatedAtFloor(path: string): string {
-  const head = withFile(path, "r", (fd) => HEAD_UPDATED_AT.exec(readAt(fd, 0, 160).toString("latin1"))?.[1]);
-  return head ?? (JSON.parse(fs.readFileSync(path, "utf8")) as SessionRecord).updated_at;
 }

@@ -12,8 +12,32 @@ import { AgentixStorageError, BackendClosedError, toStorageError } from "./core/
 import { migrationTags } from "./core/migrations.js";
 import { cwdOf, sessionRecord } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
-import type { JsonObject, MessageContent, MessageRecord, Role, SessionQuery, SessionRecord } from "./core/types.js";
+import type {
+  CopyOutcome,
+  EditOutcome,
+  JsonObject,
+  MessageContent,
+  MessageEdit,
+  MessageRange,
+  MessageRecord,
+  Role,
+  SessionQuery,
+  SessionRecord,
+} from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import {
+  appendStatement,
+  type CopyRow,
+  copyStatement,
+  type EditRow,
+  editStatement,
+  importStatement,
+  iso,
+  json,
+  type MessageRow,
+  readStatement,
+  type Tables,
+} from "./postgres-statements.js";
 
 const PACKAGES = ["postgres", "drizzle-orm"];
 const { default: postgres } = await importDriver<{ default: typeof import("postgres") }>(
@@ -95,16 +119,15 @@ let migrationFiles: MigrationMeta[] | undefined;
 const MIGRATION_LOCK = 0x61677478;
 
 const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
-const iso = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
 type SessionRow = [id: string, agentId: string, createdAt: string, updatedAt: string, metadata: string | null];
 /** A row of a left join that found nothing. */
 type Nulls<T extends unknown[]> = { [K in keyof T]: null };
-type MessageRow = [role: Role | null, content: string | null, timestamp: string | null];
 
 /**
  * Sessions in Postgres through postgres.js: every operation is one prepared statement (one round trip),
- * `forkSession` copies on the server, listings and message loads follow their indexes. The `...Sync` methods
+ * `forkSession` copies on the server, listings and message loads follow their indexes (messages by
+ * `(session_id, position)`). The statements that touch messages are in postgres-statements.ts. The `...Sync` methods
  * run on a worker thread, on a twin built from the same `url`.
  *
  * Every statement names its tables with the schema (`"tenant"."sessions"`) instead of relying on the
@@ -118,7 +141,7 @@ export class PostgresStorageBackend extends StorageBackend {
   readonly #migrate: boolean;
   // Qualified names and column lists as postgres.js fragments: constant text, so each statement is prepared once per connection.
   readonly #sessions: PendingQuery<Row[]>;
-  readonly #messages: PendingQuery<Row[]>;
+  readonly #tables: Tables;
   readonly #sessionColumns: PendingQuery<Row[]>;
   #migrated: Promise<void> | undefined;
 
@@ -139,7 +162,12 @@ export class PostgresStorageBackend extends StorageBackend {
       });
     const s = quote(this.#schema);
     this.#sessions = this.#sql.unsafe(`${s}."sessions"`);
-    this.#messages = this.#sql.unsafe(`${s}."messages"`);
+    this.#tables = {
+      sql: this.#sql,
+      sessions: this.#sessions,
+      messages: this.#sql.unsafe(`${s}."messages"`),
+      keys: this.#sql.unsafe(`${s}."idempotency_keys"`),
+    };
     this.#sessionColumns = this.#sql.unsafe(`id, agent_id, ${iso("created_at")}, ${iso("updated_at")}, metadata`);
   }
 
@@ -205,61 +233,43 @@ export class PostgresStorageBackend extends StorageBackend {
     return row ? toSession(row) : null;
   }
 
-  protected async copySession(sessionId: string, target: ForkTarget): Promise<boolean> {
+  protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
     await this.#ready();
-    // One statement, so one snapshot and one transaction; messages go from table to table in id order, so the copies
-    // get increasing ids in the same order. Their foreign key sees the new session: it is checked at the statement's end.
-    const [row] = await values<[boolean]>(this.#sql`
-      with source as (
-        select agent_id, cwd, metadata, message_count from ${this.#sessions} where id = ${sessionId}
-      ), fork as (
-        insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
-        select ${target.session_id}, agent_id, cwd, metadata, ${target.created_at}, ${target.created_at}, message_count
-        from source
-        returning id
-      ), copied as (
-        insert into ${this.#messages} (session_id, role, content, created_at)
-        select fork.id, m.role, m.content, m.created_at from fork, ${this.#messages} m
-        where m.session_id = ${sessionId}
-        order by m.id
-      )
-      select exists (select from fork)`);
-    return row?.[0] === true;
+    const [row] = await values<CopyRow>(copyStatement(this.#tables, sessionId, target));
+    const [count, copied, taken] = row as CopyRow;
+    if (count === null) return { status: "not-found" };
+    if (copied) return { status: "copied" };
+    // Not inserted: the id was taken (ON CONFLICT), or the length is beyond the count (then a taken id comes first).
+    return !taken && target.length !== undefined && target.length > count
+      ? { status: "out-of-range", length: count }
+      : { status: "exists" };
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
     await this.#ready();
-    // The messages go with it: ON DELETE CASCADE, served by the (session_id, id) index.
+    // The messages and idempotency keys go with it: ON DELETE CASCADE, served by indexes leading with session_id.
     await this.#sql`delete from ${this.#sessions} where id = ${sessionId}`;
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
     await this.#ready();
-    const sql = this.#sql;
-    const [first] = messages as [MessageRecord];
-    // The UPDATE locks the session row until commit, so concurrent appends to one session run one after the other:
-    // each batch takes the next message ids and a timestamp no earlier than the previous one (GREATEST). No row,
-    // no insert. One message (saveMessage, the hot path) goes as plain parameters; a batch as one JSON text
-    // parameter (no array types needed from the client), inserted in its order.
-    const rows =
-      messages.length === 1
-        ? sql`select id, ${first.role}, ${JSON.stringify(first.content)}, updated_at from session`
-        : sql`
-          select session.id, m.value->>0, m.value->>1, session.updated_at
-          from session, json_array_elements(${roleAndContent(messages)}::text::json) with ordinality m
-          order by m.ordinality`;
-    const [row] = await values<[number]>(sql`
-      with session as (
-        update ${this.#sessions} set updated_at = greatest(updated_at, ${first.timestamp}),
-          message_count = message_count + ${messages.length}
-        where id = ${sessionId}
-        returning id, updated_at, message_count
-      ), appended as (
-        insert into ${this.#messages} (session_id, role, content, created_at)
-        ${rows}
-      )
-      select message_count from session`);
+    const [row] = await values<[number]>(appendStatement(this.#tables, sessionId, messages));
     return row ? row[0] : null;
+  }
+
+  protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
+    await this.#ready();
+    // Run again when writers of the session collided (see editStatement): nothing was written, and the next
+    // run has a newer snapshot.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const [row] = await values<EditRow>(editStatement(this.#tables, sessionId, edit));
+        if (row?.[0] !== "stale") return editOutcome(row as EditRow);
+      } catch (error) {
+        const { code, constraint_name } = error as { code?: string; constraint_name?: string };
+        if (code !== "23505" || constraint_name !== "idempotency_keys_pkey" || attempt >= 3) throw error;
+      }
+    }
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
@@ -270,31 +280,15 @@ export class PostgresStorageBackend extends StorageBackend {
     return row ? row[0] : null;
   }
 
-  protected async readMessages(sessionId: string, last: number | undefined): Promise<MessageRecord[] | null> {
+  protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
     await this.#ready();
-    const sql = this.#sql;
-    // One statement tells "no session" (no row) from "no messages" (one row of nulls). The lateral subquery fixes
-    // the order (it is never flattened, having an ORDER BY; the (session_id, id) index serves it, backwards for
-    // `last`, reversed here), and the nested loop over the one session row passes its rows through in that order.
-    const rows = await values<MessageRow>(sql`
-      select m.role, m.content, ${sql.unsafe(iso("m.created_at"))}
-      from ${this.#sessions} s left join lateral (
-        select role, content, created_at from ${this.#messages}
-        where session_id = s.id
-        ${last === undefined ? sql`order by id` : sql`order by id desc limit ${last}`}
-      ) m on true
-      where s.id = ${sessionId}`);
+    const rows = await values<MessageRow>(readStatement(this.#tables, sessionId, range));
     if (rows.length === 0) return null;
     const messages: MessageRecord[] = [];
     for (const [role, content, timestamp] of rows) {
-      if (role !== null)
-        messages.push({
-          role,
-          content: JSON.parse(content as string) as MessageContent,
-          timestamp: timestamp as string,
-        });
+      if (role !== null) messages.push(message(role, content as string, timestamp as string));
     }
-    return last === undefined ? messages : messages.reverse();
+    return messages;
   }
 
   protected override async scanPage(
@@ -316,22 +310,7 @@ export class PostgresStorageBackend extends StorageBackend {
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
     await this.#ready();
-    // The messages travel as one JSON text parameter (no array types needed from the client) and keep their order.
-    const payload = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content), m.timestamp]));
-    const [row] = await values<[boolean]>(this.#sql`
-      with session as (
-        insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
-        values (${record.session_id}, ${record.agent_id}, ${cwdOf(record.metadata)}, ${json(record.metadata)},
-                ${record.created_at}, ${record.updated_at}, ${messages.length})
-        on conflict (id) do nothing
-        returning id
-      ), imported as (
-        insert into ${this.#messages} (session_id, role, content, created_at)
-        select session.id, m.value->>0, m.value->>1, (m.value->>2)::timestamptz
-        from session, json_array_elements(${payload}::text::json) with ordinality m
-        order by m.ordinality
-      )
-      select exists (select from session)`);
+    const [row] = await values<[boolean]>(importStatement(this.#tables, record, messages));
     return row?.[0] === true;
   }
 
@@ -443,14 +422,25 @@ async function values<T>(query: PendingQuery<Row[]>): Promise<T[]> {
   return (await query.values()) as unknown as T[];
 }
 
-/** Content and metadata are stored as JSON text (see src/schema/pg.ts); `null` metadata is SQL NULL. */
-function json(value: JsonObject | null): string | null {
-  return value === null ? null : JSON.stringify(value);
+/** What {@link editStatement}'s row says (never `stale`: that is run again). */
+function editOutcome([status, length, fingerprint, role, content, timestamp]: EditRow): EditOutcome {
+  const popped = role === null ? null : message(role, content as string, timestamp as string);
+  switch (status) {
+    case "written":
+      return { status, length: length as number, popped };
+    case "replayed":
+      return { status, fingerprint: fingerprint as string, length: length as number, popped };
+    case "conflict":
+    case "out-of-range":
+      return { status, length: length as number };
+    default:
+      return { status: "not-found" };
+  }
 }
 
-/** A batch as one JSON text parameter: `[[role, content as JSON text], ...]`, read back with `->>`. */
-function roleAndContent(messages: MessageRecord[]): string {
-  return JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content)]));
+/** A message record from a row: content is stored as JSON text. */
+function message(role: string, content: string, timestamp: string): MessageRecord {
+  return { role: role as Role, content: JSON.parse(content) as MessageContent, timestamp };
 }
 
 function toSession([id, agentId, createdAt, updatedAt, metadata]: SessionRow): SessionRecord {

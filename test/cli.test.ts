@@ -6,14 +6,17 @@ import { existsSync, readFileSync } from "node:fs";
 import { cp, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { Redis } from "ioredis";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { exportSessions } from "../src/cli/export.js";
 import type { StorageBackend } from "../src/core/backend.js";
-import type { MessageRecord, SessionRecord } from "../src/core/types.js";
+import type { LoadOptions, MessageRecord, SessionRecord } from "../src/core/types.js";
 import { FileStorageBackend } from "../src/file.js";
+import { MemoryStorageBackend } from "../src/memory.js";
 import { createStorageBackend } from "../src/url.js";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -699,5 +702,69 @@ describe("errors a person can act on: one line on stderr, exit code 1, no stack 
     );
     // The other backends still work in that install.
     expect(await ok(["sessions", "list", "a", "--storage", "memory:"], { bin })).toBe('No sessions for agent "a".\n');
+  });
+});
+
+describe("agentix export streams", () => {
+  /** A backend that cannot hold a session in one array: export must not need it. */
+  class NoLoadBackend extends MemoryStorageBackend {
+    override loadMessages(_sessionId: string, _options?: LoadOptions): Promise<MessageRecord[]> {
+      return Promise.reject(new Error("loadMessages called"));
+    }
+  }
+
+  it("a session of 20,000 messages through iterateMessages, never loadMessages: the bytes of the normal export", async () => {
+    const url = `sqlite:${join(work, "stream.db")}`;
+    const source = await createStorageBackend(url);
+    let records: Array<{ session: SessionRecord; messages: MessageRecord[] }>;
+    try {
+      const big = await source.createSession("streamer", { cwd: "/big", ü: "✓" });
+      for (let i = 0; i < 20_000; i += 1000) {
+        await source.saveMessages(
+          big,
+          Array.from({ length: 1000 }, (_, j) => {
+            const n = i + j;
+            if (n % 3 === 0) return { role: "user" as const, content: `message ${n} 🦀 \u2028 "quoted"` };
+            if (n % 3 === 1) return { role: "assistant" as const, content: [{ type: "text", text: `answer ${n}` }] };
+            return { role: "tool" as const, content: { n, nested: { list: [n, null, 2.5] } } };
+          }),
+        );
+      }
+      await source.createSession("streamer", null); // no messages: `"messages":[]`
+      const small = await source.createSession("streamer", { cwd: "/small" });
+      await source.saveMessage(small, "system", "one");
+      records = [];
+      for (const session of await source.scanSessions({ limit: 10 })) {
+        records.push({ session, messages: await source.loadMessages(session.session_id) });
+      }
+    } finally {
+      await source.close();
+    }
+    expect(records.map((r) => r.messages.length).sort((a, b) => a - b)).toEqual([0, 1, 20_000]);
+
+    // The normal export: the CLI on the SQLite store, and what it always wrote, JSON.stringify of each line.
+    const file = join(work, "stream.jsonl");
+    await ok(["export", "--out", file, "--storage", url]);
+    const normal = await readFile(file);
+    expect(normal.equals(Buffer.from(records.map((r) => `${JSON.stringify(r)}\n`).join("")))).toBe(true);
+
+    // The same sessions in a backend whose loadMessages throws, exported into a slow stream with a small buffer.
+    const storage = new NoLoadBackend();
+    for (const { session, messages } of records) expect(await storage.importSession(session, messages)).toBe(true);
+    await expect(storage.loadMessages(records[0]?.session.session_id as string)).rejects.toThrow("loadMessages");
+    const chunks: Buffer[] = [];
+    let drains = 0;
+    const sink = new Writable({
+      highWaterMark: 16 * 1024,
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(chunk);
+        setImmediate(done);
+      },
+    });
+    sink.on("drain", () => drains++);
+    expect(await exportSessions(storage, sink)).toBe(3);
+    await storage.close();
+    expect(Buffer.concat(chunks).equals(normal)).toBe(true);
+    expect(drains).toBeGreaterThan(0); // it waited for the stream, instead of buffering the session
   });
 });

@@ -30,6 +30,7 @@ interface Job {
   pad: number;
   batches?: number;
   open?: boolean;
+  cas?: boolean;
 }
 
 interface Outcome {
@@ -38,6 +39,7 @@ interface Outcome {
   forks: string[];
   lengths: number[];
   created: boolean;
+  conflicts: number;
 }
 
 /** Starts a writer process; `ready` once it waits for the go file, `done` with what it reported. */
@@ -64,7 +66,7 @@ function writer(job: Job) {
       if (code !== 0 && signal === null) reject(new Error(`writer ${job.writer} exited with ${code}: ${stderr}`));
       const last = stdout.trim().split("\n").at(-1) ?? "";
       const reported = last.startsWith("{") ? (JSON.parse(last) as Omit<Outcome, "code" | "signal">) : undefined;
-      resolve({ code, signal, forks: [], lengths: [], created: false, ...reported });
+      resolve({ code, signal, forks: [], lengths: [], created: false, conflicts: 0, ...reported });
     });
   });
   return { child, ready, done };
@@ -163,6 +165,43 @@ describe("FileStorageBackend with several processes", () => {
     expect(await b.listSessions("agent", { cwd: "/shared" })).toHaveLength(1);
     expect(readdirSync(join(basePath, "locks"))).toEqual([]);
     expect(readdirSync(join(basePath, "tmp"))).toEqual([]);
+    await b.close();
+  });
+
+  it("4 processes in compare-and-swap loops (expectedLength, retried on ConflictError) lose nothing", async () => {
+    const basePath = join(root, "cas");
+    const b = new FileStorageBackend({ basePath });
+    const sessionId = await b.createSession("agent");
+    const writers = 4;
+    const count = 60;
+    const jobs = Array.from({ length: writers }, (_, w) =>
+      writer({ basePath, sessionId, writer: w, count, forkEvery: 0, pad: 0, cas: true }),
+    );
+    await Promise.all(jobs.map((j) => j.ready));
+    writeFileSync(`${basePath}.go`, "");
+    const results = await Promise.all(jobs.map((j) => j.done));
+
+    const messages = await b.loadMessages(sessionId);
+    expect(messages).toHaveLength(writers * count * 2);
+    expect(await b.countMessages(sessionId)).toBe(messages.length);
+    const contents = messages.map((m) => m.content as { w: number; i: number; k: number });
+    // Each batch whole and where its returned length says; each writer's batches in its order.
+    for (const [w, { lengths }] of results.entries()) {
+      expect(lengths).toHaveLength(count);
+      for (const [i, length] of lengths.entries()) {
+        expect(contents.slice(length - 2, length)).toEqual([
+          { w, i, k: 0 },
+          { w, i, k: 1 },
+        ]);
+      }
+      expect(contents.filter((c) => c.w === w && c.k === 0).map((c) => c.i)).toEqual(
+        Array.from({ length: count }, (_, i) => i),
+      );
+    }
+    expect(new Set(results.flatMap((r) => r.lengths)).size).toBe(writers * count);
+    // They really raced: some compare-and-swaps failed and were retried.
+    expect(results.reduce((sum, r) => sum + r.conflicts, 0)).toBeGreaterThan(0);
+    expect(readdirSync(join(basePath, "locks"))).toEqual([]);
     await b.close();
   });
 

@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join, sep } from "node:path";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { AgentixStorageError, SessionNotFoundError, ValidationError } from "../src/core/errors.js";
+import { bytesRead } from "../src/file/io.js";
 import { writeCount } from "../src/file/log.js";
 import { FileStorageBackend } from "../src/file.js";
 import { runConformanceSuite } from "../src/testing/index.js";
@@ -39,7 +40,7 @@ function walk(dir: string): string[] {
 const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
 const AGENT = "[a-z0-9_-]{1,48}\\.[0-9a-f]{64}";
 const LAYOUT = new RegExp(
-  `^(sessions|agents|locks|tmp|sessions/${UUID}|sessions/${UUID}/(session\\.json|messages\\.jsonl|messages\\.count)|agents/${AGENT}|agents/${AGENT}/${UUID})$`,
+  `^(sessions|agents|locks|tmp|sessions/${UUID}|sessions/${UUID}/(session\\.json|messages\\.jsonl|messages\\.count|keys\\.jsonl)|agents/${AGENT}|agents/${AGENT}/${UUID})$`,
 );
 
 describe("FileStorageBackend options", () => {
@@ -674,6 +675,182 @@ describe("FileStorageBackend sessions by id and metadata updates", () => {
     const id = "01890000-0000-7000-8000-0000000000bb";
     mkdirSync(join(base, "sessions", id));
     await expect(b.openSession("agent", id)).rejects.toThrow(AgentixStorageError);
+    await b.close();
+  });
+});
+
+describe("FileStorageBackend contract v2 part 2 on disk", () => {
+  const logOf = (base: string, id: string) => join(base, "sessions", id, "messages.jsonl");
+  const keysOf = (base: string, id: string) => join(base, "sessions", id, "keys.jsonl");
+
+  it("pages through 20,000 messages 100 at a time, each page reading about its own bytes, not the log before it", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    const n = 20_000;
+    for (let i = 0; i < n; i += 1000) {
+      await b.saveMessages(
+        id,
+        Array.from({ length: 1000 }, (_, k) => ({ role: "user" as const, content: `m${i + k} ${"x".repeat(100)}` })),
+      );
+    }
+    const logBytes = statSync(logOf(base, id)).size;
+    const perPage: number[] = [];
+    const seen: string[] = [];
+    for (let offset = 0; ; offset += 100) {
+      const before = bytesRead.total;
+      const page = await b.loadMessages(id, { offset, limit: 100 });
+      perPage.push(bytesRead.total - before);
+      seen.push(...page.map((m) => (m.content as string).split(" ")[0] as string));
+      if (page.length < 100) break;
+    }
+    expect(seen).toEqual(Array.from({ length: n }, (_, i) => `m${i}`));
+    // A page is ~15 KiB of lines; it reads chunks of 16 KiB, then 32 KiB, … until it has them, plus the log's
+    // last bytes and the mark's 32 bytes: never the ~3 MB before it.
+    expect(logBytes).toBeGreaterThan(2_500_000);
+    expect(Math.max(...perPage)).toBeLessThan(64 << 10);
+    // Without the mark (another backend: a cold start), a deep page scans from the start.
+    const cold = new FileStorageBackend({ basePath: base });
+    const before = bytesRead.total;
+    expect((await cold.loadMessages(id, { offset: 19_000, limit: 1 }))[0]?.content).toMatch(/^m19000 /);
+    expect(bytesRead.total - before).toBeGreaterThan(2_000_000);
+    // A mark that no longer fits the log (replaced by an edit) is not used.
+    await b.replaceMessages(id, 5000, [{ role: "user", content: "new 5000" }]);
+    expect((await b.loadMessages(id, { offset: 5000, limit: 2 })).map((m) => m.content)).toEqual(["new 5000"]);
+    expect((await b.loadMessages(id, { offset: 4999, limit: 1 }))[0]?.content).toMatch(/^m4999 /);
+    await b.close();
+    await cold.close();
+  });
+
+  it("a fork with length copies exactly the byte prefix of the log, ending the cut batch's last line", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    await b.saveMessage(id, "user", "one");
+    await b.saveMessages(id, [
+      { role: "assistant", content: "two" },
+      { role: "tool", content: { three: 3 } },
+      { role: "assistant", content: "four" },
+    ]);
+    const log = readFileSync(logOf(base, id));
+    const ends = [...log.toString("latin1").matchAll(/\n/g)].map((m) => m.index + 1);
+    for (const length of [0, 1, 2, 3, 4]) {
+      const fork = await b.forkSession(id, { length });
+      const copied = readFileSync(logOf(base, fork));
+      const end = length === 0 ? 0 : (ends[length - 1] as number);
+      // Inside the batch (length 2, 3) the last kept line loses the space that continued it, and nothing else.
+      const expected =
+        length === 2 || length === 3
+          ? Buffer.concat([log.subarray(0, end - 2), Buffer.from("\n")])
+          : log.subarray(0, end);
+      expect(copied).toStrictEqual(expected);
+      expect(await b.loadMessages(fork)).toStrictEqual((await b.loadMessages(id)).slice(0, length));
+      expect(JSON.parse(readFileSync(join(base, "sessions", fork, "messages.count"), "utf8"))).toMatchObject({
+        count: length,
+        bytes: copied.length,
+      });
+      expect(existsSync(keysOf(base, fork))).toBe(false);
+    }
+    await b.close();
+  });
+
+  it("a replace killed before its rename leaves the old log, and its key pending is settled as not written", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    await b.saveMessages(id, [
+      { role: "user", content: "a" },
+      { role: "user", content: "b" },
+    ]);
+    await b.saveMessages(id, [{ role: "user", content: "c" }], { idempotencyKey: "earlier" });
+    const log = logOf(base, id);
+    const old = readFileSync(log);
+    // What a writer killed between writing its temporary log (and its pending key line) and the rename leaves.
+    const tmp = join(base, "tmp", `${id}.0123456789ab`);
+    writeFileSync(
+      tmp,
+      `${old.toString("utf8").split("\n")[0]}\n{"role":"user","content":"r","timestamp":"2036-01-01T00:00:00.000Z"}\n`,
+    );
+    const pending = {
+      s: "p",
+      key: "replace",
+      fingerprint: "x",
+      length: 2,
+      check: { ino: statSync(tmp).ino },
+      popped: null,
+    };
+    appendFileSync(keysOf(base, id), `${JSON.stringify(pending)}\n`);
+    expect(readFileSync(log)).toStrictEqual(old);
+    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["a", "b", "c"]);
+    // The retry is applied (once): the pending line is settled as aborted, from the log.
+    expect(await b.replaceMessages(id, 1, [{ role: "user", content: "r" }], { idempotencyKey: "replace" })).toEqual({
+      length: 2,
+    });
+    expect(await b.replaceMessages(id, 1, [{ role: "user", content: "r" }], { idempotencyKey: "replace" })).toEqual({
+      length: 2,
+    });
+    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["a", "r"]);
+    const lines = readFileSync(keysOf(base, id), "utf8").trimEnd().split("\n");
+    expect(lines.map((l) => [JSON.parse(l).s, JSON.parse(l).key])).toEqual([
+      ["c", "earlier"],
+      ["a", "replace"],
+      ["c", "replace"],
+    ]);
+    await b.close();
+  });
+
+  it("an edit killed after its rename (or its append) but before its key was marked is settled as written", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    await b.saveMessages(id, [
+      { role: "user", content: "a" },
+      { role: "user", content: "b" },
+    ]);
+    const keys = keysOf(base, id);
+    const unmark = () => {
+      const text = readFileSync(keys, "utf8");
+      const start = text.lastIndexOf("\n", text.length - 2) + 1;
+      writeFileSync(keys, `${text.slice(0, start)}${text.slice(start).replace('{"s":"c"', '{"s":"p"')}`);
+    };
+    const popped = await b.popMessage(id, { idempotencyKey: "pop" });
+    unmark();
+    expect(await b.popMessage(id, { idempotencyKey: "pop" })).toStrictEqual(popped);
+    expect(await b.saveMessages(id, [{ role: "user", content: "c" }], { idempotencyKey: "save" })).toEqual({
+      length: 2,
+    });
+    unmark();
+    // A plain append after the kill, then the retry: still the first write's result, nothing applied twice.
+    await b.saveMessage(id, "user", "d");
+    expect(await b.saveMessages(id, [{ role: "user", content: "c" }], { idempotencyKey: "save" })).toEqual({
+      length: 2,
+    });
+    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["a", "c", "d"]);
+    // A torn key line (a writer killed inside its write, before its edit) is cut off.
+    appendFileSync(keys, '{"s":"p","key":"torn","finger');
+    expect(await b.saveMessages(id, [{ role: "user", content: "e" }], { idempotencyKey: "torn" })).toEqual({
+      length: 4,
+    });
+    expect(readFileSync(keys, "utf8").endsWith("}\n")).toBe(true);
+    await b.close();
+  });
+
+  it("writes one line per key, marked committed, and prunes the file to the 1,000 newest once past 2,000 lines", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    const write = (i: number) => b.saveMessages(id, [{ role: "user", content: { i } }], { idempotencyKey: `k${i}` });
+    for (let i = 0; i < 2001; i++) await write(i);
+    const lines = readFileSync(keysOf(base, id), "utf8").trimEnd().split("\n");
+    expect(lines).toHaveLength(1000);
+    expect(lines.every((l) => l.startsWith('{"s":"c","key":"k'))).toBe(true);
+    expect(JSON.parse(lines[0] as string)).toMatchObject({ key: "k1001", length: 1002, popped: null });
+    expect(JSON.parse(lines.at(-1) as string)).toMatchObject({ key: "k2000", length: 2001 });
+    expect(await write(1001)).toEqual({ length: 1002 });
+    expect(await b.countMessages(id)).toBe(2001);
+    expect(readdirSync(join(base, "tmp"))).toEqual([]);
+    await b.deleteSession(id);
+    expect(existsSync(join(base, "sessions", id))).toBe(false);
     await b.close();
   });
 });

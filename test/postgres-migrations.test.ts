@@ -72,6 +72,9 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
       "__agentix_migrations:r",
       "__agentix_migrations_id_seq:S",
       "__agentix_migrations_pkey:i",
+      "idempotency_keys:r",
+      "idempotency_keys_pkey:i",
+      "idempotency_keys_session_seq_idx:i",
       "messages:r",
       "messages_id_seq:S",
       "messages_pkey:i",
@@ -81,11 +84,19 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
       "sessions_agent_updated_idx:i",
       "sessions_pkey:i",
     ]);
-    const [fk] = await admin`
-      select n.nspname, c.relname from pg_constraint k
-      join pg_class c on c.oid = k.confrelid join pg_namespace n on n.oid = c.relnamespace
-      where k.contype = 'f' and k.conrelid = ${`"${schema}"."messages"`}::regclass`;
-    expect(fk).toEqual({ nspname: schema, relname: "sessions" });
+    for (const table of ["messages", "idempotency_keys"]) {
+      const [fk] = await admin`
+        select n.nspname, c.relname from pg_constraint k
+        join pg_class c on c.oid = k.confrelid join pg_namespace n on n.oid = c.relnamespace
+        where k.contype = 'f' and k.conrelid = ${`"${schema}"."${table}"`}::regclass`;
+      expect(fk, table).toEqual({ nspname: schema, relname: "sessions" });
+    }
+    // Reads, edits and forks go along this one: unique, so two messages never share a position.
+    const [index] = await admin`
+      select indisunique, pg_get_indexdef(indexrelid) as def from pg_index
+      where indexrelid = ${`"${schema}"."messages_session_idx"`}::regclass`;
+    expect(index?.indisunique).toBe(true);
+    expect(index?.def).toMatch(/\(session_id, "?position"?\)$/);
   });
 
   it("two schemas of one database never see each other's sessions", async () => {
@@ -125,7 +136,7 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
     }
   });
 
-  it("upgrades in place a schema migrated by the previous release (0000, 0001), with its sessions and messages", async () => {
+  it("upgrades in place a schema migrated by the previous release (0000, 0001), with its sessions and messages numbered", async () => {
     const previous = journal.slice(0, 2);
     expect(journal.length).toBeGreaterThan(previous.length);
     // A tenant schema whose name needs quoting: the upgrade's statements are rewritten into it too.
@@ -155,7 +166,11 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
          values ($1, 'old', '/old', '{"cwd":"/old"}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:0${i}.000Z')`,
         [id],
       );
-      for (let n = 0; n < (sizes[i] as number); n++) {
+    }
+    // Appended in turns, as concurrent writers would have: each session's ids are not contiguous.
+    for (let n = 0; n < Math.max(...sizes); n++) {
+      for (const [i, id] of sessions.entries()) {
+        if (n >= (sizes[i] as number)) continue;
         await admin.unsafe(
           `insert into ${q}.messages (session_id, role, content, created_at) values ($1, $2, $3, '2026-01-01T00:00:00.000Z')`,
           [id, roles[n % 3] as string, JSON.stringify(`old ${n}`)],
@@ -177,6 +192,23 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
     expect((await b.loadMessages(sessions[2] as string)).map((m) => [m.role, m.content])).toEqual(
       Array.from({ length: 5 }, (_, n) => [roles[n % 3], `old ${n}`]),
     );
+    // Numbered in place: each session's messages 0 … n-1 in their append (id) order, unique and not null.
+    const numbered = await admin.unsafe(
+      `select session_id, array_agg(position order by id) as positions, array_agg(content order by id) as contents
+       from ${q}.messages group by session_id`,
+    );
+    expect(numbered).toHaveLength(2);
+    for (const row of numbered) {
+      const n = sizes[sessions.indexOf(row.session_id as (typeof sessions)[number])] as number;
+      expect(row.positions).toEqual(Array.from({ length: n }, (_, p) => p));
+      expect(row.contents).toEqual(Array.from({ length: n }, (_, p) => JSON.stringify(`old ${p}`)));
+    }
+    const [column] = await admin.unsafe(
+      `select is_nullable from information_schema.columns
+       where table_schema = $1 and table_name = 'messages' and column_name = 'position'`,
+      [schema],
+    );
+    expect(column?.is_nullable).toBe("NO");
     expect((await b.listSessions("old", { cwd: "/old" })).map((s) => s.session_id)).toEqual([...sessions].reverse());
     expect(await b.saveMessages(sessions[0] as string, [{ role: "tool", content: { result: "ok" } }])).toEqual({
       length: 4,
@@ -187,6 +219,19 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
       role: "tool",
       content: { result: "ok" },
     });
+    // Pages, tails, edits and forks work on the migrated rows.
+    const old = sessions[2] as string;
+    expect((await b.loadMessages(old, { offset: 1, limit: 2 })).map((m) => m.content)).toEqual(["old 1", "old 2"]);
+    expect((await b.loadMessages(old, { last: 2 })).map((m) => m.content)).toEqual(["old 3", "old 4"]);
+    expect(await b.popMessage(old, { expectedLength: 5, idempotencyKey: "upgrade" })).toMatchObject({
+      role: "assistant",
+      content: "old 4",
+    });
+    expect(await b.replaceMessages(old, 2, [{ role: "tool", content: "new 2" }])).toEqual({ length: 3 });
+    const branch = await b.forkSession(old, { length: 2 });
+    expect((await b.loadMessages(branch)).map((m) => m.content)).toEqual(["old 0", "old 1"]);
+    expect((await b.loadMessages(old)).map((m) => m.content)).toEqual(["old 0", "old 1", "new 2"]);
+    expect(await b.countMessages(old)).toBe(3);
     // A second backend finds the schema up to date and migrates nothing.
     expect(await open({ url: pgUrl, schema }).migrate()).toEqual([]);
   });

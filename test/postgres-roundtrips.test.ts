@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { SessionNotFoundError } from "../src/core/errors.js";
+import { fingerprint } from "../src/core/validation.js";
 import { PostgresStorageBackend } from "../src/postgres.js";
 
 const url = inject("postgresUrl");
@@ -84,6 +85,111 @@ describe.skipIf(!url)("PostgresStorageBackend round trips", () => {
     expect(await statements(() => b.saveMessages(id, []))).toHaveLength(1);
     expect(await statements(() => b.countMessages(id))).toHaveLength(1);
     expect(await b.countMessages(id)).toBe(10);
+  });
+
+  it("one statement for each part-2 operation: pages, edits, compare-and-swap, keys, forks with options, counts", async () => {
+    const agent = `rt-${randomUUID()}`;
+    const id = await b.createSession(agent);
+    const say = (content: string) => ({ role: "user" as const, content });
+    await b.saveMessages(
+      id,
+      Array.from({ length: 10 }, (_, i) => say(`m${i}`)),
+    );
+    const one = async (run: () => Promise<unknown>) => expect(await statements(run)).toHaveLength(1);
+    await one(() => b.loadMessages(id, { offset: 2, limit: 3 }));
+    await one(() => b.loadMessages(id, { offset: 8 }));
+    await one(() => b.loadMessages(id, { last: 4 }));
+    await one(() => b.countMessages(id));
+    await one(() => b.replaceMessages(id, 8, [say("r")]));
+    await one(() => b.replaceMessages(id, 9, []));
+    await one(() => b.popMessage(id));
+    await one(() => b.popMessage(id, { expectedLength: 8, idempotencyKey: "pop" }));
+    await one(() => b.popMessage(id, { expectedLength: 8, idempotencyKey: "pop" })); // replayed
+    await one(() => b.saveMessages(id, [say("a")], { expectedLength: 7 }));
+    await one(() => b.saveMessages(id, [say("b")], { expectedLength: 8, idempotencyKey: "save" }));
+    await one(() => b.saveMessages(id, [say("b")], { expectedLength: 8, idempotencyKey: "save" })); // replayed
+    await one(() => b.saveMessages(id, [say("c")], { expectedLength: 1 }).catch(() => {})); // conflict
+    await one(() => b.replaceMessages(id, 99, []).catch(() => {})); // out of range
+    await one(() => b.popMessage(randomUUID()).catch(() => {})); // not found
+    await one(() => b.forkSession(id, { length: 3 }));
+    await one(() => b.forkSession(id, { length: 2, sessionId: randomUUID(), metadata: { cwd: "/fork" } }));
+    await one(() => b.forkSession(id, { length: 99 }).catch(() => {}));
+    await one(() => b.forkSession(id, { sessionId: id }).catch(() => {}));
+    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual([
+      ...Array.from({ length: 7 }, (_, i) => `m${i}`),
+      "a",
+      "b",
+    ]);
+  });
+
+  /**
+   * Runs `call` while a rival transaction holds the session row after `prepare` (what another writer's statement
+   * does), commits the rival once `call`'s statement waits for the lock, and returns what `call` sent.
+   */
+  const racing = async (prepare: (tx: postgres.TransactionSql) => Promise<unknown>, call: () => Promise<unknown>) => {
+    const rival = postgres(url as string, { onnotice: () => {}, max: 2 });
+    try {
+      let calling: Promise<unknown> | undefined;
+      await rival.begin(async (tx) => {
+        await prepare(tx);
+        sent.length = 0;
+        calling = call();
+        let waiting = false;
+        for (let i = 0; i < 400 && !waiting; i++) {
+          const [row] = await rival`select count(*)::int as n from pg_stat_activity
+            where wait_event_type = 'Lock' and position(${`"${schema}"."sessions"`} in query) > 0`;
+          waiting = row?.n === 1;
+          if (!waiting) await new Promise((r) => setTimeout(r, 10));
+        }
+        expect(waiting).toBe(true);
+      });
+      return { result: await calling, sent: sent.splice(0) };
+    } finally {
+      await rival.end();
+    }
+  };
+
+  it("an edit that waited for another writer of the session, with a snapshot lacking its messages, runs again", async () => {
+    // The statement's snapshot lacks the rival's message: it writes nothing and is run again (with a new snapshot).
+    const id = await b.createSession(`rt-${randomUUID()}`);
+    await b.saveMessages(id, [
+      { role: "user", content: "m0" },
+      { role: "user", content: "m1" },
+    ]);
+    const { result, sent: queries } = await racing(
+      async (tx) => {
+        await tx`update ${tx(schema)}.sessions set message_count = 3 where id = ${id}`;
+        await tx`insert into ${tx(schema)}.messages (session_id, position, role, content, created_at)
+               values (${id}, 2, 'assistant', '"rival"', now())`;
+      },
+      () => b.popMessage(id),
+    );
+    expect(result).toMatchObject({ role: "assistant", content: "rival" });
+    expect(queries).toHaveLength(2);
+    expect(queries[1]?.query).toBe(queries[0]?.query);
+    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["m0", "m1"]);
+    expect(await b.countMessages(id)).toBe(2);
+  });
+
+  it("a keyed write racing another call with the same key runs again and answers as that call did, writing nothing", async () => {
+    // The rival remembers the key after the statement's snapshot: remembering it again fails the statement whole.
+    const id = await b.createSession(`rt-${randomUUID()}`);
+    const batch = [{ role: "user" as const, content: "once" }];
+    // The rival's write, as the backend would make it for this very call (same fingerprint).
+    const key = fingerprint("saveMessages", [null], batch as never);
+    const { result, sent: queries } = await racing(
+      async (tx) => {
+        await tx`update ${tx(schema)}.sessions set message_count = 1, key_seq = 1 where id = ${id}`;
+        await tx`insert into ${tx(schema)}.messages (session_id, position, role, content, created_at)
+               values (${id}, 0, 'user', '"once"', now())`;
+        await tx`insert into ${tx(schema)}.idempotency_keys (session_id, key, fingerprint, seq, length)
+               values (${id}, 'k', ${key}, 1, 1)`;
+      },
+      () => b.saveMessages(id, batch, { idempotencyKey: "k" }),
+    );
+    expect(result).toEqual({ length: 1 });
+    expect(queries).toHaveLength(2);
+    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["once"]);
   });
 
   it("openSession racing a transaction that stores the id and commits after the statement began: the existing record, from the statement run again", async () => {

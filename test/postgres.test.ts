@@ -186,6 +186,73 @@ describe.skipIf(!url)("PostgresStorageBackend", () => {
       expect(await b.countMessages(imported)).toBe(8);
     });
 
+    it("positions are 0 … message_count-1 after appends, batches, edits, forks and imports", async () => {
+      const b = open({ url: pgUrl, schema });
+      const say = (content: string) => ({ role: "user" as const, content });
+      const positions = async (id: string) =>
+        (
+          await admin`select s.message_count, array(select position from ${table("messages")} m
+                      where m.session_id = s.id order by m.id) as positions
+                      from ${table("sessions")} s where s.id = ${id}`
+        ).map((r) => [r.message_count, r.positions]);
+      const dense = (n: number) => [[n, Array.from({ length: n }, (_, p) => p)]];
+      const id = await b.createSession("positions");
+      await b.saveMessage(id, "user", "a");
+      await b.saveMessages(id, [say("b"), say("c"), say("d")]);
+      expect(await positions(id)).toEqual(dense(4));
+      await b.replaceMessages(id, 1, [say("x"), say("y"), say("z")]);
+      await b.popMessage(id);
+      await b.saveMessages(id, [say("e")], { expectedLength: 3, idempotencyKey: "e" });
+      expect(await positions(id)).toEqual([[4, [0, 1, 2, 3]]]);
+      expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["a", "x", "y", "e"]);
+      const fork = await b.forkSession(id, { length: 3 });
+      expect(await positions(fork)).toEqual(dense(3));
+      const imported = randomUUID();
+      const record = { ...(await b.getSession(id)), session_id: imported } as never;
+      await b.importSession(record, await b.loadMessages(id));
+      expect(await positions(imported)).toEqual(dense(4));
+      await b.replaceMessages(id, 0, []);
+      expect(await positions(id)).toEqual([[0, []]]);
+      // The unique (session_id, position) index: two messages never share a position.
+      await b.saveMessage(id, "user", "only");
+      await expect(
+        admin`insert into ${table("messages")} (session_id, position, role, content, created_at)
+              values (${id}, 0, 'user', '"twin"', now())`,
+      ).rejects.toThrow(/messages_session_idx/);
+    });
+
+    it("idempotency keys: a row each, the 1,000 newest kept per session, gone with the session", async () => {
+      const b = open({ url: pgUrl, schema });
+      const id = await b.createSession("keys");
+      const other = await b.createSession("keys");
+      await b.saveMessages(other, [{ role: "user", content: "o" }], { idempotencyKey: "k0" });
+      for (let i = 0; i < 1005; i++)
+        await b.saveMessages(id, [{ role: "user", content: `m${i}` }], { idempotencyKey: `k${i}` });
+      const kept = async (session: string) =>
+        (
+          await admin`select count(*)::int as n, min(seq) as oldest, max(seq) as newest,
+                      (select key_seq from ${table("sessions")} where id = ${session}) as counter
+                      from ${table("idempotency_keys")} where session_id = ${session}`
+        )[0];
+      expect(await kept(id)).toEqual({ n: 1000, oldest: 6, newest: 1005, counter: 1005 });
+      expect(await kept(other)).toEqual({ n: 1, oldest: 1, newest: 1, counter: 1 });
+      // The 1,000 newest are remembered: a retry of k5 (the oldest kept) writes nothing.
+      expect(await b.saveMessages(id, [{ role: "user", content: "m5" }], { idempotencyKey: "k5" })).toEqual({
+        length: 6,
+      });
+      expect(await b.countMessages(id)).toBe(1005);
+      const [popped] = await admin`select popped_role, popped_content, popped_at from ${table("idempotency_keys")}
+                                   where session_id = ${id} and key = 'k5'`;
+      expect(popped).toEqual({ popped_role: null, popped_content: null, popped_at: null });
+      await b.popMessage(id, { idempotencyKey: "pop" });
+      const [row] = await admin`select length, popped_role, popped_content from ${table("idempotency_keys")}
+                                where session_id = ${id} and key = 'pop'`;
+      expect(row).toEqual({ length: 1004, popped_role: "user", popped_content: '"m1004"' });
+      await b.deleteSession(id);
+      expect((await kept(id))?.n).toBe(0);
+      expect((await kept(other))?.n).toBe(1);
+    });
+
     it("a batch the server refuses part-way writes nothing: no message, count and updated_at unchanged", async () => {
       const b = open({ url: pgUrl, schema });
       const id = await b.createSession("refused");

@@ -23,7 +23,10 @@ export function copyCommand(): Command {
           for await (const _ of scanAll(source, options.agent)) total++;
           const progress = new Progress(total);
           try {
-            // A few sessions in flight hide the round trips of a remote target.
+            // A few sessions in flight hide the round trips of a remote target. The source is read through
+            // iterateMessages (BATCH_SIZE at a time), but the target's importSession writes a session atomically,
+            // from one array of all its messages: copy still holds each session in flight (8 at most) whole in
+            // memory on the target side. `agentix export`, which streams, moves sessions larger than memory.
             await pool(scanAll(source, options.agent), 8, async (record) => {
               const dump = await snapshot(source, record);
               if (dump) progress.tick(await target.importSession(dump.session, dump.messages));

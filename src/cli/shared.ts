@@ -134,17 +134,25 @@ export async function* scanAll(storage: StorageBackend, agentId?: string): Async
   }
 }
 
+/** How many messages export and copy read at a time (`iterateMessages`' `batchSize`). */
+export const BATCH_SIZE = 1000;
+
 /**
- * The session and its messages, or `null` when it was deleted meanwhile. The record is read again after the
- * messages: when a writer appended in between, `updated_at` moved and the messages are read again (a few times at
- * most), so that a live session is exported as it was at one moment, its `updated_at` that of its last message.
+ * The session and its messages, or `null` when it was deleted meanwhile: for `copy`, which needs them all in one
+ * array (the target's `importSession` writes a session atomically). The messages are read through
+ * `iterateMessages`, never `loadMessages`, but this still holds the whole session in memory: `export`, which
+ * streams, is the way to move a session larger than memory. The record is read again after the messages: when a
+ * writer appended in between, `updated_at` moved and the messages are read again (a few times at most), so that a
+ * live session is copied as it was at one moment, its `updated_at` that of its last message.
  */
 export async function snapshot(storage: StorageBackend, record: SessionRecord): Promise<SessionDump | null> {
   let current: SessionRecord | null = record;
   for (let attempt = 0; current; attempt++) {
-    let messages: MessageRecord[];
+    const messages: MessageRecord[] = [];
     try {
-      messages = await storage.loadMessages(current.session_id);
+      for await (const message of storage.iterateMessages(current.session_id, { batchSize: BATCH_SIZE })) {
+        messages.push(message);
+      }
     } catch (error) {
       if (error instanceof SessionNotFoundError) return null;
       throw error;
@@ -152,6 +160,32 @@ export async function snapshot(storage: StorageBackend, record: SessionRecord): 
     const after: SessionRecord | null = await storage.getSession(current.session_id);
     if (!after) return null;
     if (after.updated_at === current.updated_at || attempt >= 4) return { session: after, messages };
+    current = after;
+  }
+  return null;
+}
+
+/**
+ * The session's record and its number of messages at one moment, or `null` when it was deleted meanwhile: what
+ * `export` writes before it streams the messages. The record is read again after the count: when a writer appended
+ * in between, `updated_at` moved and the count is taken again (a few times at most).
+ */
+export async function settledHead(
+  storage: StorageBackend,
+  record: SessionRecord,
+): Promise<{ session: SessionRecord; length: number } | null> {
+  let current: SessionRecord | null = record;
+  for (let attempt = 0; current; attempt++) {
+    let length: number;
+    try {
+      length = await storage.countMessages(current.session_id);
+    } catch (error) {
+      if (error instanceof SessionNotFoundError) return null;
+      throw error;
+    }
+    const after: SessionRecord | null = await storage.getSession(current.session_id);
+    if (!after) return null;
+    if (after.updated_at === current.updated_at || attempt >= 4) return { session: after, length };
     current = after;
   }
   return null;

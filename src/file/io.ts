@@ -1,6 +1,9 @@
 // Small synchronous file helpers shared by the File backend's modules.
 import * as fs from "node:fs";
 
+/** Bytes read by {@link readAt} in this process: what the tests measure to check that a read stays local. */
+export const bytesRead = { total: 0 };
+
 /** The bytes `[from, to)` of an open file (fewer if it ends first). */
 export function readAt(fd: number, from: number, to: number): Buffer {
   const buffer = Buffer.allocUnsafe(to - from);
@@ -8,7 +11,18 @@ export function readAt(fd: number, from: number, to: number): Buffer {
   for (let n = 1; done < buffer.length && n > 0; done += n) {
     n = fs.readSync(fd, buffer, done, buffer.length - done, from + done);
   }
+  bytesRead.total += done;
   return buffer.subarray(0, done);
+}
+
+/** Copies the bytes `[from, to)` of an open file to the end of another, a chunk at a time. */
+export function copyRange(source: number, target: number, from: number, to: number): void {
+  for (let at = from; at < to; ) {
+    const chunk = readAt(source, at, Math.min(to, at + (4 << 20)));
+    if (chunk.length === 0) throw new Error(`the file ended at ${at}, before ${to}`);
+    writeAll(target, chunk);
+    at += chunk.length;
+  }
 }
 
 /** One write call for the whole buffer (looping only if the kernel writes less); with O_APPEND it lands at the end. */

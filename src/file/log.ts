@@ -21,7 +21,7 @@
  */
 import * as fs from "node:fs";
 import type { MessageRecord } from "../core/types.js";
-import { readAt, writeAll } from "./io.js";
+import { copyRange, readAt, writeAll } from "./io.js";
 
 export const LOG = "messages.jsonl";
 export const COUNT = "messages.count";
@@ -199,4 +199,16 @@ function checksum(count: number, bytes: number, ino: number): string {
   let hash = 0x811c9dc5;
   for (const c of `${count}:${bytes}:${ino}`) hash = Math.imul(hash ^ (c.charCodeAt(0) as number), 0x01000193);
   return (hash >>> 0).toString(16).padStart(8, "0");
+}
+
+/**
+ * Copies the first `at` bytes of a log (a line end within its committed part) to the end of `out`, unparsed,
+ * and returns how many bytes it wrote: a prefix that ends inside a batch ends its last line without the space
+ * that continues it, so that the kept part of the batch is committed in the copy.
+ */
+export function copyPrefix(fd: number, out: number, at: number): number {
+  const continued = at >= 2 && readAt(fd, at - 2, at)[0] === SPACE;
+  copyRange(fd, out, 0, continued ? at - 2 : at);
+  if (continued) writeAll(out, Buffer.from("\n"));
+  return continued ? at - 1 : at;
 }

@@ -1,5 +1,16 @@
 import { sql } from "drizzle-orm";
-import { bigint, check, index, integer, pgTable, text, timestamp, uuid } from "drizzle-orm/pg-core";
+import {
+  bigint,
+  check,
+  index,
+  integer,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from "drizzle-orm/pg-core";
 
 // Content and metadata are JSON *text*: jsonb refuses "\u0000" and lone
 // surrogates, and would reorder keys; text keeps every value byte for byte.
@@ -17,6 +28,8 @@ export const sessions = pgTable(
     updatedAt: at("updated_at").notNull(),
     /** The number of messages, kept by every append, so that counting them is one row read. */
     messageCount: integer("message_count").notNull().default(0),
+    /** How many idempotency keys the session has remembered: the `seq` of the newest, by which older ones are pruned. */
+    keySeq: integer("key_seq").notNull().default(0),
   },
   (t) => [
     index("sessions_agent_updated_idx").on(t.agentId, t.updatedAt.desc(), t.id.desc()),
@@ -25,7 +38,11 @@ export const sessions = pgTable(
   ],
 );
 
-/** One row per message; `id` increases with every append and fixes the order. */
+/**
+ * One row per message. `position` (0 for the oldest, dense up to `message_count - 1`) fixes the order: it is
+ * assigned from the session's `message_count` under the session row's lock, and reads, edits and forks go
+ * along `(session_id, position)`. `id` only records the order rows were written in.
+ */
 export const messages = pgTable(
   "messages",
   {
@@ -33,12 +50,38 @@ export const messages = pgTable(
     sessionId: uuid("session_id")
       .notNull()
       .references(() => sessions.id, { onDelete: "cascade" }),
+    position: integer("position").notNull(),
     role: text("role").notNull(),
     content: text("content").notNull(),
     createdAt: at("created_at").notNull(),
   },
   (t) => [
-    index("messages_session_idx").on(t.sessionId, t.id),
+    uniqueIndex("messages_session_idx").on(t.sessionId, t.position),
     check("messages_role_check", sql`${t.role} in ('user', 'assistant', 'system', 'tool')`),
+  ],
+);
+
+/**
+ * The idempotency keys a session remembers, with what the write under each did (its new length and, for a pop,
+ * the popped message), so that a retry returns the same. `seq` numbers a session's keys (from `key_seq`): all
+ * but the 1,000 newest are pruned as keys are added.
+ */
+export const idempotencyKeys = pgTable(
+  "idempotency_keys",
+  {
+    sessionId: uuid("session_id")
+      .notNull()
+      .references(() => sessions.id, { onDelete: "cascade" }),
+    key: text("key").notNull(),
+    fingerprint: text("fingerprint").notNull(),
+    seq: integer("seq").notNull(),
+    length: integer("length").notNull(),
+    poppedRole: text("popped_role"),
+    poppedContent: text("popped_content"),
+    poppedAt: at("popped_at"),
+  },
+  (t) => [
+    primaryKey({ name: "idempotency_keys_pkey", columns: [t.sessionId, t.key] }),
+    index("idempotency_keys_session_seq_idx").on(t.sessionId, t.seq),
   ],
 );

@@ -4,7 +4,9 @@
 // unacknowledged fork is either absent or whole. Then writers killed inside the write of batches of several MiB
 // (saveMessages): every acknowledged batch is there whole, the one in flight is whole or absent, never in part,
 // the counts are exact, and so after the next append, which repairs the File log. test/file-processes.test.ts and test/sqlite-multiprocess.test.ts
-// cover concurrent writers and one kill; this covers the kill landing anywhere, in a loop.
+// cover concurrent writers and one kill; this covers the kill landing anywhere, in a loop. Last, File writers
+// killed in loops of keyed replaceMessages and popMessage: the history is always the one before or after an edit,
+// and the keyed retry of the edit in flight applies it at most once.
 import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import { once } from "node:events";
 import {
@@ -103,6 +105,7 @@ class Writer {
     pad: number;
     fork: boolean;
     batch?: number;
+    edit?: boolean;
   }) {
     this.child = spawn(process.execPath, [...writerArgs, JSON.stringify(job)], { cwd: root });
     live.add(this);
@@ -394,5 +397,105 @@ describe.each<Kind>(["file", "sqlite"])("%s: writers killed in the middle of lar
     expect(stats.acked).toBeGreaterThan(0);
     // Under RELIABILITY_FULL, some kills did leave a partial batch of whole lines on disk (what the framing is for).
     if (FULL && kind === "file") expect(stats.tornWithWholeLines).toBeGreaterThan(0);
+  });
+});
+
+interface EditContent {
+  round: number;
+  i: number;
+  k: number;
+  pad: string;
+}
+const EDIT_KILLS = scaled(8, 80);
+const EDIT_PADS = [4096, 65_536, 262_144];
+
+/** The history after edit `i` (see crash-writer.ts): an even one replaces the last message by two, an odd one pops. */
+function applyEdit(history: string[], round: number, i: number): string[] {
+  return i % 2 === 0 ? [...history.slice(0, -1), `${round}:${i}:0`, `${round}:${i}:1`] : history.slice(0, -1);
+}
+
+describe("file: writers killed in the middle of replaceMessages and popMessage loops", () => {
+  it(`shows the history before or after each edit, never in between, and applies a keyed retry once, over ${EDIT_KILLS} kills`, {
+    timeout: 600_000,
+  }, async () => {
+    const location = join(dir, "edit-file");
+    const b = new FileStorageBackend({ basePath: location });
+    const stats = { kills: 0, acked: 0, inFlight: 0, inFlightLanded: 0, retriesApplied: 0 };
+    const keyOf = (c: EditContent) => `${c.round}:${c.i}:${c.k}`;
+    const history = async (id: string) =>
+      (await b.loadMessages(id)).map((m) => keyOf(m.content as unknown as EditContent));
+    const start = async (round: number) => {
+      // A session per round: eight messages of a few KiB to 256 KiB, so that a rewrite takes a while.
+      const pad = EDIT_PADS[round % EDIT_PADS.length] as number;
+      const id = await b.createSession("edit-crash");
+      const base = Array.from({ length: 8 }, (_, k) => ({
+        role: "user" as const,
+        content: { round, i: -1, k, pad: "x".repeat(pad) },
+      }));
+      await b.saveMessages(id, base);
+      const job = { kind: "file" as const, location, sessionId: id, round, pad, fork: false, edit: true };
+      return { id, pad, initial: base.map((m) => keyOf(m.content)), writer: new Writer(job) };
+    };
+
+    let next = await start(0);
+    for (let round = 0; round < EDIT_KILLS; round++) {
+      const { id, pad, initial, writer } = next;
+      await writer.until(/^ready$/);
+      writer.go();
+      await writer.until(/^ack /);
+      await sleep(Math.random() * 40);
+      await writer.kill();
+      stats.kills++;
+      if (round + 1 < EDIT_KILLS) next = await start(round + 1);
+      const lock = join(location, "locks", `${id}.lock`);
+      if (existsSync(lock)) utimesSync(lock, new Date(0), new Date(0)); // left by the kill: made stale
+
+      const acks = writer.lines.filter((l) => l.startsWith("ack ")).map((l) => l.split(" ").map(Number));
+      const inFlight = (writer.lines.at(-1) ?? "").startsWith("edit ");
+      stats.acked += acks.length;
+      let before = initial;
+      for (const [, i, length] of acks) {
+        before = applyEdit(before, round, i as number);
+        expect(before).toHaveLength(length as number);
+      }
+      const step = acks.length;
+      const after = applyEdit(before, round, step);
+      const stored = await history(id);
+      // Before the edit in flight, or (only if one was in flight) after it: never a state in between.
+      if (!inFlight || stored.length !== after.length || stored.join() !== after.join()) {
+        expect(stored).toEqual(before);
+      } else {
+        stats.inFlightLanded++;
+      }
+      expect(await b.countMessages(id)).toBe(stored.length);
+      const contents = (await b.loadMessages(id)).map((m) => m.content as unknown as EditContent);
+      expect(contents.every((c) => c.pad.length === pad)).toBe(true);
+
+      // The keyed retry of the next edit (the one in flight, if any): applied exactly once, then replayed.
+      const idempotencyKey = `${round}:${step}`;
+      const retry = async () => {
+        if (step % 2 === 0) {
+          const messages = [0, 1].map((k) => ({
+            role: "user" as const,
+            content: { round, i: step, k, pad: "x".repeat(pad) },
+          }));
+          return (await b.replaceMessages(id, before.length - 1, messages, { idempotencyKey })).length;
+        }
+        const popped = await b.popMessage(id, { idempotencyKey });
+        expect(keyOf(popped?.content as unknown as EditContent)).toBe(before.at(-1));
+        return after.length;
+      };
+      expect(await retry()).toBe(after.length);
+      if (stored.join() === before.join()) stats.retriesApplied++;
+      expect(await history(id)).toEqual(after);
+      expect(await retry()).toBe(after.length);
+      expect(await history(id)).toEqual(after);
+      expect(await b.countMessages(id)).toBe(after.length);
+      if (inFlight) stats.inFlight++;
+      await b.deleteSession(id);
+    }
+    await b.close();
+    figure("file edit crash", stats);
+    expect(stats.acked).toBeGreaterThan(0);
   });
 });

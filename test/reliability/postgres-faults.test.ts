@@ -112,8 +112,8 @@ describe.skipIf(!runs)("Postgres crashes on a private server", { timeout: 180_00
     await b.saveMessage(source, "user", "first");
     // The source is filled in SQL: what is tested is the fork, not the filling.
     await admin.unsafe(
-      `insert into forks.messages (session_id, role, content, created_at)
-       select $1, 'user', to_json('message ' || i || ' ' || repeat('x', 200))::text, s.updated_at
+      `insert into forks.messages (session_id, position, role, content, created_at)
+       select $1, i, 'user', to_json('message ' || i || ' ' || repeat('x', 200))::text, s.updated_at
        from generate_series(1, ${FORK_MESSAGES}) i, forks.sessions s where s.id = $1`,
       [source],
     );
@@ -160,6 +160,139 @@ describe.skipIf(!runs)("Postgres crashes on a private server", { timeout: 180_00
     expect(await b.countMessages(copy)).toBe(total);
     figure("postgres crash mid-fork", { messages: total, cause: cause.code ?? cause.name, halfForksVisible: 0 });
     await b.close();
+  });
+
+  it("immediate shutdown in the middle of edits: each edit is whole or absent, positions stay 0 … count-1, keys and their counter agree", async () => {
+    const b = new PostgresStorageBackend({ url: pg.url, schema: "edits", max: 8 });
+    const sessions = await Promise.all(Array.from({ length: 4 }, (_, w) => b.createSession("editor", { w })));
+    const say = (content: string) => ({ role: "user" as const, content });
+    let done = 0;
+    // Per session two writers: one replaces the last two messages with three (keyed), one pops (compare-and-swap).
+    const failures: unknown[] = [];
+    const writers = sessions.flatMap((id, w) => [
+      (async () => {
+        for (let i = 0; ; i++) {
+          try {
+            const length = await b.countMessages(id);
+            const batch = [say(`${w}.${i}.a`), say(`${w}.${i}.b`), say(`${w}.${i}.c`)];
+            await b
+              .replaceMessages(id, Math.max(0, length - 2), batch, { expectedLength: length, idempotencyKey: `r${i}` })
+              .catch((error: unknown) => {
+                if ((error as Error).name !== "ConflictError") throw error;
+              });
+            done++;
+          } catch (error) {
+            failures.push(error);
+            return;
+          }
+        }
+      })(),
+      (async () => {
+        for (;;) {
+          try {
+            const length = await b.countMessages(id);
+            await b.popMessage(id, { expectedLength: length }).catch((error: unknown) => {
+              if ((error as Error).name !== "ConflictError") throw error;
+            });
+            done++;
+          } catch (error) {
+            failures.push(error);
+            return;
+          }
+        }
+      })(),
+    ]);
+    await eventually(() => done >= 400, 60_000);
+    await pg.stop("immediate");
+    await Promise.all(writers);
+    await pg.start();
+    expect(failures).toHaveLength(writers.length);
+    for (const failure of failures) causeOf(failure);
+
+    for (const [w, id] of sessions.entries()) {
+      const [row] = await admin.unsafe(
+        `select s.message_count, coalesce(array_agg(m.position order by m.position) filter (where m.position is not null), '{}') as positions
+         from edits.sessions s left join edits.messages m on m.session_id = s.id where s.id = $1 group by s.message_count`,
+        [id],
+      );
+      const count = row?.message_count as number;
+      expect(row?.positions).toEqual(Array.from({ length: count }, (_, p) => p));
+      const messages = await b.loadMessages(id);
+      expect(messages).toHaveLength(count);
+      // Every replacement's three messages arrive together: what is left is whole batches, minus popped tails.
+      const contents = messages.map((m) => m.content as string);
+      expect(contents.every((c) => c.startsWith(`${w}.`))).toBe(true);
+      // The key counter moves with the keys, in the same statement (fewer than 1,000 here: none pruned).
+      const [keys] = await admin.unsafe(
+        `select s.key_seq, (select count(*)::int from edits.idempotency_keys k where k.session_id = s.id) as n,
+                (select max(seq) from edits.idempotency_keys k where k.session_id = s.id) as newest
+         from edits.sessions s where s.id = $1`,
+        [id],
+      );
+      expect(keys?.n).toBeGreaterThan(0);
+      expect([keys?.n, keys?.newest]).toEqual([keys?.key_seq, keys?.key_seq]);
+    }
+    // The same object carries on: edits and pops on every session.
+    for (const id of sessions) {
+      const length = await b.countMessages(id);
+      expect(await b.replaceMessages(id, 0, [say("after")], { expectedLength: length })).toEqual({ length: 1 });
+      expect(await b.popMessage(id)).toMatchObject({ content: "after" });
+    }
+    figure("postgres crash mid-edits", { editsBeforeCrash: done, inFlightFailed: failures.length, brokenSessions: 0 });
+    await b.close();
+  });
+
+  it("a connection lost after Postgres committed a keyed edit but before its reply: the retry with the key writes nothing", async () => {
+    const proxy = await ReplyLosingProxy.listen(pg.port);
+    const b = new PostgresStorageBackend({
+      url: `postgres://postgres@127.0.0.1:${proxy.port}/postgres`,
+      schema: "keyed",
+      max: 1,
+    });
+    try {
+      const id = await b.createSession("lossy");
+      await b.saveMessages(id, [
+        { role: "user", content: "before" },
+        { role: "assistant", content: "to replace" },
+      ]);
+      const write = (session = id) =>
+        b.replaceMessages(
+          session,
+          1,
+          [
+            { role: "assistant", content: "replaced" },
+            { role: "user", content: "next" },
+          ],
+          {
+            expectedLength: 2,
+            idempotencyKey: "turn-7",
+          },
+        );
+      // The statement prepared on the connection first, as it would be in a running process (else postgres.js
+      // waits for the reply to its Parse before it sends the rest).
+      const warm = await b.createSession("lossy");
+      await b.saveMessages(warm, [
+        { role: "user", content: "w" },
+        { role: "user", content: "w" },
+      ]);
+      await write(warm);
+      proxy.swallowReplies();
+      const first = write().then(
+        () => null,
+        (e: unknown) => e,
+      );
+      const stored = () => count("select count(*)::int as n from keyed.idempotency_keys where session_id = $1", id);
+      expect(await eventually(async () => (await stored()) === 1)).toBe(true);
+      proxy.cut();
+      causeOf(await first);
+      // The caller cannot know whether it was applied: the retry with the same key answers as the first would
+      // have (no ConflictError from expectedLength, though the length is 3 now), and writes nothing.
+      expect(await write()).toEqual({ length: 3 });
+      expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["before", "replaced", "next"]);
+    } finally {
+      await b.close();
+      await proxy.close();
+    }
   });
 
   it("a connection lost after Postgres committed an append but before its reply: the call rejects, the append is stored once", async () => {

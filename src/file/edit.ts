@@ -1,0 +1,130 @@
+// History edits on the File backend (replace, pop, compare-and-swap, idempotency keys), run under the session's
+// lock. An edit that drops messages writes a new log (the kept byte prefix, copied unparsed, then the new lines)
+// to a temporary file and renames it over the log: a kill leaves the old log or the new one, and readers that
+// have the old one open read it to its end. An edit that only appends is one batch, as `appendMessages` writes.
+import * as fs from "node:fs";
+import { join } from "node:path";
+import { latest } from "../core/clock.js";
+import type { EditOutcome, MessageEdit, MessageRecord } from "../core/types.js";
+import { ifExists, readAt, writeAll } from "./io.js";
+import { hashOf, KeyFile } from "./keys.js";
+import { offsetOf, parseLine } from "./lines.js";
+import { COUNT, copyPrefix, countTo, encodeBatch, LOG, logTail, openCount, readCountAt, writeCountAt } from "./log.js";
+import { META, updatedAtFloor } from "./session.js";
+
+/** What an edit needs of the backend. */
+export interface EditContext {
+  /** The session's directory. */
+  dir: string;
+  fsync: boolean;
+  /** A new temporary path on the same file system. */
+  tmpName(): string;
+  syncDir(path: string): void;
+  /** Rewrites session.json with `updated_at` raised to `at` (temp file, rename). */
+  raiseUpdatedAt(at: string): void;
+  /** Replaces the log by its first `end` bytes (the repair of a torn log). */
+  replaceLog(log: string, end: number): void;
+}
+
+/** Runs `edit` as `StorageBackend.editMessages` documents it; the caller holds the session's lock. */
+export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
+  const log = join(ctx.dir, LOG);
+  let fd = ifExists(() => fs.openSync(log, fs.constants.O_RDWR | fs.constants.O_APPEND));
+  if (fd === null) return { status: "not-found" }; // deleted before we got the lock
+  const keys = new KeyFile(ctx.dir, false);
+  const counter = openCount(join(ctx.dir, COUNT), fs.constants.O_RDWR | fs.constants.O_CREAT);
+  try {
+    let { size, ino } = fs.fstatSync(fd);
+    const tail = logTail(fd, size);
+    keys.settle({ fd, ino, end: tail.end });
+    const count = countTo(fd, ino, tail.end, counter === null ? null : readCountAt(counter));
+    const key = edit.idempotency;
+    const remembered = key === undefined ? undefined : keys.find(key.key);
+    if (remembered) return { status: "replayed", ...remembered };
+    if (edit.expectedLength !== undefined && edit.expectedLength !== count)
+      return { status: "conflict", length: count };
+    if (edit.from !== undefined && edit.from > count) return { status: "out-of-range", length: count };
+    const keep = edit.pop ? Math.max(0, count - 1) : (edit.from ?? count);
+    const floor = updatedAtFloor(join(ctx.dir, META));
+    const updatedAt = latest(floor, tail.last ?? floor);
+    const length = keep + edit.messages.length;
+    const remember = (popped: MessageRecord | null, check?: Parameters<KeyFile["write"]>[2]) => {
+      if (key) keys.write(key.key, { fingerprint: key.fingerprint, length, popped }, check, ctx.fsync);
+    };
+
+    if (keep === count && edit.messages.length === 0) {
+      remember(null); // the list does not change: nothing but the key is written
+    } else if (keep === count) {
+      if (tail.end < size) {
+        // A writer was killed mid-append: its partial batch goes before anything is written after it.
+        fs.closeSync(fd);
+        fd = null;
+        ctx.replaceLog(log, tail.end);
+        fd = fs.openSync(log, fs.constants.O_RDWR | fs.constants.O_APPEND);
+        ({ size, ino } = fs.fstatSync(fd));
+      }
+      const batch = encodeBatch(edit.messages, latest((edit.messages[0] as MessageRecord).timestamp, updatedAt));
+      remember(null, { ino, from: size, to: size + batch.length, hash: hashOf(batch) });
+      try {
+        writeAll(fd, batch);
+        if (ctx.fsync) fs.fdatasyncSync(fd);
+      } catch (error) {
+        fs.ftruncateSync(fd, size); // leave no partial batch behind a failed write
+        throw error;
+      }
+      keys.commit();
+      if (counter !== null) writeCountAt(counter, { count: length, bytes: size + batch.length, ino });
+    } else {
+      const at = offsetOf(fd, tail.end, count, keep);
+      const popped = edit.pop ? parseLine(readAt(fd, at, tail.end)) : null;
+      const stamp = latest(edit.at, updatedAt);
+      const batch = edit.messages.length === 0 ? Buffer.alloc(0) : encodeBatch(edit.messages, stamp);
+      rewrite(ctx, fd, log, at, batch, (newIno, bytes) => {
+        // A truncation leaves older messages last: session.json carries the edit's time (first: a kill before the
+        // rename leaves updated_at moved forward, never the list changed with updated_at moved back).
+        if (batch.length === 0) ctx.raiseUpdatedAt(stamp);
+        remember(popped, { ino: newIno });
+        if (counter !== null) writeCountAt(counter, { count: length, bytes, ino: newIno });
+      });
+      keys.commit();
+      ctx.syncDir(ctx.dir);
+      keys.prune(ctx.tmpName(), ctx.fsync);
+      return { status: "written", length, popped };
+    }
+    keys.prune(ctx.tmpName(), ctx.fsync);
+    return { status: "written", length, popped: null };
+  } finally {
+    // A write that failed leaves its key line pending: the next writer settles it from the log, as after a kill.
+    if (fd !== null) fs.closeSync(fd);
+    if (counter !== null) fs.closeSync(counter);
+    keys.close();
+  }
+}
+
+/**
+ * Replaces the log by its first `at` bytes followed by `batch`: written to a temporary file (fsynced when asked),
+ * `beforeRename(ino, size)` told its inode and size, then renamed over the log (the caller syncs the directory).
+ */
+function rewrite(
+  ctx: EditContext,
+  fd: number,
+  log: string,
+  at: number,
+  batch: Buffer,
+  beforeRename: (ino: number, bytes: number) => void,
+): void {
+  const tmp = ctx.tmpName();
+  const out = fs.openSync(tmp, "wx");
+  let renamed = false;
+  try {
+    const kept = copyPrefix(fd, out, at);
+    writeAll(out, batch);
+    if (ctx.fsync) fs.fsyncSync(out);
+    beforeRename(fs.fstatSync(out).ino, kept + batch.length);
+    fs.renameSync(tmp, log);
+    renamed = true;
+  } finally {
+    fs.closeSync(out);
+    if (!renamed) fs.rmSync(tmp, { force: true });
+  }
+}
