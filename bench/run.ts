@@ -30,6 +30,8 @@ const USAGE = `Usage: npm run bench -- [options]
 
   --quick            smaller workloads and fewer repetitions (under a minute)
   --only <names>     comma-separated backends: postgres,redis,sqlite,file
+  --workloads <names> comma-separated workloads (default: all; then the round trips are not counted):
+                     ${WORKLOADS.map((w) => w.name).join(",")}
   --docs / --no-docs write docs/benchmarks.md and .svg (default: after a complete full run)
 
 Servers: AGENTIX_BENCH_POSTGRES_URL / AGENTIX_BENCH_REDIS_URL, else AGENTIX_TEST_*_URL, else the local default ports.`;
@@ -40,6 +42,7 @@ const args = (() => {
       options: {
         quick: { type: "boolean", default: false },
         only: { type: "string" },
+        workloads: { type: "string" },
         docs: { type: "boolean" },
         "no-docs": { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -73,6 +76,15 @@ for (const name of names) {
     process.exit(2);
   }
 }
+
+const workloadNames = args.workloads?.split(",").map((s) => s.trim());
+for (const name of workloadNames ?? []) {
+  if (!WORKLOADS.some((w) => w.name === name)) {
+    console.error(`unknown workload "${name}"\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+const workloads = workloadNames ? WORKLOADS.filter((w) => workloadNames.includes(w.name)) : WORKLOADS;
 
 const quick = args.quick;
 const scale: Scale = quick ? QUICK : FULL;
@@ -241,12 +253,13 @@ async function main(): Promise<number> {
         continue;
       }
       Object.assign(versions, await target.versions());
-      for (const workload of WORKLOADS) {
+      for (const workload of workloads) {
         const t = performance.now();
         results.push(...(await runWorkload(target, workload)));
         log(`  ${name} ${workload.name}: ${((performance.now() - t) / 1000).toFixed(1)} s`);
       }
-      if (name === "postgres" || name === "redis") roundTrips.push(...(await countRoundTrips(target)));
+      if (!workloadNames && (name === "postgres" || name === "redis"))
+        roundTrips.push(...(await countRoundTrips(target)));
     } finally {
       await target.close();
     }
@@ -257,7 +270,7 @@ async function main(): Promise<number> {
     scale,
     durationSeconds: (performance.now() - started) / 1000,
     machine: machine(versions, loadAtStart),
-    reps: Object.fromEntries(WORKLOADS.map((w) => [w.name, quick ? w.reps.quick : w.reps.full])),
+    reps: Object.fromEntries(workloads.map((w) => [w.name, quick ? w.reps.quick : w.reps.full])),
     results,
     roundTrips,
     skipped,
@@ -271,7 +284,8 @@ async function main(): Promise<number> {
   log(`results: ${file}`);
 
   const failed = results.filter((r) => r.error);
-  const complete = !quick && skipped.length === 0 && failed.length === 0 && names.length === Object.keys(ALL).length;
+  const complete =
+    !quick && !workloadNames && skipped.length === 0 && failed.length === 0 && names.length === Object.keys(ALL).length;
   if (args["no-docs"] !== true && (args.docs === true || complete)) {
     mkdirSync(here("../docs"), { recursive: true });
     writeDocs(report, here("../docs/benchmarks.md"), here("../docs/benchmarks.svg"), "benchmarks.svg");

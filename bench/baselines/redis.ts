@@ -3,7 +3,14 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { uuidv7 } from "uuidv7";
-import type { MessageContent, MessageRecord, Role, SessionCursor, SessionRecord } from "../../src/core/types.js";
+import type {
+  MessageContent,
+  MessageRecord,
+  NewMessage,
+  Role,
+  SessionCursor,
+  SessionRecord,
+} from "../../src/core/types.js";
 import { RedisStorageBackend } from "../../src/redis.js";
 import { packageVersion } from "../machine.js";
 import {
@@ -36,6 +43,28 @@ redis.call('ZADD', ARGV[1] .. ':index:' .. s[1], ARGV[5], ARGV[2])
 local cwd = redis.call('HGET', KEYS[3], ARGV[2])
 if cwd then redis.call('ZADD', cwdKey(s[1], cwd), ARGV[5], ARGV[2]) end
 return 1`,
+  // A batch, with compare-and-swap on the list's length. KEYS: session hash, messages list, cwds hash.
+  // ARGV: prefix, id, timestamp, score, expected length ('' for none), then each message's JSON up to the timestamp.
+  // Returns the new length, -1 when there is no session, -2 when the length is not the expected one.
+  rawSave: `${cwdKey}
+local s = redis.call('HMGET', KEYS[1], 'agent_id', 'updated_at')
+if not s[1] then return -1 end
+if ARGV[5] ~= '' and redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[5]) then return -2 end
+local ts, bump = ARGV[3], true
+if ts < s[2] then ts, bump = s[2], false end
+local length
+for i = 6, #ARGV, 1000 do
+  local lines = {}
+  for j = i, math.min(i + 999, #ARGV) do lines[#lines + 1] = ARGV[j] .. ts .. '"}' end
+  length = redis.call('RPUSH', KEYS[2], unpack(lines))
+end
+if bump then
+  redis.call('HSET', KEYS[1], 'updated_at', ts)
+  redis.call('ZADD', ARGV[1] .. ':index:' .. s[1], ARGV[4], ARGV[2])
+  local cwd = redis.call('HGET', KEYS[3], ARGV[2])
+  if cwd then redis.call('ZADD', cwdKey(s[1], cwd), ARGV[4], ARGV[2]) end
+end
+return length`,
   // KEYS: the agent's index. ARGV: prefix, limit, cursor score ('' : first page), cursor id
   rawList: `
 local limit, score, before = tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -78,6 +107,7 @@ type Client = Redis & {
   rawAppend(...args: Array<string | number>): Promise<number>;
   rawList(...args: Array<string | number>): Promise<Array<Array<string | null>>>;
   rawFork(...args: Array<string | number>): Promise<number>;
+  rawSave(...args: Array<string | number>): Promise<number>;
 };
 
 export class RawRedis implements Subject {
@@ -86,7 +116,7 @@ export class RawRedis implements Subject {
 
   constructor(redis: Redis, prefix: string) {
     for (const [name, lua] of Object.entries(scripts)) {
-      redis.defineCommand(name, { lua, numberOfKeys: name === "rawAppend" ? 3 : name === "rawList" ? 1 : 6 });
+      redis.defineCommand(name, { lua, numberOfKeys: name === "rawList" ? 1 : name === "rawFork" ? 6 : 3 });
     }
     this.#redis = redis as Client;
     this.#prefix = prefix;
@@ -109,6 +139,45 @@ export class RawRedis implements Subject {
       throw new Error(`session not found: ${sessionId}`);
     }
     return lines.map((line) => JSON.parse(line) as MessageRecord);
+  }
+
+  async saveMessages(sessionId: string, messages: NewMessage[], expectedLength?: number): Promise<number | null> {
+    const p = this.#prefix;
+    const ts = new Date().toISOString();
+    const heads = messages.map(
+      (m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`,
+    );
+    const keys = [`${p}:session:${sessionId}`, `${p}:messages:${sessionId}`, `${p}:cwds`];
+    const expected = expectedLength === undefined ? "" : expectedLength;
+    const length = await this.#redis.rawSave(...keys, p, sessionId, ts, Date.parse(ts), expected, ...heads);
+    if (length === -1) throw new Error(`session not found: ${sessionId}`);
+    return length === -2 ? null : length;
+  }
+
+  async countMessages(sessionId: string): Promise<number> {
+    // A list's length is its count; only 0 needs a second look, to tell "no session" from "no messages".
+    const length = await this.#redis.llen(`${this.#prefix}:messages:${sessionId}`);
+    if (length === 0 && (await this.#redis.exists(`${this.#prefix}:session:${sessionId}`)) === 0) {
+      throw new Error(`session not found: ${sessionId}`);
+    }
+    return length;
+  }
+
+  async loadPage(sessionId: string, offset: number, limit: number): Promise<MessageRecord[]> {
+    const lines = await this.#redis.lrange(`${this.#prefix}:messages:${sessionId}`, offset, offset + limit - 1);
+    if (lines.length === 0 && (await this.#redis.exists(`${this.#prefix}:session:${sessionId}`)) === 0) {
+      throw new Error(`session not found: ${sessionId}`);
+    }
+    return lines.map((line) => JSON.parse(line) as MessageRecord);
+  }
+
+  /** LRANGE pages of `batchSize`, by index: Redis has no cursor over a list. */
+  async *iterateMessages(sessionId: string, batchSize: number): AsyncIterable<MessageRecord> {
+    for (let offset = 0; ; offset += batchSize) {
+      const page = await this.loadPage(sessionId, offset, batchSize);
+      yield* page;
+      if (page.length < batchSize) return;
+    }
   }
 
   async listSessions(agentId: string, limit: number, before?: SessionCursor): Promise<SessionRecord[]> {
