@@ -124,6 +124,7 @@ function label(metric: string, scale: Scale): string {
     tail_small: `newest 50 of ${group(scale.smallSize)}`,
     tail_big: `newest 50 of ${group(scale.bigSize)}`,
     page_deep: `100 at offset ${group(scale.deepOffset)} of ${group(scale.bigSize)}`,
+    page_small: `100 at offset ${group(scale.smallSize * (scale.deepOffset / scale.bigSize))} of ${group(scale.smallSize)}`,
     cas_loop: `compare-and-swap appends, ${scale.casWriters} writers × ${group(scale.casAppendsPerWriter)}, one session`,
     append_shared: `append, ${scale.casWriters} writers × ${group(scale.casAppendsPerWriter)}, one session`,
   };
@@ -157,6 +158,7 @@ function cell(f: Figure | undefined, unit: Unit): string {
     const x = f.extra?.[key];
     if (x !== undefined) extra.push(`${x.toFixed(2)}× the small tail`);
   }
+  if (f.extra?.vs_small_page !== undefined) extra.push(`${f.extra.vs_small_page.toFixed(2)}× the small page`);
   return figure(f.median, unit) + (extra.length > 0 ? ` (${extra.join(", ")})` : "");
 }
 

@@ -655,7 +655,9 @@ const deepPage: Workload<{ big: string; small: string }> = {
     { name: "tail_small", unit: "ms" },
     // The targets: each within 2× of the small session's tail, in the same repetition.
     { name: "tail_big", unit: "ms", extra: ["vs_small"] },
-    { name: "page_deep", unit: "ms", extra: ["page_vs_small"] },
+    { name: "page_deep", unit: "ms", extra: ["page_vs_small", "vs_small_page"] },
+    // No target: the page of 100 at 90% of the small session, to tell the cost of depth from that of 100 rows.
+    { name: "page_small", unit: "ms" },
   ],
   reps: { full: 16, quick: 6 },
   async seed(ns, scale) {
@@ -667,6 +669,7 @@ const deepPage: Workload<{ big: string; small: string }> = {
       await subject.loadMessages(state.small, LAST);
       await subject.loadMessages(state.big, LAST);
       await subject.loadPage(state.big, scale.deepOffset, PAGE);
+      await subject.loadPage(state.small, Math.round(scale.smallSize * (scale.deepOffset / scale.bigSize)), PAGE);
     }
   },
   async run({ subject, state, scale }) {
@@ -686,12 +689,20 @@ const deepPage: Workload<{ big: string; small: string }> = {
       () => subject.loadPage(big, scale.deepOffset, PAGE),
       (messages) => checkMessages(messages, PAGE, scale.deepOffset, "page_deep"),
     );
+    const smallOffset = Math.round(scale.smallSize * (scale.deepOffset / scale.bigSize));
+    const pageSmall = await medianOf(
+      5,
+      () => subject.loadPage(small, smallOffset, PAGE),
+      (messages) => checkMessages(messages, PAGE, smallOffset, "page_small"),
+    );
     return {
       tail_small: tailSmall,
       tail_big: tailBig,
       page_deep: pageDeep,
+      page_small: pageSmall,
       vs_small: tailBig / tailSmall,
       page_vs_small: pageDeep / tailSmall,
+      vs_small_page: pageDeep / pageSmall,
     };
   },
   async check() {},
