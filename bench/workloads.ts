@@ -2,8 +2,12 @@
 // baseline implement. Each workload seeds its data (untimed, through an agentix backend on the same namespace),
 // times its repetitions and checks what was written (counts and order) before its figures are kept.
 
+import { readFileSync, writeFileSync } from "node:fs";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { uuidv7 } from "uuidv7";
 import type { StorageBackend } from "../src/core/backend.js";
+import { ConflictError } from "../src/core/errors.js";
 import { compareSessions } from "../src/core/records.js";
 import type {
   JsonObject,
@@ -18,23 +22,45 @@ import type {
 /** What a workload times: an agentix backend or a raw baseline. Sync baselines may return plain values. */
 export interface Subject {
   saveMessage(sessionId: string, role: Role, content: MessageContent): Promise<void> | void;
-  /** Appends all of `messages` as one batch (agentix: `saveMessages`; raw: the driver's best batch). */
-  saveMessages(sessionId: string, messages: NewMessage[]): Promise<void> | void;
   loadMessages(sessionId: string, last?: number): Promise<MessageRecord[]> | MessageRecord[];
   listSessions(agentId: string, limit: number, before?: SessionCursor): Promise<SessionRecord[]> | SessionRecord[];
   forkSession(sessionId: string): Promise<string> | string;
+  /** The session's number of messages (contract v2). */
+  countMessages(sessionId: string): Promise<number> | number;
+  /**
+   * Appends all of `messages` as one batch (agentix: `saveMessages`; raw: the driver's best batch), only when the session has exactly `expectedLength` messages if that is given: the new
+   * length, or `null` when the length differed (a conflict; nothing written).
+   */
+  saveMessages(
+    sessionId: string,
+    messages: NewMessage[],
+    expectedLength?: number,
+  ): Promise<number | null> | number | null;
+  /** Positions `offset … offset + limit - 1`, oldest first. */
+  loadPage(sessionId: string, offset: number, limit: number): Promise<MessageRecord[]> | MessageRecord[];
+  /** Every message in order, streamed: the driver's best way to read a session without holding all of it. */
+  iterateMessages(sessionId: string, batchSize: number): AsyncIterable<MessageRecord> | Iterable<MessageRecord>;
 }
 
 /** The public API of an agentix backend, as a subject. */
 export function agentixSubject(backend: StorageBackend): Subject {
   return {
     saveMessage: (id, role, content) => backend.saveMessage(id, role, content),
-    saveMessages: async (id, messages) => {
-      await backend.saveMessages(id, messages);
-    },
     loadMessages: (id, last) => backend.loadMessages(id, last === undefined ? undefined : { last }),
     listSessions: (agent, limit, before) => backend.listSessions(agent, before ? { limit, before } : { limit }),
     forkSession: (id) => backend.forkSession(id),
+    countMessages: (id) => backend.countMessages(id),
+    async saveMessages(id, messages, expectedLength) {
+      try {
+        return (await backend.saveMessages(id, messages, expectedLength === undefined ? undefined : { expectedLength }))
+          .length;
+      } catch (error) {
+        if (error instanceof ConflictError) return null;
+        throw error;
+      }
+    },
+    loadPage: (id, offset, limit) => backend.loadMessages(id, { offset, limit }),
+    iterateMessages: (id, batchSize) => backend.iterateMessages(id, { batchSize }),
   };
 }
 
@@ -90,6 +116,15 @@ export interface Scale {
   turns: number;
   /** Turns per writer, `writers` at once. */
   turnsPerWriter: number;
+  /** The big session of iterate_rss and deep_page (issue 14). */
+  bigSize: number;
+  /** Where deep_page reads its page of 100 in the big session. */
+  deepOffset: number;
+  /** The small session deep_page compares with. */
+  smallSize: number;
+  /** cas_loop: writers on one session, and the appends each makes. */
+  casWriters: number;
+  casAppendsPerWriter: number;
 }
 
 export const FULL: Scale = {
@@ -104,6 +139,11 @@ export const FULL: Scale = {
   forkSize: 10_000,
   turns: 200,
   turnsPerWriter: 20,
+  bigSize: 1_000_000,
+  deepOffset: 900_000,
+  smallSize: 1000,
+  casWriters: 8,
+  casAppendsPerWriter: 200,
 };
 
 export const QUICK: Scale = {
@@ -115,9 +155,10 @@ export const QUICK: Scale = {
   sessionsPerAgent: 500,
   turns: 50,
   turnsPerWriter: 5,
+  bigSize: 100_000,
+  deepOffset: 90_000,
+  casAppendsPerWriter: 25,
 };
-
-export type Unit = "ops/s" | "ms" | "×";
 
 /** One repetition's figures, by metric name. */
 export type Sample = Record<string, number>;
@@ -143,6 +184,9 @@ export interface Workload<S = unknown> {
   /** Throws when what the subject wrote is wrong. */
   check(ctx: RunContext<S>): Promise<void>;
 }
+
+/** `ops/s`: higher is better; `ms` and `MB` (memory growth): lower is better. */
+export type Unit = "ops/s" | "ms" | "×" | "MB";
 
 export interface MetricSpec {
   name: string;
@@ -656,4 +700,297 @@ const fork: Workload<{ id: string; forks: string[] }> = {
   },
 };
 
-export const WORKLOADS = [appendSeq, appendConc, turnSeq, turnConc, load, list, fork] as Workload[];
+// ---- issue 14: large sessions and compare-and-swap ----
+
+/** How many messages each `saveMessages` call of a big session's seed carries. */
+const SEED_BATCH = 5000;
+
+/** A session of `size` messages (seq 0 … size - 1), written by `saveMessages` in large batches: untimed seeding. */
+async function bigSession(admin: StorageBackend, agentId: string, size: number): Promise<string> {
+  const id = await admin.createSession(agentId, { cwd: "/bench" });
+  for (let from = 0; from < size; from += SEED_BATCH) {
+    const batch = Array.from({ length: Math.min(SEED_BATCH, size - from) }, (_, i) => ({
+      role: role(from + i),
+      content: content(from + i),
+    }));
+    await admin.saveMessages(id, batch);
+  }
+  return id;
+}
+
+/** A full garbage collection, when the runtime lets us ask for one (`--expose-gc`, or the flag set at runtime). */
+const gc: (() => void) | undefined = (() => {
+  const exposed = (globalThis as { gc?: () => void }).gc;
+  if (exposed) return exposed;
+  try {
+    setFlagsFromString("--expose-gc");
+    return runInNewContext("gc") as () => void;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** This process's peak RSS since the last reset (Linux: VmHWM, reset by writing 5 to clear_refs), in bytes. */
+function highWaterMark(): number | undefined {
+  try {
+    const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "latin1"))?.[1];
+    return kb === undefined ? undefined : Number(kb) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+function resetHighWaterMark(): void {
+  try {
+    writeFileSync("/proc/self/clear_refs", "5");
+  } catch {
+    // Not Linux, or not allowed: the timer's samples are all there is.
+  }
+}
+
+/**
+ * The peak growth of the RSS while `run` runs, in MB, and how long it took (ms): garbage collected first, then
+ * the RSS sampled on a 5 ms timer, by `run` itself through `sample` (a synchronous driver never lets the timer
+ * fire), and, on Linux, by the kernel's own high-water mark, which also sees the peak inside a synchronous call.
+ */
+async function rssGrowth<T>(
+  run: (sample: () => void) => Promise<T> | T,
+): Promise<{ mb: number; ms: number; value: T }> {
+  gc?.();
+  gc?.();
+  const base = process.memoryUsage.rss();
+  resetHighWaterMark();
+  let peak = base;
+  const sample = () => {
+    const rss = process.memoryUsage.rss();
+    if (rss > peak) peak = rss;
+  };
+  const timer = setInterval(sample, 5);
+  const start = performance.now();
+  try {
+    const value = await run(sample);
+    const ms = performance.now() - start;
+    sample();
+    const hwm = highWaterMark();
+    if (hwm !== undefined && hwm > peak) peak = hwm;
+    return { mb: Math.max(0, peak - base) / 2 ** 20, ms, value };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** Consumes an iteration, checking every message's place (seq, role, keys, timestamps) without keeping any. */
+async function drain(
+  messages: AsyncIterable<MessageRecord> | Iterable<MessageRecord>,
+  sample: () => void,
+  what: string,
+): Promise<number> {
+  let n = 0;
+  let previous = "";
+  for await (const m of messages) {
+    const seq = (m.content as JsonObject).seq;
+    if (seq !== n || m.role !== role(n) || m.timestamp < previous) {
+      throw new CheckError(`${what}: message ${n} has seq ${String(seq)}, role ${m.role}, timestamp ${m.timestamp}`);
+    }
+    previous = m.timestamp;
+    if (++n % 1000 === 0) sample();
+  }
+  return n;
+}
+
+const ITERATE_BATCH = 1000;
+
+const iterateRss: Workload<{ id: string }> = {
+  name: "iterate_rss",
+  metrics: [
+    { name: "iterate_rss", unit: "MB", extra: ["ms"] },
+    { name: "load_rss", unit: "MB", extra: ["ms_load"] },
+  ],
+  reps: { full: 4, quick: 2 },
+  async seed(ns, scale) {
+    return { id: await bigSession(ns.admin, "big", scale.bigSize) };
+  },
+  async warm({ subject, state }) {
+    await subject.loadPage(state.id, 0, ITERATE_BATCH);
+    let n = 0;
+    for await (const _ of subject.iterateMessages(state.id, ITERATE_BATCH)) if (++n >= 3 * ITERATE_BATCH) break;
+  },
+  async run({ subject, state, scale }) {
+    // The iteration first: the full load's garbage is then collected before the next repetition's iteration.
+    const iterated = await rssGrowth((sample) =>
+      drain(subject.iterateMessages(state.id, ITERATE_BATCH), sample, "iterate"),
+    );
+    expect(iterated.value === scale.bigSize, `iterate: ${iterated.value} messages, expected ${scale.bigSize}`);
+    const loaded = await rssGrowth(async () => (await subject.loadMessages(state.id)).length);
+    expect(loaded.value === scale.bigSize, `load: ${loaded.value} messages, expected ${scale.bigSize}`);
+    return { iterate_rss: iterated.mb, load_rss: loaded.mb, ms: iterated.ms, ms_load: loaded.ms };
+  },
+  async check({ admin, state, scale }) {
+    expect((await admin.countMessages(state.id)) === scale.bigSize, "iterate_rss: the big session's count");
+  },
+};
+
+const PAGE = 100;
+
+const deepPage: Workload<{ big: string; small: string }> = {
+  name: "deep_page",
+  metrics: [
+    { name: "tail_small", unit: "ms" },
+    // The targets: each within 2× of the small session's tail, in the same repetition.
+    { name: "tail_big", unit: "ms", extra: ["vs_small"] },
+    { name: "page_deep", unit: "ms", extra: ["page_vs_small", "vs_small_page"] },
+    // No target: the page of 100 at 90% of the small session, to tell the cost of depth from that of 100 rows.
+    { name: "page_small", unit: "ms" },
+  ],
+  reps: { full: 16, quick: 6 },
+  async seed(ns, scale) {
+    const small = await bigSession(ns.admin, "small", scale.smallSize);
+    return { big: await bigSession(ns.admin, "big", scale.bigSize), small };
+  },
+  async warm({ subject, state, scale }) {
+    for (let i = 0; i < 5; i++) {
+      await subject.loadMessages(state.small, LAST);
+      await subject.loadMessages(state.big, LAST);
+      await subject.loadPage(state.big, scale.deepOffset, PAGE);
+      await subject.loadPage(state.small, Math.round(scale.smallSize * (scale.deepOffset / scale.bigSize)), PAGE);
+    }
+  },
+  async run({ subject, state, scale }) {
+    const { big, small } = state;
+    const tailSmall = await medianOf(
+      5,
+      () => subject.loadMessages(small, LAST),
+      (messages) => checkMessages(messages, LAST, scale.smallSize - LAST, "tail_small"),
+    );
+    const tailBig = await medianOf(
+      5,
+      () => subject.loadMessages(big, LAST),
+      (messages) => checkMessages(messages, LAST, scale.bigSize - LAST, "tail_big"),
+    );
+    const pageDeep = await medianOf(
+      5,
+      () => subject.loadPage(big, scale.deepOffset, PAGE),
+      (messages) => checkMessages(messages, PAGE, scale.deepOffset, "page_deep"),
+    );
+    const smallOffset = Math.round(scale.smallSize * (scale.deepOffset / scale.bigSize));
+    const pageSmall = await medianOf(
+      5,
+      () => subject.loadPage(small, smallOffset, PAGE),
+      (messages) => checkMessages(messages, PAGE, smallOffset, "page_small"),
+    );
+    return {
+      tail_small: tailSmall,
+      tail_big: tailBig,
+      page_deep: pageDeep,
+      page_small: pageSmall,
+      vs_small: tailBig / tailSmall,
+      page_vs_small: pageDeep / tailSmall,
+      vs_small_page: pageDeep / pageSmall,
+    };
+  },
+  async check() {},
+};
+
+interface CasState {
+  /** Per repetition: the session of the compare-and-swap loops and the one of the plain appends. */
+  sessions: Array<{ cas: string; plain: string }>;
+  warm: string;
+}
+
+/** A writer's messages: seq `writer * perWriter + i`, so that the check can tell whose each one is and its order. */
+async function casWriter(subject: Subject, id: string, writer: number, perWriter: number): Promise<number> {
+  let conflicts = 0;
+  for (let i = 0; i < perWriter; i++) {
+    const seq = writer * perWriter + i;
+    const message = [{ role: role(seq), content: content(seq) }];
+    for (;;) {
+      const length = await subject.countMessages(id);
+      if ((await subject.saveMessages(id, message, length)) !== null) break;
+      conflicts++;
+    }
+  }
+  return conflicts;
+}
+
+/** Every writer's messages once each, in that writer's order; positions dense; updated_at the newest timestamp. */
+async function checkShared(admin: StorageBackend, id: string, writers: number, perWriter: number): Promise<void> {
+  const messages = await admin.loadMessages(id);
+  const what = `shared session ${id}`;
+  expect(
+    messages.length === writers * perWriter,
+    `${what}: ${messages.length} messages, expected ${writers * perWriter}`,
+  );
+  expect((await admin.countMessages(id)) === messages.length, `${what}: count differs from the messages`);
+  const next = new Array<number>(writers).fill(0);
+  messages.forEach((m, i) => {
+    const seq = (m.content as JsonObject).seq as number;
+    const writer = Math.floor(seq / perWriter);
+    expect(seq % perWriter === next[writer], `${what}: writer ${writer}'s message ${seq} out of order at ${i}`);
+    next[writer] = (next[writer] as number) + 1;
+    expect(m.role === role(seq), `${what}: message ${i} has role ${m.role}`);
+    const previous = messages[i - 1];
+    expect(!previous || previous.timestamp <= m.timestamp, `${what}: timestamps decrease at message ${i}`);
+  });
+  const session = await admin.getSession(id);
+  expect(session?.updated_at === messages.at(-1)?.timestamp, `${what}: updated_at is not the newest`);
+}
+
+const casLoop: Workload<CasState> = {
+  name: "cas_loop",
+  metrics: [
+    { name: "cas_loop", unit: "ops/s", extra: ["conflicts"] },
+    { name: "append_shared", unit: "ops/s" },
+  ],
+  reps: { full: 12, quick: 6 },
+  async seed(ns, _scale, reps) {
+    const create = () => ns.admin.createSession("cas", { cwd: "/bench" });
+    const sessions: CasState["sessions"] = [];
+    for (let i = 0; i < reps; i++) sessions.push({ cas: await create(), plain: await create() });
+    return { sessions, warm: await create() };
+  },
+  async warm({ subject, state, scale }) {
+    await Promise.all(Array.from({ length: scale.casWriters }, (_, w) => casWriter(subject, state.warm, w, 5)));
+    for (let i = 0; i < 20; i++) await subject.saveMessage(state.warm, role(i), content(i));
+  },
+  async run({ subject, state, scale, rep }) {
+    const { cas, plain } = state.sessions[rep] as CasState["sessions"][number];
+    const writers = scale.casWriters;
+    const per = scale.casAppendsPerWriter;
+    const [casMs, conflicts] = await timed(() =>
+      Promise.all(Array.from({ length: writers }, (_, w) => casWriter(subject, cas, w, per))),
+    );
+    const [plainMs] = await timed(() =>
+      Promise.all(
+        Array.from({ length: writers }, async (_, w) => {
+          for (let i = 0; i < per; i++) await subject.saveMessage(plain, role(w * per + i), content(w * per + i));
+        }),
+      ),
+    );
+    const ops = writers * per;
+    const conflicted = conflicts.reduce((a, b) => a + b, 0);
+    return {
+      cas_loop: (ops / casMs) * 1000,
+      conflicts: (conflicted / casMs) * 1000,
+      append_shared: (ops / plainMs) * 1000,
+    };
+  },
+  async check({ admin, state, scale }) {
+    for (const { cas, plain } of state.sessions) {
+      await checkShared(admin, cas, scale.casWriters, scale.casAppendsPerWriter);
+      await checkShared(admin, plain, scale.casWriters, scale.casAppendsPerWriter);
+    }
+  },
+};
+
+export const WORKLOADS = [
+  appendSeq,
+  appendConc,
+  turnSeq,
+  turnConc,
+  load,
+  list,
+  fork,
+  iterateRss,
+  deepPage,
+  casLoop,
+] as Workload[];

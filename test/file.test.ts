@@ -722,6 +722,31 @@ describe("FileStorageBackend contract v2 part 2 on disk", () => {
     await cold.close();
   });
 
+  it("loads, pages, forks and edits a 24 MB log reading at most 4 MiB at a time", async () => {
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    const big = "y".repeat(1 << 20);
+    for (let i = 0; i < 24; i += 4) {
+      await b.saveMessages(
+        id,
+        Array.from({ length: 4 }, (_, k) => ({ role: "user" as const, content: `${i + k} ${big}` })),
+      );
+    }
+    expect(statSync(logOf(base, id)).size).toBeGreaterThan(24 << 20);
+    bytesRead.largest = 0;
+    const all = await b.loadMessages(id);
+    expect(all.map((m) => (m.content as string).split(" ")[0])).toEqual(Array.from({ length: 24 }, (_, i) => `${i}`));
+    expect(await b.loadMessages(id, { offset: 22 })).toStrictEqual(all.slice(22));
+    const fork = await b.forkSession(id, { length: 23 });
+    expect(await b.countMessages(fork)).toBe(23);
+    expect(await b.replaceMessages(id, 1, [{ role: "user", content: "r" }])).toEqual({ length: 2 });
+    expect((await b.popMessage(fork))?.content).toMatch(/^22 /);
+    // A message is one line: a line of 1 MiB is read whole, in pieces of at most 4 MiB, never the log at once.
+    expect(bytesRead.largest).toBeLessThanOrEqual(4 << 20);
+    await b.close();
+  });
+
   it("a fork with length copies exactly the byte prefix of the log, ending the cut batch's last line", async () => {
     const base = fresh();
     const b = new FileStorageBackend({ basePath: base });

@@ -5,6 +5,7 @@ import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { uuidv7 } from "uuidv7";
 import { compareSessions, isAfter } from "../../src/core/records.js";
 import type {
@@ -29,6 +30,20 @@ export class RawFile implements Subject {
   }
 
   saveMessage(sessionId: string, role: Role, content: MessageContent): void {
+    this.#append(sessionId, [{ role, content }], false);
+  }
+
+  /**
+   * Appends the batch as one write; with `expectedLength`, only when the log has that many lines (counted by
+   * reading it: the floor keeps no count). Synchronous, so nothing of this process comes between the count and
+   * the write.
+   */
+  saveMessages(sessionId: string, messages: NewMessage[], expectedLength?: number): number | null {
+    return this.#append(sessionId, messages, true, expectedLength);
+  }
+
+  /** The new length when `counted`, else -1; `null` when the length was not `expectedLength`. */
+  #append(sessionId: string, messages: NewMessage[], counted: boolean, expectedLength?: number): number | null {
     const dir = join(this.#base, "sessions", sessionId);
     const fd = openIfExists(join(dir, "messages.jsonl"), fs.constants.O_RDWR | fs.constants.O_APPEND);
     if (fd === null) throw new Error(`session not found: ${sessionId}`);
@@ -46,36 +61,65 @@ export class RawFile implements Subject {
       let timestamp = new Date().toISOString();
       if (timestamp < last) timestamp = last;
       if (timestamp < floor) timestamp = floor;
-      fs.writeSync(fd, `${JSON.stringify({ role, content, timestamp })}\n`);
+      const count = counted ? countLines(fd) : -1;
+      if (expectedLength !== undefined && count !== expectedLength) return null;
+      fs.writeSync(
+        fd,
+        messages.map((m) => `${JSON.stringify({ role: m.role, content: m.content, timestamp })}\n`).join(""),
+      );
+      return counted ? count + messages.length : -1;
     } finally {
       fs.closeSync(fd);
     }
   }
 
-  /** A batch: the same clamp as `saveMessage`, then every line in one write. */
-  saveMessages(sessionId: string, messages: NewMessage[]): void {
-    const dir = join(this.#base, "sessions", sessionId);
-    const fd = openIfExists(join(dir, "messages.jsonl"), fs.constants.O_RDWR | fs.constants.O_APPEND);
-    if (fd === null) throw new Error(`session not found: ${sessionId}`);
+  countMessages(sessionId: string): number {
+    const fd = openIfExists(join(this.#base, "sessions", sessionId, "messages.jsonl"), "r") ?? notFound(sessionId);
     try {
-      const size = fs.fstatSync(fd).size;
-      const tail = Buffer.alloc(Math.min(size, 64));
-      fs.readSync(fd, tail, 0, tail.length, size - tail.length);
-      const last = TIMESTAMP_AT_END.exec(tail.toString("latin1"))?.[1] ?? "";
-      const head = Buffer.alloc(160);
-      const meta = fs.openSync(join(dir, "session.json"), "r");
-      const n = fs.readSync(meta, head, 0, 160, 0);
-      fs.closeSync(meta);
-      const floor = UPDATED_AT.exec(head.toString("latin1", 0, n))?.[1] ?? "";
-      let timestamp = new Date().toISOString();
-      if (timestamp < last) timestamp = last;
-      if (timestamp < floor) timestamp = floor;
-      let lines = "";
-      for (const { role, content } of messages) lines += `${JSON.stringify({ role, content, timestamp })}\n`;
-      fs.writeSync(fd, lines);
+      return countLines(fd);
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /**
+   * The log read in 1 MiB chunks, counting newlines up to the page's first line and keeping only its lines: the
+   * floor keeps no index of positions, but never holds more than a chunk and the page.
+   */
+  loadPage(sessionId: string, offset: number, limit: number): MessageRecord[] {
+    const fd = openIfExists(join(this.#base, "sessions", sessionId, "messages.jsonl"), "r") ?? notFound(sessionId);
+    try {
+      const buffer = Buffer.alloc(1 << 20);
+      const kept: Buffer[] = [];
+      let line = 0; // the line the next byte belongs to
+      let position = 0;
+      for (;;) {
+        const n = fs.readSync(fd, buffer, 0, buffer.length, position);
+        if (n === 0) break;
+        let from = line >= offset ? 0 : -1;
+        for (let at = buffer.indexOf(0x0a); at !== -1 && at < n; at = buffer.indexOf(0x0a, at + 1)) {
+          line++;
+          if (line === offset) from = at + 1;
+          if (line === offset + limit) {
+            kept.push(Buffer.from(buffer.subarray(Math.max(from, 0), at + 1)));
+            return parseLines(Buffer.concat(kept).toString("utf8"));
+          }
+        }
+        if (from !== -1 && from < n) kept.push(Buffer.from(buffer.subarray(from, n)));
+        position += n;
+      }
+      return parseLines(Buffer.concat(kept).toString("utf8"));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** A read stream split into lines (node:readline): one chunk of the log in memory at a time. */
+  async *iterateMessages(sessionId: string): AsyncIterable<MessageRecord> {
+    const path = join(this.#base, "sessions", sessionId, "messages.jsonl");
+    if (!fs.existsSync(path)) notFound(sessionId);
+    const lines = createInterface({ input: fs.createReadStream(path), crlfDelay: Number.POSITIVE_INFINITY });
+    for await (const line of lines) if (line !== "") yield JSON.parse(line) as MessageRecord;
   }
 
   loadMessages(sessionId: string, last?: number): MessageRecord[] {
@@ -146,6 +190,26 @@ function agentKey(agentId: string): string {
     .replace(/[^a-z0-9_-]+/g, "_")
     .slice(0, 48);
   return `${slug}.${createHash("sha256").update(agentId).digest("hex")}`;
+}
+
+/** Complete lines of JSON as records (a torn last line is left out). */
+function parseLines(text: string): MessageRecord[] {
+  const end = text.lastIndexOf("\n");
+  if (end <= 0) return [];
+  return JSON.parse(`[${text.slice(0, end).replaceAll("\n", ",")}]`) as MessageRecord[];
+}
+
+/** The number of complete lines of the log, counted in 1 MiB reads. */
+function countLines(fd: number): number {
+  const buffer = Buffer.alloc(1 << 20);
+  let count = 0;
+  let position = 0;
+  for (;;) {
+    const n = fs.readSync(fd, buffer, 0, buffer.length, position);
+    if (n === 0) return count;
+    for (let at = buffer.indexOf(0x0a); at !== -1 && at < n; at = buffer.indexOf(0x0a, at + 1)) count++;
+    position += n;
+  }
 }
 
 /** The last `n` lines (and a partial one before them), read backwards from the end. */

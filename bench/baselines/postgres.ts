@@ -37,25 +37,45 @@ export class RawPostgres implements Subject {
     if (result.count !== 1) throw new Error(`session not found: ${sessionId}`);
   }
 
-  async saveMessages(sessionId: string, messages: NewMessage[]): Promise<void> {
-    const batch = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content)]));
-    const params = [sessionId, new Date().toISOString(), batch, messages.length];
-    const result = await this.#sql.unsafe(this.#q.appendBatch, params, { prepare: true });
-    if (result.count !== messages.length) throw new Error(`session not found: ${sessionId}`);
-  }
-
   async loadMessages(sessionId: string, last?: number): Promise<MessageRecord[]> {
     const rows = (await (last === undefined
       ? this.#sql.unsafe(this.#q.load, [sessionId], { prepare: true })
       : this.#sql.unsafe(this.#q.loadLast, [sessionId, last], { prepare: true })
     ).values()) as unknown as Row[];
     if (rows.length === 0) throw new Error(`session not found: ${sessionId}`);
-    const messages: MessageRecord[] = [];
-    for (const [role, content, timestamp] of rows) {
-      if (role !== null)
-        messages.push({ role: role as Role, content: JSON.parse(content as string), timestamp: timestamp as string });
-    }
+    const messages = messagesOf(rows);
     return last === undefined ? messages : messages.reverse();
+  }
+
+  async saveMessages(sessionId: string, messages: NewMessage[], expectedLength?: number): Promise<number | null> {
+    const batch = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content)]));
+    const params = [sessionId, new Date().toISOString(), batch, messages.length, expectedLength ?? null];
+    const [row] = (await this.#sql.unsafe(this.#q.appendBatch, params, { prepare: true }).values()) as unknown as [
+      [number | null, boolean],
+    ];
+    if (row?.[1] !== true) throw new Error(`session not found: ${sessionId}`);
+    return row[0];
+  }
+
+  async countMessages(sessionId: string): Promise<number> {
+    const [row] = (await this.#sql.unsafe(this.#q.count, [sessionId], { prepare: true }).values()) as unknown as [
+      [number],
+    ];
+    if (row === undefined) throw new Error(`session not found: ${sessionId}`);
+    return row[0];
+  }
+
+  async loadPage(sessionId: string, offset: number, limit: number): Promise<MessageRecord[]> {
+    const params = [sessionId, offset, offset + limit];
+    const rows = (await this.#sql.unsafe(this.#q.loadPage, params, { prepare: true }).values()) as unknown as Row[];
+    if (rows.length === 0) throw new Error(`session not found: ${sessionId}`);
+    return messagesOf(rows);
+  }
+
+  /** A server-side cursor (postgres.js `cursor`): one statement and one snapshot, `batchSize` rows per fetch. */
+  async *iterateMessages(sessionId: string, batchSize: number): AsyncIterable<MessageRecord> {
+    const cursor = this.#sql.unsafe(this.#q.iterate, [sessionId], { prepare: true }).values().cursor(batchSize);
+    for await (const rows of cursor as AsyncIterable<Row[]>) yield* messagesOf(rows);
   }
 
   async listSessions(agentId: string, limit: number, before?: SessionCursor): Promise<SessionRecord[]> {
@@ -81,44 +101,67 @@ export class RawPostgres implements Subject {
   }
 }
 
+/** Rows of role, content, timestamp; the one row of nulls of a session without messages is none. */
+function messagesOf(rows: Row[]): MessageRecord[] {
+  const messages: MessageRecord[] = [];
+  for (const [role, content, timestamp] of rows) {
+    if (role !== null)
+      messages.push({ role: role as Role, content: JSON.parse(content as string), timestamp: timestamp as string });
+  }
+  return messages;
+}
+
 function statements(s: string) {
   const columns = `id, agent_id, ${iso("created_at")}, ${iso("updated_at")}, metadata`;
   // NULLS LAST, as the index is declared: `desc` alone means NULLS FIRST, which the index cannot serve.
   const order = "order by updated_at desc nulls last, id desc nulls last";
   return {
-    // The UPDATE locks the session row, so concurrent appends to one session serialise; GREATEST is the clamp.
+    // The UPDATE locks the session row, so concurrent appends to one session serialise, and returns its newest
+    // version: the message takes the position after the count it read there. GREATEST is the clamp.
     append: `with session as (
-        update ${s}.sessions set updated_at = greatest(updated_at, $2) where id = $1 returning id, updated_at
+        update ${s}.sessions set updated_at = greatest(updated_at, $2), message_count = message_count + 1
+        where id = $1 returning id, updated_at, message_count
       )
-      insert into ${s}.messages (session_id, role, content, created_at)
-      select id, $3, $4, updated_at from session`,
-    // The same for a batch, passed as one JSON text parameter and inserted in its order; the session row keeps its
-    // message count, as the backend's does.
+      insert into ${s}.messages (session_id, position, role, content, created_at)
+      select id, message_count - 1, $3, $4, updated_at from session`,
+    // A batch ($3: [[role, content JSON], ...]) numbered in its order after the count; with $5, only when the count
+    // is $5 (compare-and-swap: the UPDATE's WHERE sees the row's newest version). One row: the new count (null on a
+    // conflict) and whether the session exists.
     appendBatch: `with session as (
-        update ${s}.sessions set updated_at = greatest(updated_at, $2), message_count = message_count + $4
-        where id = $1 returning id, updated_at
+        update ${s}.sessions set updated_at = greatest(updated_at, $2), message_count = message_count + $4::int
+        where id = $1 and ($5::int is null or message_count = $5::int) returning id, updated_at, message_count
+      ), appended as (
+        insert into ${s}.messages (session_id, position, role, content, created_at)
+        select session.id, session.message_count - $4::int + m.ordinality - 1, m.value->>0, m.value->>1, session.updated_at
+        from session, json_array_elements($3::text::json) with ordinality m
       )
-      insert into ${s}.messages (session_id, role, content, created_at)
-      select id, m.value->>0, m.value->>1, updated_at
-      from session, json_array_elements($3::text::json) with ordinality m order by m.ordinality`,
+      select (select message_count from session), exists (select from ${s}.sessions where id = $1)`,
+    count: `select message_count from ${s}.sessions where id = $1`,
     // Faster than a plain `select ... from messages where session_id = $1 order by id` here (measured: the
     // lateral subquery always walks the (session_id, id) index), and it tells "no session" from "no messages".
     load: `select m.role, m.content, ${iso("m.created_at")} from ${s}.sessions s left join lateral (
-        select role, content, created_at from ${s}.messages where session_id = s.id order by id
+        select role, content, created_at from ${s}.messages where session_id = s.id order by position
       ) m on true where s.id = $1`,
     loadLast: `select m.role, m.content, ${iso("m.created_at")} from ${s}.sessions s left join lateral (
-        select role, content, created_at from ${s}.messages where session_id = s.id order by id desc limit $2
+        select role, content, created_at from ${s}.messages where session_id = s.id order by position desc limit $2
       ) m on true where s.id = $1`,
+    loadPage: `select m.role, m.content, ${iso("m.created_at")} from ${s}.sessions s left join lateral (
+        select role, content, created_at from ${s}.messages
+        where session_id = s.id and position >= $2 and position < $3 order by position
+      ) m on true where s.id = $1`,
+    iterate: `select role, content, ${iso("created_at")} from ${s}.messages where session_id = $1 order by position`,
     list: `select ${columns} from ${s}.sessions where agent_id = $1 ${order} limit $2`,
     listBefore: `select ${columns} from ${s}.sessions where agent_id = $1 and (updated_at, id) < ($2, $3) ${order} limit $4`,
-    // One statement is one transaction: the session row and its messages are copied on the server, in id order.
+    // One statement is one transaction: the session row (its count) and its messages with their positions are
+    // copied on the server, along (session_id, position).
     fork: `with fork as (
-        insert into ${s}.sessions (id, agent_id, cwd, metadata, created_at, updated_at)
-        select $2, agent_id, cwd, metadata, $3, $3 from ${s}.sessions where id = $1
+        insert into ${s}.sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
+        select $2, agent_id, cwd, metadata, $3, $3, message_count from ${s}.sessions where id = $1
         returning id
       ), copied as (
-        insert into ${s}.messages (session_id, role, content, created_at)
-        select fork.id, m.role, m.content, m.created_at from fork, ${s}.messages m where m.session_id = $1 order by m.id
+        insert into ${s}.messages (session_id, position, role, content, created_at)
+        select fork.id, m.position, m.role, m.content, m.created_at
+        from fork, ${s}.messages m where m.session_id = $1 order by m.position
       )
       select exists (select from fork)`,
   };

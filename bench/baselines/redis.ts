@@ -43,22 +43,28 @@ redis.call('ZADD', ARGV[1] .. ':index:' .. s[1], ARGV[5], ARGV[2])
 local cwd = redis.call('HGET', KEYS[3], ARGV[2])
 if cwd then redis.call('ZADD', cwdKey(s[1], cwd), ARGV[5], ARGV[2]) end
 return 1`,
-  // rawAppend for a batch. KEYS: as rawAppend. ARGV: prefix, id, timestamp, score, each message's JSON to the timestamp
-  rawAppendBatch: `${cwdKey}
+  // A batch, with compare-and-swap on the list's length. KEYS: session hash, messages list, cwds hash.
+  // ARGV: prefix, id, timestamp, score, expected length ('' for none), then each message's JSON up to the timestamp.
+  // Returns the new length, -1 when there is no session, -2 when the length is not the expected one.
+  rawSave: `${cwdKey}
 local s = redis.call('HMGET', KEYS[1], 'agent_id', 'updated_at')
-if not s[1] then return 0 end
-local ts = ARGV[3]
-local clamped = ts < s[2]
-if clamped then ts = s[2] end
-local lines = {}
-for i = 5, #ARGV do lines[i - 4] = ARGV[i] .. ts .. '"}' end
-for i = 1, #lines, 1000 do redis.call('RPUSH', KEYS[2], unpack(lines, i, math.min(i + 999, #lines))) end
-if clamped then return 1 end
-redis.call('HSET', KEYS[1], 'updated_at', ts)
-redis.call('ZADD', ARGV[1] .. ':index:' .. s[1], ARGV[4], ARGV[2])
-local cwd = redis.call('HGET', KEYS[3], ARGV[2])
-if cwd then redis.call('ZADD', cwdKey(s[1], cwd), ARGV[4], ARGV[2]) end
-return 1`,
+if not s[1] then return -1 end
+if ARGV[5] ~= '' and redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[5]) then return -2 end
+local ts, bump = ARGV[3], true
+if ts < s[2] then ts, bump = s[2], false end
+local length
+for i = 6, #ARGV, 1000 do
+  local lines = {}
+  for j = i, math.min(i + 999, #ARGV) do lines[#lines + 1] = ARGV[j] .. ts .. '"}' end
+  length = redis.call('RPUSH', KEYS[2], unpack(lines))
+end
+if bump then
+  redis.call('HSET', KEYS[1], 'updated_at', ts)
+  redis.call('ZADD', ARGV[1] .. ':index:' .. s[1], ARGV[4], ARGV[2])
+  local cwd = redis.call('HGET', KEYS[3], ARGV[2])
+  if cwd then redis.call('ZADD', cwdKey(s[1], cwd), ARGV[4], ARGV[2]) end
+end
+return length`,
   // KEYS: the agent's index. ARGV: prefix, limit, cursor score ('' : first page), cursor id
   rawList: `
 local limit, score, before = tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -99,9 +105,9 @@ return 1`,
 
 type Client = Redis & {
   rawAppend(...args: Array<string | number>): Promise<number>;
-  rawAppendBatch(...args: Array<string | number | string[]>): Promise<number>;
   rawList(...args: Array<string | number>): Promise<Array<Array<string | null>>>;
   rawFork(...args: Array<string | number>): Promise<number>;
+  rawSave(...args: Array<string | number>): Promise<number>;
 };
 
 export class RawRedis implements Subject {
@@ -110,8 +116,7 @@ export class RawRedis implements Subject {
 
   constructor(redis: Redis, prefix: string) {
     for (const [name, lua] of Object.entries(scripts)) {
-      const keys = name === "rawAppend" || name === "rawAppendBatch" ? 3 : name === "rawList" ? 1 : 6;
-      redis.defineCommand(name, { lua, numberOfKeys: keys });
+      redis.defineCommand(name, { lua, numberOfKeys: name === "rawList" ? 1 : name === "rawFork" ? 6 : 3 });
     }
     this.#redis = redis as Client;
     this.#prefix = prefix;
@@ -127,18 +132,6 @@ export class RawRedis implements Subject {
     }
   }
 
-  async saveMessages(sessionId: string, messages: NewMessage[]): Promise<void> {
-    const p = this.#prefix;
-    const ts = new Date().toISOString();
-    const heads = messages.map(
-      (m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`,
-    );
-    const keys = [`${p}:session:${sessionId}`, `${p}:messages:${sessionId}`, `${p}:cwds`];
-    if ((await this.#redis.rawAppendBatch(...keys, p, sessionId, ts, Date.parse(ts), heads)) !== 1) {
-      throw new Error(`session not found: ${sessionId}`);
-    }
-  }
-
   async loadMessages(sessionId: string, last?: number): Promise<MessageRecord[]> {
     // One LRANGE; only an empty list needs a second look, to tell "no session" from "no messages".
     const lines = await this.#redis.lrange(`${this.#prefix}:messages:${sessionId}`, last === undefined ? 0 : -last, -1);
@@ -146,6 +139,45 @@ export class RawRedis implements Subject {
       throw new Error(`session not found: ${sessionId}`);
     }
     return lines.map((line) => JSON.parse(line) as MessageRecord);
+  }
+
+  async saveMessages(sessionId: string, messages: NewMessage[], expectedLength?: number): Promise<number | null> {
+    const p = this.#prefix;
+    const ts = new Date().toISOString();
+    const heads = messages.map(
+      (m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`,
+    );
+    const keys = [`${p}:session:${sessionId}`, `${p}:messages:${sessionId}`, `${p}:cwds`];
+    const expected = expectedLength === undefined ? "" : expectedLength;
+    const length = await this.#redis.rawSave(...keys, p, sessionId, ts, Date.parse(ts), expected, ...heads);
+    if (length === -1) throw new Error(`session not found: ${sessionId}`);
+    return length === -2 ? null : length;
+  }
+
+  async countMessages(sessionId: string): Promise<number> {
+    // A list's length is its count; only 0 needs a second look, to tell "no session" from "no messages".
+    const length = await this.#redis.llen(`${this.#prefix}:messages:${sessionId}`);
+    if (length === 0 && (await this.#redis.exists(`${this.#prefix}:session:${sessionId}`)) === 0) {
+      throw new Error(`session not found: ${sessionId}`);
+    }
+    return length;
+  }
+
+  async loadPage(sessionId: string, offset: number, limit: number): Promise<MessageRecord[]> {
+    const lines = await this.#redis.lrange(`${this.#prefix}:messages:${sessionId}`, offset, offset + limit - 1);
+    if (lines.length === 0 && (await this.#redis.exists(`${this.#prefix}:session:${sessionId}`)) === 0) {
+      throw new Error(`session not found: ${sessionId}`);
+    }
+    return lines.map((line) => JSON.parse(line) as MessageRecord);
+  }
+
+  /** LRANGE pages of `batchSize`, by index: Redis has no cursor over a list. */
+  async *iterateMessages(sessionId: string, batchSize: number): AsyncIterable<MessageRecord> {
+    for (let offset = 0; ; offset += batchSize) {
+      const page = await this.loadPage(sessionId, offset, batchSize);
+      yield* page;
+      if (page.length < batchSize) return;
+    }
   }
 
   async listSessions(agentId: string, limit: number, before?: SessionCursor): Promise<SessionRecord[]> {

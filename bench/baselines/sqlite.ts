@@ -1,5 +1,7 @@
 // The SQLite baseline: the workloads written by hand against better-sqlite3 (prepared statements, rows as arrays,
 // writes in BEGIN IMMEDIATE transactions) on the tables of the backend's migration, with the backend's pragmas.
+// Positions as the schema defines them: a batch takes the positions after the session's message_count, which the
+// same transaction raises; reads go along (session_id, position).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,11 +32,12 @@ function open(path: string): Database.Database {
 
 export class RawSqlite implements Subject {
   readonly db: Database.Database;
-  readonly #append: (sessionId: string, role: Role, content: string, at: string) => boolean;
-  readonly #appendBatch: (sessionId: string, rows: Array<[Role, string]>, at: string) => boolean;
+  readonly #append: (sessionId: string, batch: NewMessage[], at: string, expected: number | null) => number | null;
   readonly #fork: (sessionId: string, id: string, at: string) => boolean;
   readonly #load: Database.Statement<[string], Row>;
   readonly #loadLast: Database.Statement<[string, number], Row>;
+  readonly #loadPage: Database.Statement<[string, number, number], Row>;
+  readonly #count: Database.Statement<[string], number>;
   readonly #exists: Database.Statement<[string], number>;
   readonly #list: Database.Statement<[string, number], Row>;
   readonly #listBefore: Database.Statement<[string, string, string, number], Row>;
@@ -42,39 +45,32 @@ export class RawSqlite implements Subject {
   constructor(path: string) {
     const db = open(path);
     this.db = db;
+    // The clamp (a clock behind takes updated_at) and the new count in one statement on the session row; with an
+    // expected length, only when the count is that (compare-and-swap). The batch takes count - n … count - 1.
     const bump = db
-      .prepare<[string, string], string>(
-        "UPDATE sessions SET updated_at = max(updated_at, ?) WHERE id = ? RETURNING updated_at",
+      .prepare<[string, number, string, number | null, number | null], [string, number]>(
+        "UPDATE sessions SET updated_at = max(updated_at, ?), message_count = message_count + ? " +
+          "WHERE id = ? AND (? IS NULL OR message_count = ?) RETURNING updated_at, message_count",
       )
-      .pluck();
-    const insert = db.prepare("INSERT INTO messages (session_id, role, content, created_at) VALUES (?, ?, ?, ?)");
-    const append = db.transaction((sessionId: string, role: Role, content: string, at: string) => {
-      const updatedAt = bump.get(at, sessionId); // the clamp: a clock behind takes updated_at
-      if (updatedAt === undefined) return false;
-      insert.run(sessionId, role, content, updatedAt);
-      return true;
-    });
-    this.#append = append.immediate;
-    // A batch: one transaction, the session row bumped once (its message count too), then one insert per message.
-    const bumpBatch = db
-      .prepare<[string, number, string], string>(
-        "UPDATE sessions SET updated_at = max(updated_at, ?), message_count = message_count + ? WHERE id = ? " +
-          "RETURNING updated_at",
-      )
-      .pluck();
-    this.#appendBatch = db.transaction((sessionId: string, rows: Array<[Role, string]>, at: string) => {
-      const updatedAt = bumpBatch.get(at, rows.length, sessionId);
-      if (updatedAt === undefined) return false;
-      for (const [role, content] of rows) insert.run(sessionId, role, content, updatedAt);
-      return true;
+      .raw();
+    const insert = db.prepare(
+      "INSERT INTO messages (session_id, position, role, content, created_at) VALUES (?, ?, ?, ?, ?)",
+    );
+    this.#append = db.transaction((sessionId: string, batch: NewMessage[], at: string, expected: number | null) => {
+      const row = bump.get(at, batch.length, sessionId, expected, expected);
+      if (row === undefined) return null;
+      const [updatedAt, count] = row;
+      let position = count - batch.length;
+      for (const m of batch) insert.run(sessionId, position++, m.role, JSON.stringify(m.content), updatedAt);
+      return count;
     }).immediate;
     const copySession = db.prepare(
-      "INSERT INTO sessions (id, agent_id, cwd, metadata, created_at, updated_at) " +
-        "SELECT ?, agent_id, cwd, metadata, ?, ? FROM sessions WHERE id = ?",
+      "INSERT INTO sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count) " +
+        "SELECT ?, agent_id, cwd, metadata, ?, ?, message_count FROM sessions WHERE id = ?",
     );
     const copyMessages = db.prepare(
-      "INSERT INTO messages (session_id, role, content, created_at) " +
-        "SELECT ?, role, content, created_at FROM messages WHERE session_id = ? ORDER BY id",
+      "INSERT INTO messages (session_id, position, role, content, created_at) " +
+        "SELECT ?, position, role, content, created_at FROM messages WHERE session_id = ? ORDER BY position",
     );
     this.#fork = db.transaction((sessionId: string, id: string, at: string) => {
       if (copySession.run(id, at, at, sessionId).changes === 0) return false;
@@ -82,8 +78,12 @@ export class RawSqlite implements Subject {
       return true;
     }).immediate;
     const messages = "SELECT role, content, created_at FROM messages WHERE session_id = ?";
-    this.#load = db.prepare<[string], Row>(`${messages} ORDER BY id`).raw();
-    this.#loadLast = db.prepare<[string, number], Row>(`${messages} ORDER BY id DESC LIMIT ?`).raw();
+    this.#load = db.prepare<[string], Row>(`${messages} ORDER BY position`).raw();
+    this.#loadLast = db.prepare<[string, number], Row>(`${messages} ORDER BY position DESC LIMIT ?`).raw();
+    this.#loadPage = db
+      .prepare<[string, number, number], Row>(`${messages} AND position >= ? AND position < ? ORDER BY position`)
+      .raw();
+    this.#count = db.prepare<[string], number>("SELECT message_count FROM sessions WHERE id = ?").pluck();
     this.#exists = db.prepare<[string], number>("SELECT 1 FROM sessions WHERE id = ?").pluck();
     const sessions = "SELECT id, agent_id, created_at, updated_at, metadata FROM sessions WHERE agent_id = ?";
     const order = "ORDER BY updated_at DESC, id DESC LIMIT ?";
@@ -94,16 +94,33 @@ export class RawSqlite implements Subject {
   }
 
   saveMessage(sessionId: string, role: Role, content: MessageContent): void {
-    if (!this.#append(sessionId, role, JSON.stringify(content), new Date().toISOString())) {
+    if (this.#append(sessionId, [{ role, content }], new Date().toISOString(), null) === null) {
       throw new Error(`session not found: ${sessionId}`);
     }
   }
 
-  saveMessages(sessionId: string, messages: NewMessage[]): void {
-    const rows = messages.map((m): [Role, string] => [m.role, JSON.stringify(m.content)]);
-    if (!this.#appendBatch(sessionId, rows, new Date().toISOString())) {
+  saveMessages(sessionId: string, messages: NewMessage[], expectedLength?: number): number | null {
+    const length = this.#append(sessionId, messages, new Date().toISOString(), expectedLength ?? null);
+    // No row: a conflict, or no session (only then the second look).
+    if (length === null && this.#exists.get(sessionId) === undefined)
       throw new Error(`session not found: ${sessionId}`);
-    }
+    return length;
+  }
+
+  countMessages(sessionId: string): number {
+    return this.#count.get(sessionId) ?? notFound(sessionId);
+  }
+
+  loadPage(sessionId: string, offset: number, limit: number): MessageRecord[] {
+    const rows = this.#loadPage.all(sessionId, offset, offset + limit);
+    if (rows.length === 0 && this.#exists.get(sessionId) === undefined) notFound(sessionId);
+    return rows.map(message);
+  }
+
+  /** One statement stepped row by row (better-sqlite3's iterator): one snapshot, no page boundaries. */
+  *iterateMessages(sessionId: string): Iterable<MessageRecord> {
+    if (this.#exists.get(sessionId) === undefined) notFound(sessionId);
+    for (const row of this.#load.iterate(sessionId)) yield message(row);
   }
 
   loadMessages(sessionId: string, last?: number): MessageRecord[] {
@@ -111,11 +128,7 @@ export class RawSqlite implements Subject {
     const rows = last === undefined ? this.#load.all(sessionId) : this.#loadLast.all(sessionId, last).reverse();
     if (rows.length === 0 && this.#exists.get(sessionId) === undefined)
       throw new Error(`session not found: ${sessionId}`);
-    return rows.map(([role, content, timestamp]) => ({
-      role: role as Role,
-      content: JSON.parse(content as string),
-      timestamp: timestamp as string,
-    }));
+    return rows.map(message);
   }
 
   listSessions(agentId: string, limit: number, before?: SessionCursor): SessionRecord[] {
@@ -136,6 +149,14 @@ export class RawSqlite implements Subject {
     if (!this.#fork(sessionId, id, new Date().toISOString())) throw new Error(`session not found: ${sessionId}`);
     return id;
   }
+}
+
+function message([role, content, timestamp]: Row): MessageRecord {
+  return { role: role as Role, content: JSON.parse(content as string), timestamp: timestamp as string };
+}
+
+function notFound(sessionId: string): never {
+  throw new Error(`session not found: ${sessionId}`);
 }
 
 export function sqliteTarget(): BenchTarget {

@@ -1,8 +1,11 @@
 // Small synchronous file helpers shared by the File backend's modules.
 import * as fs from "node:fs";
 
-/** Bytes read by {@link readAt} in this process: what the tests measure to check that a read stays local. */
-export const bytesRead = { total: 0 };
+/**
+ * Bytes read by {@link readAt} in this process, in all and in one call at most: what the tests measure to check
+ * that a read stays local and that no log is read into one Buffer.
+ */
+export const bytesRead = { total: 0, largest: 0 };
 
 /** The bytes `[from, to)` of an open file (fewer if it ends first). */
 export function readAt(fd: number, from: number, to: number): Buffer {
@@ -12,6 +15,7 @@ export function readAt(fd: number, from: number, to: number): Buffer {
     n = fs.readSync(fd, buffer, done, buffer.length - done, from + done);
   }
   bytesRead.total += done;
+  if (done > bytesRead.largest) bytesRead.largest = done;
   return buffer.subarray(0, done);
 }
 
