@@ -3,21 +3,9 @@ import { describe, expect, it } from "vitest";
 import type { StorageBackend } from "../core/backend.js";
 import { ConflictError, SessionExistsError, SessionNotFoundError } from "../core/errors.js";
 import type { MessageRecord, SessionRecord } from "../core/types.js";
-import { agentId, freezeClock, type SuiteContext, unknownId } from "./context.js";
+import { agentId, expectField, freezeClock, rejection, type SuiteContext, thrown, unknownId } from "./context.js";
 import { hostileIds } from "./hostile.js";
-import {
-  badCounts,
-  contents,
-  expectConflict,
-  expectField,
-  numbered,
-  rejection,
-  say,
-  sessionWith,
-  state,
-  T,
-  thrown,
-} from "./v2-paging.js";
+import { badCounts, contents, expectConflict, numbered, say, sessionWith, state, T } from "./v2-paging.js";
 
 /**
  * Another backend on the same store, as another process would be, when `create` shares one (a server, a

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { SessionExistsError, SessionNotFoundError } from "../core/errors.js";
-import { agentId, freezeClock, type SuiteContext } from "./context.js";
-import { contents, expectField, numbered, rejection, say, sessionWith, state, T } from "./v2-paging.js";
+import { agentId, expectField, freezeClock, rejection, type SuiteContext } from "./context.js";
+import { contents, numbered, say, sessionWith, state, T } from "./v2-paging.js";
 
 export function v2ForkTests(ctx: SuiteContext): void {
   describe("forkSession options: length, sessionId, metadata", () => {

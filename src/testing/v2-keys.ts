@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ConflictError } from "../core/errors.js";
-import { agentId, freezeClock, type SuiteContext } from "./context.js";
-import { contents, expectConflict, expectField, rejection, say, sessionWith, state, T } from "./v2-paging.js";
+import { agentId, expectField, freezeClock, rejection, type SuiteContext } from "./context.js";
+import { contents, expectConflict, say, sessionWith, state, T } from "./v2-paging.js";
 
 export function v2KeyTests(ctx: SuiteContext): void {
   describe("idempotency keys", () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { StorageBackend } from "../core/backend.js";
 import { AgentixStorageError, ConflictError, SessionNotFoundError, ValidationError } from "../core/errors.js";
 import type { MessageRecord, NewMessage } from "../core/types.js";
-import { agentId, freezeClock, type SuiteContext, unknownId } from "./context.js";
+import { agentId, expectField, freezeClock, rejection, type SuiteContext, thrown, unknownId } from "./context.js";
 import { hostileIds } from "./hostile.js";
 
 // Helpers of the v2 area files (v2-edits, v2-keys, v2-forks import them from here).
@@ -37,32 +37,6 @@ export function expectConflict(error: unknown, expectedLength?: number, actualLe
   expect(error).toBeInstanceOf(ConflictError);
   expect(error).toBeInstanceOf(AgentixStorageError);
   if (expectedLength !== undefined) expect(error).toMatchObject({ expectedLength, actualLength });
-}
-
-/** The error `promise` rejects with; fails the test when it resolves. */
-export async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected a rejection");
-}
-
-/** The error `call` throws; fails the test when it returns. */
-export function thrown(call: () => unknown): unknown {
-  try {
-    call();
-  } catch (error) {
-    return error;
-  }
-  throw new Error("expected an error");
-}
-
-/** Asserts a `ValidationError` naming exactly `field`. */
-export function expectField(error: unknown, field: string): void {
-  expect(error).toBeInstanceOf(ValidationError);
-  expect((error as ValidationError).field).toBe(field);
 }
 
 /** Values that are not a non-negative safe integer (a position, a length, a page size), by label. */

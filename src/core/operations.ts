@@ -1,0 +1,270 @@
+// Each public operation of StorageBackend, written once for sync and async backends alike: validation, then the
+// storage primitives (see backend.ts for what each primitive guarantees).
+
+import type { ForkTarget, MaybePromise, StorageBackend } from "./backend.js";
+import { newSessionId, now } from "./clock.js";
+import { ConflictError, SessionExistsError, SessionNotFoundError, ValidationError } from "./errors.js";
+import type {
+  CopyOutcome,
+  EditOutcome,
+  JsonObject,
+  MessageEdit,
+  MessageRange,
+  MessageRecord,
+  OpenedSession,
+  SessionQuery,
+  SessionRecord,
+  WriteResult,
+} from "./types.js";
+import {
+  batchSizeOf,
+  createOptionsOf,
+  fingerprint,
+  forkOptionsOf,
+  importedSession,
+  isSessionId,
+  loadRange,
+  newBatch,
+  newMessage,
+  newSession,
+  openedSession,
+  parse,
+  patchMetadata,
+  replaceFrom,
+  scanQuery,
+  schemas,
+  sessionQuery,
+  writeOptionsOf,
+} from "./validation.js";
+
+/** The primitives as the operations see them (they are protected on the class). */
+export interface Primitives {
+  insertSession(record: SessionRecord): MaybePromise<SessionRecord | null>;
+  readSession(sessionId: string): MaybePromise<SessionRecord | null>;
+  querySessions(agentId: string, query: SessionQuery): MaybePromise<SessionRecord[]>;
+  replaceMetadata(sessionId: string, metadata: JsonObject | null, at: string): MaybePromise<SessionRecord | null>;
+  copySession(sessionId: string, target: ForkTarget): MaybePromise<CopyOutcome>;
+  removeSession(sessionId: string): MaybePromise<void>;
+  appendMessages(sessionId: string, messages: MessageRecord[]): MaybePromise<number | null>;
+  editMessages(sessionId: string, edit: MessageEdit): MaybePromise<EditOutcome>;
+  readLength(sessionId: string): MaybePromise<number | null>;
+  readMessages(sessionId: string, range: MessageRange): MaybePromise<MessageRecord[] | null>;
+  scanPage(after: string | null, limit: number, agentId: string | undefined): MaybePromise<SessionRecord[]>;
+  insertImported(record: SessionRecord, messages: MessageRecord[]): MaybePromise<boolean>;
+}
+
+/**
+ * One public operation, written once for sync and async backends alike: `prepare` validates the arguments
+ * (throwing before anything is written), `run` calls the primitives.
+ */
+export interface Op<A extends unknown[], P, R> {
+  prepare(...args: A): P;
+  run(b: Primitives, prepared: P): MaybePromise<R>;
+}
+
+function op<A extends unknown[], P, R>(
+  prepare: (...args: A) => P,
+  run: (b: Primitives, prepared: P) => MaybePromise<R>,
+): Op<A, P, R> {
+  return { prepare, run };
+}
+
+/** Applies `next` to a value now, or to a promise when it settles: one body for sync and async backends. */
+function then<T, U>(value: MaybePromise<T>, next: (value: T) => U): MaybePromise<U> {
+  return value instanceof Promise ? value.then(next) : next(value);
+}
+
+/** A session id from a caller: a string, and "not found" unless it has the shape of one. */
+function knownId(sessionId: unknown): string | null {
+  const id = parse(schemas.sessionId, sessionId, "sessionId");
+  return isSessionId(id) ? id : null;
+}
+
+/** A session id that must name an existing session: not having the shape of one is "not found". */
+function existingId(sessionId: unknown): string {
+  return existing(knownId(sessionId), sessionId);
+}
+
+/** `id` from {@link knownId}, checked only once the other arguments are valid (bad input is reported first). */
+function existing(id: string | null, sessionId: unknown): string {
+  if (id === null) throw new SessionNotFoundError(String(sessionId));
+  return id;
+}
+
+function found<T>(sessionId: string, value: T | null | false): T {
+  if (value === null || value === false) throw new SessionNotFoundError(sessionId);
+  return value;
+}
+
+/** A deep copy of validated JSON, as a store would give it back (`undefined` properties dropped). */
+function copyJson<T extends JsonObject | null>(value: T): T {
+  return value === null ? value : (JSON.parse(JSON.stringify(value)) as T);
+}
+
+/** Each operation once: validation, then the primitives. */
+export const ops = {
+  createSession: op(
+    (agentId: unknown, metadata: unknown, options: unknown) =>
+      newSession(agentId, metadata, createOptionsOf(options).sessionId),
+    (b, record) =>
+      then(b.insertSession(record), (existing) => {
+        if (existing) throw new SessionExistsError(record.session_id);
+        return record.session_id;
+      }),
+  ),
+  openSession: op(
+    openedSession,
+    (b, record): MaybePromise<OpenedSession> =>
+      then(b.insertSession(record), (existing) => {
+        // The record as stored (what getSession returns): not the caller's metadata object, which may hold
+        // `undefined` properties that are not stored, and which the caller may mutate later.
+        if (!existing) return { session: { ...record, metadata: copyJson(record.metadata) }, created: true };
+        if (existing.agent_id !== record.agent_id) {
+          throw new SessionExistsError(record.session_id, "exists already and belongs to another agent");
+        }
+        return { session: existing, created: false };
+      }),
+  ),
+  getSession: op(knownId, (b, id) => (id === null ? null : b.readSession(id))),
+  updateSession: op(
+    (sessionId: unknown, patch: unknown) => ({ metadata: patchMetadata(patch), id: existingId(sessionId) }),
+    (b, { id, metadata }) => then(b.replaceMetadata(id, metadata, now()), (record) => found(id, record)),
+  ),
+  listSessions: op(
+    (agentId: unknown, options: unknown) => ({
+      agent: parse(schemas.agentId, agentId, "agentId"),
+      query: sessionQuery(options),
+    }),
+    (b, { agent, query }) => b.querySessions(agent, query),
+  ),
+  forkSession: op(
+    (sessionId: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const { length, sessionId: forkId, metadata } = forkOptionsOf(options);
+      return { id: existing(id, sessionId), length, forkId, metadata };
+    },
+    (b, { id, length, forkId, metadata }) => {
+      const target: ForkTarget = { session_id: forkId ?? newSessionId(), created_at: now(), length, metadata };
+      return then(b.copySession(id, target), (outcome) => {
+        if (outcome.status === "not-found") throw new SessionNotFoundError(id);
+        if (outcome.status === "exists") throw new SessionExistsError(target.session_id);
+        if (outcome.status === "out-of-range") {
+          throw new ValidationError("options.length", `is beyond the session's ${outcome.length} messages`);
+        }
+        return target.session_id;
+      });
+    },
+  ),
+  deleteSession: op(knownId, (b, id) => (id === null ? undefined : b.removeSession(id))),
+  saveMessage: op(
+    (sessionId: unknown, role: unknown, content: unknown) => {
+      const id = knownId(sessionId);
+      const message = newMessage(role, content);
+      return { id: existing(id, sessionId), message };
+    },
+    (b, { id, message }) =>
+      then(b.appendMessages(id, [message]), (length) => {
+        found(id, length);
+      }),
+  ),
+  saveMessages: op(
+    (sessionId: unknown, messages: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const batch = newBatch(messages);
+      const write = writeOptionsOf(options);
+      return { id: existing(id, sessionId), batch, write };
+    },
+    (b, { id, batch, write }): MaybePromise<WriteResult> => {
+      if (write.expectedLength !== undefined || write.key !== undefined) {
+        const edit = newEdit("saveMessages", [], undefined, false, batch, write);
+        return then(b.editMessages(id, edit), (outcome) => ({ length: settle(id, edit, outcome).length }));
+      }
+      return then(batch.length === 0 ? b.readLength(id) : b.appendMessages(id, batch), (length) => ({
+        length: found(id, length),
+      }));
+    },
+  ),
+  replaceMessages: op(
+    (sessionId: unknown, from: unknown, messages: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const start = replaceFrom(from);
+      const edit = newEdit("replaceMessages", [start], start, false, newBatch(messages), writeOptionsOf(options));
+      return { id: existing(id, sessionId), edit };
+    },
+    (b, { id, edit }): MaybePromise<WriteResult> =>
+      then(b.editMessages(id, edit), (outcome) => ({ length: settle(id, edit, outcome).length })),
+  ),
+  popMessage: op(
+    (sessionId: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const edit = newEdit("popMessage", [], undefined, true, [], writeOptionsOf(options));
+      return { id: existing(id, sessionId), edit };
+    },
+    (b, { id, edit }) => then(b.editMessages(id, edit), (outcome) => settle(id, edit, outcome).popped),
+  ),
+  countMessages: op(existingId, (b, id) => then(b.readLength(id), (count) => found(id, count))),
+  loadMessages: op(
+    (sessionId: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const range = loadRange(options);
+      return { id: existing(id, sessionId), range };
+    },
+    (b, { id, range }) => then(b.readMessages(id, range), (messages) => found(id, messages)),
+  ),
+  /** Validation only: the iteration itself is pages of `loadMessages`. */
+  iterateMessages: op(
+    (sessionId: unknown, options: unknown) => {
+      const id = knownId(sessionId);
+      const batchSize = batchSizeOf(options);
+      existing(id, sessionId);
+      return batchSize;
+    },
+    (_b, batchSize) => batchSize,
+  ),
+  scanSessions: op(scanQuery, (b, scan) => b.scanPage(scan.after, scan.limit, scan.agentId)),
+  importSession: op(importedSession, (b, imported) => b.insertImported(imported.record, imported.messages)),
+};
+
+/** A validated history edit; its fingerprint covers the operation and every argument that shapes the write. */
+function newEdit(
+  operation: string,
+  args: number[],
+  from: number | undefined,
+  pop: boolean,
+  messages: MessageRecord[],
+  write: { expectedLength: number | undefined; key: string | undefined },
+): MessageEdit {
+  const { expectedLength, key } = write;
+  const idempotency =
+    key === undefined
+      ? undefined
+      : { key, fingerprint: fingerprint(operation, [...args, expectedLength ?? null], messages) };
+  return { from, pop, messages, at: messages[0]?.timestamp ?? now(), expectedLength, idempotency };
+}
+
+/** An edit's outcome as the caller sees it: the result, or the error that says why nothing was written. */
+function settle(id: string, edit: MessageEdit, outcome: EditOutcome): { length: number; popped: MessageRecord | null } {
+  switch (outcome.status) {
+    case "written":
+      return outcome;
+    case "not-found":
+      throw new SessionNotFoundError(id);
+    case "conflict": {
+      const expectedLength = edit.expectedLength as number;
+      const detail = `session ${id} has ${outcome.length} messages, not the expected ${expectedLength}`;
+      throw new ConflictError(detail, { expectedLength, actualLength: outcome.length });
+    }
+    case "out-of-range":
+      throw new ValidationError("from", `is beyond the session's ${outcome.length} messages`);
+    case "replayed":
+      if (outcome.fingerprint !== edit.idempotency?.fingerprint) {
+        throw new ConflictError(`idempotency key ${JSON.stringify(edit.idempotency?.key)} was used for another write`);
+      }
+      return outcome;
+  }
+}
+
+/** The protected primitives, reached from the operations above (same module, so no public surface is added). */
+export function primitives(b: StorageBackend): Primitives {
+  return b as unknown as Primitives;
+}
