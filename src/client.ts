@@ -92,6 +92,7 @@ class DeferredStorageBackend extends DelegatingStorageBackend {
     return this.target();
   }
 
+  /** @internal */
   protected override runSync<A extends unknown[], P, R>(method: string, op: Op<A, P, R>, args: A): R {
     if (this.closed) return super.runSync(method, op, args);
     if (!this.#loaded) {

@@ -385,6 +385,7 @@ export abstract class StorageBackend implements AsyncDisposable {
    * Runs a sync method: on a worker twin by default, or natively (see {@link SyncStorageBackend}). The
    * arguments are validated here first, so that bad input gets the same `ValidationError` as on the async
    * path and never has to cross to the worker (where, say, a function could not even be cloned).
+   * @internal
    */
   protected runSync<A extends unknown[], P, R>(method: string, op: Op<A, P, R>, args: A): R {
     this.#assertOpen();
@@ -411,7 +412,10 @@ export abstract class StorageBackend implements AsyncDisposable {
     }
   }
 
-  /** Runs an operation natively and synchronously, with the closed check and error wrapping. */
+  /**
+   * Runs an operation natively and synchronously, with the closed check and error wrapping.
+   * @internal
+   */
   protected guardSync<A extends unknown[], P, R>(method: string, op: Op<A, P, R>, args: A): R {
     this.#assertOpen();
     let result: MaybePromise<R>;
@@ -469,6 +473,7 @@ export abstract class SyncStorageBackend extends StorageBackend {
   protected abstract override readMessages(sessionId: string, range: MessageRange): MessageRecord[] | null;
   protected abstract override dispose(): void;
 
+  /** @internal */
   protected override runSync<A extends unknown[], P, R>(method: string, op: Op<A, P, R>, args: A): R {
     return this.guardSync(method, op, args);
   }

@@ -62,10 +62,16 @@ export interface LoadOptions {
 
 /** Which messages a read returns, as a backend's `readMessages` receives it (validated). */
 export type MessageRange =
-  /** The newest `last`, oldest first. */
-  | { last: number }
-  /** Positions `offset … offset + limit - 1` (fewer at the end; all from `offset` when `limit` is undefined). */
-  | { offset: number; limit: number | undefined };
+  | {
+      /** The newest `last` messages, oldest first. */
+      last: number;
+    }
+  | {
+      /** The position of the first message. */
+      offset: number;
+      /** At most this many (fewer at the end); all from `offset` when undefined. */
+      limit: number | undefined;
+    };
 
 /** Options of `iterateMessages`. */
 export interface IterateOptions {
@@ -164,22 +170,70 @@ export interface MessageEdit {
    * Remember the write under `key`, with `fingerprint` (of the arguments) and its outcome, in the same atomic
    * step. A key the session remembers already: nothing is written, and the remembered outcome comes back.
    */
-  idempotency: { key: string; fingerprint: string } | undefined;
+  idempotency:
+    | {
+        /** The caller's idempotency key. */
+        key: string;
+        /** What the write's arguments hash to: a retry matches it, another write under the key does not. */
+        fingerprint: string;
+      }
+    | undefined;
 }
 
 /** What `editMessages` did (or, for `replayed`, what the remembered write under the same key did). */
 export type EditOutcome =
-  | { status: "written"; length: number; popped: MessageRecord | null }
-  | { status: "not-found" }
-  | { status: "conflict"; length: number }
-  | { status: "out-of-range"; length: number }
-  | { status: "replayed"; fingerprint: string; length: number; popped: MessageRecord | null };
+  | {
+      /** The edit was made. */
+      status: "written";
+      /** The session's length after it. */
+      length: number;
+      /** The message a `pop` removed (`null` when there was none, or no pop). */
+      popped: MessageRecord | null;
+    }
+  | {
+      /** The session does not exist: nothing written. */
+      status: "not-found";
+    }
+  | {
+      /** The length was not `expectedLength`: nothing written. */
+      status: "conflict";
+      /** The session's length. */
+      length: number;
+    }
+  | {
+      /** `from` is beyond the length: nothing written. */
+      status: "out-of-range";
+      /** The session's length. */
+      length: number;
+    }
+  | {
+      /** The key is remembered: nothing written; what follows is the remembered write's. */
+      status: "replayed";
+      /** The remembered write's fingerprint (the base class compares it with this call's). */
+      fingerprint: string;
+      /** The length after the remembered write. */
+      length: number;
+      /** The message the remembered write popped, or `null`. */
+      popped: MessageRecord | null;
+    };
 
 /** What `copySession` did. */
 export type CopyOutcome =
-  | { status: "copied" }
-  | { status: "not-found" }
-  /** The target id is taken: nothing written. */
-  | { status: "exists" }
-  /** `target.length` is beyond the source's `length`: nothing written. */
-  | { status: "out-of-range"; length: number };
+  | {
+      /** The fork was written. */
+      status: "copied";
+    }
+  | {
+      /** The source does not exist: nothing written. */
+      status: "not-found";
+    }
+  | {
+      /** The target id is taken: nothing written. */
+      status: "exists";
+    }
+  | {
+      /** `target.length` is beyond the source's length: nothing written. */
+      status: "out-of-range";
+      /** The source's length. */
+      length: number;
+    };
