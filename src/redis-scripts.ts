@@ -3,6 +3,8 @@
  * the namespace in ARGV[1], so the scripts declare no KEYS (standalone Redis or Sentinel, never Cluster).
  * @internal
  */
+import { sessionRecord } from "./core/records.js";
+import type { CopyOutcome, JsonObject, MessageRecord, SessionRecord } from "./core/types.js";
 
 /**
  * A writer's op bitmaps: one key per hour (and per 2^20 ops, 128 KiB at most), which expires an hour after its
@@ -306,3 +308,39 @@ local ids = redis.call('ZRANGEBYLEX', base .. ':sessions', from, '+', 'LIMIT', 0
 for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
 return ids`,
 };
+
+// ---- the scripts' arguments and replies, in and out of Node ----
+
+/** A session's FIELDS as a script returns them (nil for a missing field). */
+export type Fields = Array<string | null>;
+
+/**
+ * Each message's JSON up to its timestamp's value: the script appends the (possibly raised) timestamp, so content
+ * goes through Lua as an opaque string.
+ */
+export function heads(messages: MessageRecord[]): string[] {
+  return messages.map((m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`);
+}
+
+/** A copy script's reply as the core's outcome. */
+export function copyOutcome([status, total]: [string, number?, ...unknown[]]): CopyOutcome {
+  return status === "out-of-range" ? { status, length: total as number } : ({ status } as CopyOutcome);
+}
+
+/** A session hash as a record, or `null` for a missing (empty) hash. */
+export function toRecord(hash: Record<string, string>): SessionRecord | null {
+  const { session_id, agent_id, created_at, updated_at, metadata } = hash;
+  return fieldsRecord([session_id, agent_id, created_at, updated_at, metadata].map((value) => value ?? null));
+}
+
+/** A session from the values of `FIELDS` in their order, or `null` when they are not a session's (deleted). */
+export function fieldsRecord([session_id, agent_id, created_at, updated_at, metadata]: Fields): SessionRecord | null {
+  return session_id && agent_id && created_at && updated_at
+    ? sessionRecord(session_id, agent_id, created_at, updated_at, JSON.parse(metadata ?? "null") as JsonObject | null)
+    : null;
+}
+
+/** Records from a script's replies: per session, the values of `FIELDS` (skipped when deleted meanwhile). */
+export function records(reply: unknown): SessionRecord[] {
+  return (reply as Fields[]).flatMap((fields) => fieldsRecord(fields) ?? []);
+}

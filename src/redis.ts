@@ -8,7 +8,7 @@ import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
 import { AgentixStorageError } from "./core/errors.js";
-import { cwdOf, sessionRecord } from "./core/records.js";
+import { cwdOf } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
 import type {
   CopyOutcome,
@@ -21,7 +21,20 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
-import { CHUNK, OP_BLOCK_MS, OPS_PER_KEY, PAGE, prelude, scripts } from "./redis-scripts.js";
+import {
+  CHUNK,
+  copyOutcome,
+  type Fields,
+  fieldsRecord,
+  heads,
+  OP_BLOCK_MS,
+  OPS_PER_KEY,
+  PAGE,
+  prelude,
+  records,
+  scripts,
+  toRecord,
+} from "./redis-scripts.js";
 
 const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
 
@@ -79,8 +92,6 @@ const MAX_RETRIES_PER_REQUEST = 3;
 /** A script argument; ioredis flattens an array into the arguments, so a batch needs no spread call. */
 type Arg = string | number | string[];
 type ScriptCommands = { [name in keyof typeof scripts]: (...args: Arg[]) => Promise<unknown> };
-/** A session's FIELDS as a script returns them (nil for a missing field). */
-type Fields = Array<string | null>;
 
 /**
  * Sessions in Redis, with exactly the reference's key layout (`{prefix}:session:{id}` hash,
@@ -492,25 +503,12 @@ export class RedisStorageBackend extends StorageBackend {
   }
 }
 
-/**
- * Each message's JSON up to its timestamp's value: the script appends the (possibly raised) timestamp, so content
- * goes through Lua as an opaque string.
- */
-function heads(messages: MessageRecord[]): string[] {
-  return messages.map((m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`);
-}
-
 /** The replies of a MULTI, or its first error. */
 async function exec(multi: ReturnType<RedisClient["multi"]>): Promise<unknown[]> {
   return ((await multi.exec()) ?? []).map(([error, value]) => {
     if (error) throw error;
     return value;
   });
-}
-
-/** A copy script's reply as the core's outcome. */
-function copyOutcome([status, total]: [string, number?, ...unknown[]]): CopyOutcome {
-  return status === "out-of-range" ? { status, length: total as number } : ({ status } as CopyOutcome);
 }
 
 /** A URL's path is empty or a database index (ioredis would read `/abc` as NaN and `/1x` as 1). */
@@ -533,22 +531,4 @@ function isClient(value: unknown): value is RedisClient {
   if (value instanceof Redis) return true;
   const v = value as { defineCommand?: unknown; isCluster?: unknown } | null;
   return typeof v?.defineCommand === "function" && v.isCluster !== true;
-}
-
-/** A session hash as a record, or `null` for a missing (empty) hash. */
-function toRecord(hash: Record<string, string>): SessionRecord | null {
-  const { session_id, agent_id, created_at, updated_at, metadata } = hash;
-  return fieldsRecord([session_id, agent_id, created_at, updated_at, metadata].map((value) => value ?? null));
-}
-
-/** A session from the values of `FIELDS` in their order, or `null` when they are not a session's (deleted). */
-function fieldsRecord([session_id, agent_id, created_at, updated_at, metadata]: Fields): SessionRecord | null {
-  return session_id && agent_id && created_at && updated_at
-    ? sessionRecord(session_id, agent_id, created_at, updated_at, JSON.parse(metadata ?? "null") as JsonObject | null)
-    : null;
-}
-
-/** Records from a script's replies: per session, the values of `FIELDS` (skipped when deleted meanwhile). */
-function records(reply: unknown): SessionRecord[] {
-  return (reply as Fields[]).flatMap((fields) => fieldsRecord(fields) ?? []);
 }
