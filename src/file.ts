@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { dirname, join } from "node:path";
-import lockfile from "proper-lockfile";
 import { z } from "zod";
 import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
 import { latest } from "./core/clock.js";
@@ -23,6 +22,7 @@ import { editLog } from "./file/edit.js";
 import { errno, ifExists, withFile, writeAll } from "./file/io.js";
 import { KeyFile } from "./file/keys.js";
 import { LineReader, offsetOf, PageMarks, readLines } from "./file/lines.js";
+import { withLock } from "./file/lock.js";
 import {
   COUNT,
   committedEnd,
@@ -59,24 +59,8 @@ export interface FileStorageOptions {
 
 const optionsSchema = z.strictObject({ basePath: z.string().min(1).optional(), fsync: z.boolean().optional() });
 
-/** A lock older than this was left by a crashed process and is taken over (an append holds it for milliseconds). */
-const LOCK_STALE_MS = 10_000;
-const LOCK_WAIT_MS = 15_000;
 const TMP_MAX_AGE_MS = 3_600_000;
-const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 const APPEND = fs.constants.O_RDWR | fs.constants.O_APPEND;
-/**
- * The only fs functions proper-lockfile calls: its sync API copies the fs object it is given on every lock, and
- * copying all of graceful-fs took about a third of an append's time.
- */
-const LOCK_FS = {
-  mkdirSync: fs.mkdirSync,
-  realpathSync: fs.realpathSync,
-  statSync: fs.statSync,
-  rmdirSync: fs.rmdirSync,
-  utimesSync: fs.utimesSync,
-};
-
 /** What making a session exist came to: stored, the id taken already, or the source of a copy gone. */
 type Published = "stored" | "taken" | "gone";
 
@@ -432,37 +416,10 @@ export class FileStorageBackend extends SyncStorageBackend {
     return true;
   }
 
-  /**
-   * Runs `run` holding the session's lock: a directory under `locks/` made by
-   * proper-lockfile with mkdir (atomic on every file system, NFS included),
-   * taken over once stale when a crashed process left it. Its `lockSync` does
-   * not retry and this backend cannot await, so the loop sleeps with
-   * `Atomics.wait`, which blocks this thread only. The lock is never held
-   * across an `await`, so proper-lockfile's refresh timer never has to run.
-   */
+  /** Runs `run` holding the session's lock (see src/file/lock.ts). */
   #locked<T>(sessionId: string, run: () => T): T {
     this.#layout();
-    const lockfilePath = join(this.#base, "locks", `${sessionId}.lock`);
-    const deadline = performance.now() + LOCK_WAIT_MS;
-    let release: (() => void) | undefined;
-    for (let attempt = 0; !release; attempt++) {
-      try {
-        const options = { lockfilePath, realpath: false, stale: LOCK_STALE_MS, fs: LOCK_FS };
-        release = lockfile.lockSync(this.#dir(sessionId), options);
-      } catch (error) {
-        if (errno(error) !== "ELOCKED") throw error;
-        if (performance.now() > deadline) {
-          const message = `session ${sessionId} stayed locked by another process (${lockfilePath})`;
-          throw new AgentixStorageError(message, { cause: error });
-        }
-        Atomics.wait(SLEEPER, 0, 0, 1 + Math.random() * Math.min(2 ** attempt, 20));
-      }
-    }
-    try {
-      return run();
-    } finally {
-      release();
-    }
+    return withLock(join(this.#base, "locks", `${sessionId}.lock`), this.#dir(sessionId), sessionId, run);
   }
 
   /** Creates the directories, once, and removes what a crash left in `tmp/`. */

@@ -35,6 +35,7 @@ import {
   scripts,
   toRecord,
 } from "./redis-scripts.js";
+import { checkServer, validDatabase } from "./redis-server.js";
 
 const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
 
@@ -420,7 +421,7 @@ export class RedisStorageBackend extends StorageBackend {
   #ready(): Promise<RedisClient & ScriptCommands> {
     if (this.#checked) return this.#checked;
     const client = this.#redis();
-    this.#checked = this.#check(client).then(
+    this.#checked = checkServer(client, () => this.#lastError).then(
       () => client,
       (error: unknown) => {
         this.#checked = undefined;
@@ -428,30 +429,6 @@ export class RedisStorageBackend extends StorageBackend {
       },
     );
     return this.#checked;
-  }
-
-  async #check(client: RedisClient): Promise<void> {
-    const [[infoError, info] = [], [dbError, self] = []] =
-      (await client.pipeline().info("cluster").client("INFO").exec()) ?? [];
-    // A command the server refuses (renamed, ACL) says nothing either way; a connection error reaches the caller.
-    const refused = (error: Error | null | undefined) => error && error.name !== "ReplyError";
-    if (refused(infoError)) throw infoError;
-    if (refused(dbError)) throw dbError;
-    if (/^cluster_enabled:1\b/m.test(String(info ?? ""))) {
-      throw new AgentixStorageError(
-        `RedisStorageBackend: ${describe(client)} is a Redis Cluster node; a standalone connection would write ` +
-          "keys of other nodes' slots. Pass { client: new Cluster([...]) } instead, or use a standalone server",
-      );
-    }
-    const db = /\bdb=(\d+)/.exec(String(self ?? ""))?.[1];
-    const wanted = client.options.db ?? 0;
-    if (db !== undefined && Number(db) !== wanted) {
-      throw new AgentixStorageError(
-        `RedisStorageBackend: could not select database ${wanted} on ${describe(client)} (the connection is in ` +
-          `database ${db}); is the index below the server's "databases" setting?`,
-        { cause: this.#lastError },
-      );
-    }
   }
 
   /** The client, created on first use; with `lazyConnect` a backend that is never used opens nothing. */
@@ -509,21 +486,6 @@ async function exec(multi: ReturnType<RedisClient["multi"]>): Promise<unknown[]>
     if (error) throw error;
     return value;
   });
-}
-
-/** A URL's path is empty or a database index (ioredis would read `/abc` as NaN and `/1x` as 1). */
-function validDatabase(url: string): boolean {
-  try {
-    return /^\/?(\d{1,5})?$/.test(new URL(url).pathname);
-  } catch {
-    return false;
-  }
-}
-
-/** host:port of a client, for messages (never its password). */
-function describe(client: RedisClient): string {
-  const { host, port, path } = client.options;
-  return path ? String(path) : `${host ?? "localhost"}:${port ?? 6379}`;
 }
 
 /** An ioredis `Redis` (also from another copy of ioredis); a `Cluster` cannot run scripts across slots. */
