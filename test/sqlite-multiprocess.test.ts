@@ -170,8 +170,10 @@ describe("SqliteStorageBackend with several processes on one file", { timeout: 1
   });
   it("saves batches from 4 processes to one session at once: each batch contiguous, where its length says", async () => {
     const file = join(dir, "batches.db");
-    const count = 200;
-    const batch = 7; // 28 batches of 7 and one of 4 per writer
+    // Enough batches that the writers overlap even when one process opens the file much later than the others
+    // (at 29 batches each, a loaded CI machine once ran them one after the other).
+    const count = 1404;
+    const batch = 7; // 200 batches of 7 and one of 4 per writer
     const setup = new SqliteStorageBackend({ path: file });
     const sessionId = await setup.createSession("multiprocess");
     await setup.close();
