@@ -252,15 +252,19 @@ describe.each(kinds)("AgentixSession on $name", (kind) => {
     const name = `race-${randomUUID()}`;
     const s = session({ sessionId: name });
     await s.addItems([user("base"), ITEMS[4] as AgentInputItem]);
-    const writers = Array.from({ length: 8 }, (_, i) => session({ sessionId: name }).addItems([user(`w${i}`)]));
     const replacement = { ...(ITEMS[4] as object), arguments: "{}" } as never;
-    const [popped] = await Promise.all([
-      session({ sessionId: name }).popItem(),
-      session({ sessionId: name }).applyHistoryMutations({
-        mutations: [{ type: "replace_function_call", callId: "call_1", replacement }],
-      }),
-      ...writers,
-    ]);
+    // The pop and the rewrite start first; the appends follow one by one, each a turn of the event loop later, so
+    // that some land between the pop's or the rewrite's read and its write (where a read-then-write would lose them).
+    const popping = session({ sessionId: name }).popItem();
+    const rewriting = session({ sessionId: name }).applyHistoryMutations({
+      mutations: [{ type: "replace_function_call", callId: "call_1", replacement }],
+    });
+    const writers: Array<Promise<void>> = [];
+    for (let i = 0; i < 8; i++) {
+      writers.push(session({ sessionId: name }).addItems([user(`w${i}`)]));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const [popped] = await Promise.all([popping, rewriting, ...writers]);
     const items = await s.getItems();
     const written = Array.from({ length: 8 }, (_, i) => JSON.stringify(user(`w${i}`)));
     const all = [...items, popped].map((item) => JSON.stringify(item));
