@@ -86,6 +86,8 @@ const SUBPATHS = [
   "agentix/redis",
   "agentix/schema",
   "agentix/testing",
+  "agentix/openai-agents",
+  "agentix/ai-sdk",
 ];
 
 /** Imports every subpath in the project, in a plain Node process: "ok" or the error, per subpath. */
@@ -211,14 +213,24 @@ describe("a user's project", () => {
   }, 90_000);
 
   it("loads every subpath when its packages are installed; require() the ones without top-level await", async () => {
-    const dir = await project("everything", ["better-sqlite3", "drizzle-orm", "postgres", "ioredis", "vitest"]);
+    const dir = await project("everything", [
+      "better-sqlite3",
+      "drizzle-orm",
+      "postgres",
+      "ioredis",
+      "vitest",
+      "@openai/agents-core",
+      "ai",
+    ]);
     expect(await importAll(dir)).toEqual(Object.fromEntries(SUBPATHS.map((s) => [s, "ok"])));
     // Node 20.19+ and 22.12+ require() ES modules, unless their graph has top-level await (the driver subpaths').
     if (!(process.features as { require_module?: boolean }).require_module) return;
-    const script = `for (const s of ["agentix", "agentix/schema", "agentix/testing"]) console.log(s, Object.keys(require(s)).length > 0);`;
+    const script = `for (const s of ["agentix", "agentix/schema", "agentix/testing", "agentix/openai-agents", "agentix/ai-sdk"]) console.log(s, Object.keys(require(s)).length > 0);`;
     await writeFile(join(dir, "require.cjs"), script);
     const { stdout } = await run(process.execPath, ["--no-warnings", "require.cjs"], { cwd: dir, env: cleanEnv() });
-    expect(stdout).toBe("agentix true\nagentix/schema true\nagentix/testing true\n");
+    expect(stdout).toBe(
+      "agentix true\nagentix/schema true\nagentix/testing true\nagentix/openai-agents true\nagentix/ai-sdk true\n",
+    );
   });
 
   it("names, in one line, every package a subpath needs when some are missing", async () => {
@@ -233,6 +245,9 @@ describe("a user's project", () => {
       "agentix/redis": "AgentixStorageError: agentix/redis needs the package ioredis: npm install ioredis",
       "agentix/schema": "AgentixStorageError: agentix/schema needs the package drizzle-orm: npm install drizzle-orm",
       "agentix/testing": "AgentixStorageError: agentix/testing needs the package vitest: npm install -D vitest",
+      "agentix/openai-agents":
+        "AgentixStorageError: agentix/openai-agents needs the package @openai/agents-core: npm install @openai/agents-core",
+      "agentix/ai-sdk": "AgentixStorageError: agentix/ai-sdk needs the package ai: npm install ai",
     });
     const some = await importAll(await project("no-drizzle", ["better-sqlite3", "postgres"]));
     expect(some["agentix/sqlite"]).toBe(
@@ -258,7 +273,8 @@ async function codeBlock(file: string, heading: string): Promise<string> {
 describe("the published types", () => {
   it("compile the custom-backend skeleton of docs/custom-backend.md §3 as written, and every subpath's consumer", async () => {
     // A strict project of a user's (this repository's own flags), without skipLibCheck, so that agentix's .d.ts are
-    // checked too; agentix/schema is left out: drizzle-orm's own declarations need skipLibCheck.
+    // checked too; agentix/schema is left out: drizzle-orm's own declarations need skipLibCheck (as do those of
+    // @openai/agents-core and ai, so agentix/openai-agents and agentix/ai-sdk are left out too).
     const compilerOptions = {
       target: "ES2022",
       module: "NodeNext",
