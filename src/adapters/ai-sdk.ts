@@ -7,7 +7,7 @@
 import type { UIMessage } from "ai";
 import type { StorageBackend } from "../core/backend.js";
 import { ConflictError, SessionNotFoundError } from "../core/errors.js";
-import type { JsonObject, MessageRecord, NewMessage, WriteResult } from "../core/types.js";
+import type { JsonObject, MessageRecord, NewMessage } from "../core/types.js";
 import { canonicalJson, loadOrEmpty, storageIdOf } from "./shared.js";
 
 /** The agent chats are created under when no `agentId` is given. */
@@ -81,7 +81,7 @@ export async function loadChat<MESSAGE extends UIMessage = UIMessage>(
  * Saves the chat: the messages from the first one that changed on replace the stored ones, in one atomic
  * compare-and-swap step (`replaceMessages` with `expectedLength`), so that nothing another writer saved meanwhile is
  * overwritten. Creates the chat on its first save. Two round trips: a read and the write (none when nothing
- * changed). Returns the chat's number of messages.
+ * changed).
  * @throws {ConflictError} when the chat holds messages the caller has not seen (another tab saved first): see
  * {@link SaveChatOptions.expectedLength}. Nothing written; load the chat again and redo the change.
  * @throws {ValidationError} when a message is not JSON (nothing written).
@@ -89,7 +89,7 @@ export async function loadChat<MESSAGE extends UIMessage = UIMessage>(
 export async function saveChat<MESSAGE extends UIMessage>(
   storage: StorageBackend,
   options: SaveChatOptions<MESSAGE>,
-): Promise<WriteResult> {
+): Promise<void> {
   const { chatId, messages, expectedLength } = options;
   const id = storageIdOf(chatId);
   const stored = await loadCreating(storage, id, options.agentId ?? DEFAULT_AGENT, options.metadata ?? null);
@@ -115,8 +115,8 @@ export async function saveChat<MESSAGE extends UIMessage>(
     canonicalJson((stored[from] as MessageRecord).content) === canonicalJson(messages[from])
   )
     from++;
-  if (from === stored.length && from === messages.length) return { length: from };
-  return storage.replaceMessages(id, from, messages.slice(from).map(toMessage), { expectedLength: stored.length });
+  if (from === stored.length && from === messages.length) return;
+  await storage.replaceMessages(id, from, messages.slice(from).map(toMessage), { expectedLength: stored.length });
 }
 
 /** The stored messages, the chat created (empty) when it does not exist. */
