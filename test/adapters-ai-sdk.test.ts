@@ -12,7 +12,7 @@ import { ConflictError, ValidationError } from "../src/core/errors.js";
 import { sessionIdFor } from "../src/core/validation.js";
 import { backendKinds } from "./support/backends.js";
 
-const kinds = backendKinds(inject("postgresUrl"), inject("redisUrl"));
+const kinds = await backendKinds(inject("postgresUrl"), inject("redisUrl"));
 afterAll(async () => {
   for (const kind of kinds) await kind.drop();
 });

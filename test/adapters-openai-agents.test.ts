@@ -24,7 +24,7 @@ import { FakeModel } from "./support/fake-agents-model.js";
 
 setTracingDisabled(true);
 
-const kinds = backendKinds(inject("postgresUrl"), inject("redisUrl"));
+const kinds = await backendKinds(inject("postgresUrl"), inject("redisUrl"));
 afterAll(async () => {
   for (const kind of kinds) await kind.drop();
 });

@@ -145,7 +145,8 @@ export class AgentixSession implements SessionHistoryRewriteAwareSession, Sessio
     if (transaction.type === "append_items") return this.#appendOnce(operationId, transaction.items);
     if (transaction.type === "replace_suffix")
       return this.#replaceSuffixOnce(operationId, transaction.expectedSuffix, transaction.replacement);
-    throw new ValidationError("transaction.type", `unknown transaction type ${JSON.stringify(transaction)}`);
+    const type: unknown = (transaction as { type?: unknown } | null)?.type;
+    throw new ValidationError("transaction.type", `unknown transaction type ${JSON.stringify(type) ?? String(type)}`);
   }
 
   async #appendOnce(operationId: string, items: AgentInputItem[]): Promise<void> {

@@ -1,13 +1,17 @@
 // The five backends, for the framework adapters' tests: each a factory of new backend instances over one store (so
 // that a second instance, as in a second process, sees what the first wrote) and the clean-up of that store.
 // Postgres and Redis come from the servers the global setup found (null: those tests are skipped, never under CI).
+// A custom backend too: the MySQL example (examples/mysql), when a MySQL or MariaDB server answers (as in its own
+// test: AGENTIX_TEST_MYSQL_URL, else mysql://root@127.0.0.1:3306/test).
 
 import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
+import mysql from "mysql2/promise";
 import postgres from "postgres";
+import { MySqlStorageBackend } from "../../examples/mysql/src/mysql.js";
 import type { StorageBackend } from "../../src/core/backend.js";
 import { FileStorageBackend } from "../../src/file.js";
 import { MemoryStorageBackend } from "../../src/memory.js";
@@ -25,7 +29,7 @@ export interface BackendKind {
   drop: () => Promise<void>;
 }
 
-export function backendKinds(postgresUrl: string | null, redisUrl: string | null): BackendKind[] {
+export async function backendKinds(postgresUrl: string | null, redisUrl: string | null): Promise<BackendKind[]> {
   const dir = mkdtempSync(join(tmpdir(), "agentix-adapters-"));
   const memory = new MemoryStorageBackend();
   const kinds: BackendKind[] = [
@@ -75,5 +79,29 @@ export function backendKinds(postgresUrl: string | null, redisUrl: string | null
       },
     });
   }
+  const mysqlKind = await customMySql(`agentix_adapters_${randomUUID().slice(0, 8)}`);
+  if (mysqlKind) kinds.push(mysqlKind);
   return kinds;
+}
+
+async function customMySql(database: string): Promise<BackendKind | null> {
+  const serverUrl = process.env.AGENTIX_TEST_MYSQL_URL ?? "mysql://root@127.0.0.1:3306/test";
+  let admin: mysql.Connection;
+  try {
+    admin = await mysql.createConnection({ uri: serverUrl, connectTimeout: 3000 });
+  } catch {
+    return null; // test/mysql-example.test.ts says so loudly (and fails under CI=true)
+  }
+  await admin.query(`create database \`${database}\``);
+  const url = new URL(serverUrl);
+  url.pathname = `/${database}`;
+  return {
+    name: "MySQL (custom backend)",
+    open: () => new MySqlStorageBackend({ url: url.toString() }),
+    shared: true,
+    drop: async () => {
+      await admin.query(`drop database if exists \`${database}\``);
+      await admin.end();
+    },
+  };
 }
