@@ -60,6 +60,13 @@ const ITEMS: AgentInputItem[] = [
 ];
 
 const user = (text: string): AgentInputItem => ({ role: "user", content: text });
+const weatherTool = () =>
+  tool({
+    name: "weather",
+    description: "The weather in a city",
+    parameters: z.object({ city: z.string() }),
+    execute: async ({ city }) => `18°C in ${city}`,
+  });
 
 describe.each(kinds)("AgentixSession on $name", (kind) => {
   let storage: StorageBackend;
@@ -272,15 +279,40 @@ describe.each(kinds)("AgentixSession on $name", (kind) => {
     expect(items.length + 1).toBe(10);
   });
 
+  it("an output guardrail tripping after a tool ran: the runner persists the turn through applyHistoryTransaction, as with MemorySession", async () => {
+    const outcome = async (session: Session) => {
+      const calls: string[] = [];
+      // Records which methods the runner calls, passing every call through.
+      const watched = new Proxy(session, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver);
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            calls.push(String(property));
+            return value.apply(target, args);
+          };
+        },
+      });
+      const agent = new Agent({
+        name: "guarded",
+        model: new FakeModel(),
+        tools: [weatherTool()],
+        outputGuardrails: [{ name: "block", execute: async () => ({ tripwireTriggered: true, outputInfo: {} }) }],
+      });
+      const error = await new Runner({ tracingDisabled: true })
+        .run(agent, "What is the weather?", { session: watched })
+        .catch((e: unknown) => e);
+      return { error: (error as Error).name, calls, items: await session.getItems() };
+    };
+    const ours = await outcome(session());
+    expect(ours.calls).toContain("applyHistoryTransaction");
+    expect(ours.items.length).toBeGreaterThan(1);
+    expect(ours).toEqual(await outcome(new MemorySession()));
+  });
+
   it("runs the SDK's Runner for two turns, the second on a new backend instance that sees the first", async () => {
     const model = new FakeModel();
-    const weather = tool({
-      name: "weather",
-      description: "The weather in a city",
-      parameters: z.object({ city: z.string() }),
-      execute: async ({ city }) => `18°C in ${city}`,
-    });
-    const agent = new Agent({ name: "assistant", instructions: "Be brief.", model, tools: [weather] });
+    const agent = new Agent({ name: "assistant", instructions: "Be brief.", model, tools: [weatherTool()] });
     const runner = new Runner({ tracingDisabled: true });
     const name = `run-${randomUUID()}`;
     const first = await runner.run(agent, "What is the weather in Lisbon?", {
