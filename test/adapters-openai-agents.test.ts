@@ -164,6 +164,19 @@ describe.each(kinds)("AgentixSession on $name", (kind) => {
     expect((await storage.getSession(sessionIdFor(name)))?.agent_id).toBe("first");
   });
 
+  it("replaceHistoryWithCompaction: the whole history replaced in one step, the session created if need be", async () => {
+    const s = session();
+    const compacted: AgentInputItem[] = [
+      { type: "compaction", encrypted_content: "opaque" } as AgentInputItem,
+      user("kept"),
+    ];
+    await s.replaceHistoryWithCompaction(compacted);
+    expect(await s.getItems()).toEqual(compacted);
+    await s.addItems(ITEMS);
+    await s.replaceHistoryWithCompaction(compacted.slice(0, 1));
+    expect(await s.getItems()).toEqual(compacted.slice(0, 1));
+  });
+
   it("applyHistoryMutations: replace_function_call as the SDK's MemorySession does it", async () => {
     const s = session();
     const reference = new MemorySession();

@@ -112,6 +112,15 @@ export class AgentixSession implements SessionHistoryRewriteAwareSession, Sessio
   }
 
   /**
+   * Replaces the whole history by `items` (a compaction item and what it keeps) in one atomic step, where the
+   * runner would otherwise clear the session and add the items again (two writes, the session empty in between).
+   */
+  async replaceHistoryWithCompaction(items: AgentInputItem[]): Promise<void> {
+    const messages = items.map(toMessage);
+    await this.#write(() => this.#storage.replaceMessages(this.storageSessionId, 0, messages));
+  }
+
+  /**
    * Rewrites stored items (`replace_function_call`: the SDK's own `applySessionHistoryMutations`), writing only
    * from the first changed item on, in one compare-and-swap step: an item another writer appended meanwhile is
    * never lost (the history is read again and the rewrite redone).
