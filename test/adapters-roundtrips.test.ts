@@ -100,6 +100,7 @@ describe.skipIf(stores.length === 0).each(stores)("round trips on %s", (name, ma
     await warm.getItems(5);
     await warm.getItems();
     await warm.popItem();
+    await warm.replaceHistoryWithCompaction(items(2, "warm"));
     await warm.applyHistoryTransaction({
       operationId: "w",
       transaction: { type: "append_items", items: items(1, "w") },
@@ -122,6 +123,7 @@ describe.skipIf(stores.length === 0).each(stores)("round trips on %s", (name, ma
       transaction: { type: "replace_suffix" as const, expectedSuffix: suffix, replacement: items(3, "r") },
     };
     expect(await c.count(() => session.applyHistoryTransaction(replace))).toBe(3); // count, read the suffix, replace
+    expect(await c.count(() => session.replaceHistoryWithCompaction(items(3, "c")))).toBe(1);
     expect(await c.count(() => session.clearSession())).toBe(1);
   });
 
