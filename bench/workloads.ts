@@ -90,6 +90,8 @@ export type BackendName = "postgres" | "redis" | "sqlite" | "file";
 
 export interface BenchTarget {
   name: BackendName;
+  /** Whether a floor baseline of its own exists; without one, the mirror is the floor (it is already the least). */
+  floor: boolean;
   /** Why the backend cannot be measured here (no server), or `null`. */
   probe(): Promise<string | null>;
   /** Server and driver versions, for the report. */
@@ -98,7 +100,8 @@ export interface BenchTarget {
   close(): Promise<void>;
 }
 
-export type Side = "agentix" | "raw";
+/** agentix, the mirror baseline (agentix's own statements by hand), and the floor (the least correct work). */
+export type Side = "agentix" | "raw" | "floor";
 
 /** How big each workload is: the issue's sizes, or smaller ones for `--quick`. */
 export interface Scale {

@@ -167,10 +167,12 @@ function statements(s: string) {
   };
 }
 
-export function postgresTarget(url: string): BenchTarget {
+/** `floor` makes the floor side's subject (bench/baselines/floor-postgres.ts, which builds on this module). */
+export function postgresTarget(url: string, floor: (client: Sql, schema: string) => Subject): BenchTarget {
   const root = postgres(url, { max: 2, onnotice: () => {} });
   return {
     name: "postgres",
+    floor: true,
     async probe() {
       try {
         await root`select 1`;
@@ -201,7 +203,11 @@ export function postgresTarget(url: string): BenchTarget {
       const backend = side === "agentix" ? new PostgresStorageBackend({ client, schema }) : undefined;
       const quoted = `"${schema}"`;
       return {
-        subject: backend ? agentixSubject(backend) : new RawPostgres(client, schema),
+        subject: backend
+          ? agentixSubject(backend)
+          : side === "floor"
+            ? floor(client, schema)
+            : new RawPostgres(client, schema),
         ...(backend ? { backend } : {}),
         admin,
         wire,

@@ -240,11 +240,13 @@ function countCommands(client: Redis): WireCounter {
   return wire;
 }
 
-export function redisTarget(url: string): BenchTarget {
+/** `floor` makes the floor side's subject (bench/baselines/floor-redis.ts, which builds on this module). */
+export function redisTarget(url: string, floor: (client: Redis, prefix: string) => Subject): BenchTarget {
   const root = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   root.on("error", () => {});
   return {
     name: "redis",
+    floor: true,
     async probe() {
       try {
         await root.ping();
@@ -264,7 +266,11 @@ export function redisTarget(url: string): BenchTarget {
       const wire = countCommands(client);
       const backend = side === "agentix" ? new RedisStorageBackend({ client, prefix }) : undefined;
       return {
-        subject: backend ? agentixSubject(backend) : new RawRedis(client, prefix),
+        subject: backend
+          ? agentixSubject(backend)
+          : side === "floor"
+            ? floor(client, prefix)
+            : new RawRedis(client, prefix),
         ...(backend ? { backend } : {}),
         admin,
         wire,
