@@ -1,7 +1,7 @@
 // The Redis baseline: the workloads written by hand against ioredis on the backend's key layout, one Lua script
 // (or one command) per operation, the fastest correct way we found.
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
+import { Redis, type RedisOptions } from "ioredis";
 import { uuidv7 } from "uuidv7";
 import type {
   MessageContent,
@@ -241,7 +241,11 @@ function countCommands(client: Redis): WireCounter {
 }
 
 /** `floor` makes the floor side's subject (bench/baselines/floor-redis.ts, which builds on this module). */
-export function redisTarget(url: string, floor: (client: Redis, prefix: string) => Subject): BenchTarget {
+export function redisTarget(
+  url: string,
+  floor: (client: Redis, prefix: string) => Subject,
+  options: Pick<RedisOptions, "enableAutoPipelining"> = {},
+): BenchTarget {
   const root = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   root.on("error", () => {});
   return {
@@ -262,7 +266,7 @@ export function redisTarget(url: string, floor: (client: Redis, prefix: string) 
     async open(side: Side): Promise<Namespace> {
       const prefix = `agentix-bench-${randomBytes(5).toString("hex")}`;
       const admin = new RedisStorageBackend({ url, prefix });
-      const client = new Redis(url);
+      const client = new Redis(url, options);
       const wire = countCommands(client);
       const backend = side === "agentix" ? new RedisStorageBackend({ client, prefix }) : undefined;
       return {
