@@ -99,8 +99,8 @@ process.once("SIGINT", () => {
   void Promise.allSettled([...open].map((ns) => ns.drop())).then(() => process.exit(130));
 });
 
-async function openNamespace(target: BenchTarget, side: Side): Promise<Namespace> {
-  const ns = await target.open(side);
+async function openNamespace(target: BenchTarget, side: Side, count = false): Promise<Namespace> {
+  const ns = await target.open(side, count);
   open.add(ns);
   return ns;
 }
@@ -191,8 +191,8 @@ function pairedRatio(samples: Record<Side, Sample[]>, baseline: Side, metric: st
 
 /** Round trips of each operation on both sides, counted on the second call (the first prepares and loads scripts). */
 async function countRoundTrips(target: BenchTarget): Promise<RoundTrips[]> {
-  const agentix = await openNamespace(target, "agentix");
-  const raw = await openNamespace(target, "raw");
+  const agentix = await openNamespace(target, "agentix", true);
+  const raw = await openNamespace(target, "raw", true);
   try {
     const seeded = async (ns: Namespace) => {
       const messages = history(100);

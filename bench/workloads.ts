@@ -77,7 +77,7 @@ export interface Namespace {
   backend?: StorageBackend;
   /** An agentix backend of its own on the same namespace: seeds the data and checks what the subject wrote. */
   admin: StorageBackend;
-  /** What the subject's client sent (Postgres, Redis). */
+  /** What the subject's client sent (Postgres, Redis), when the namespace was opened to count it. */
   wire?: WireCounter;
   /** Writes many sessions (no messages) the fastest way the store allows: a bulk insert, or pipelined imports. */
   seedSessions(records: SessionRecord[]): Promise<void>;
@@ -96,7 +96,8 @@ export interface BenchTarget {
   probe(): Promise<string | null>;
   /** Server and driver versions, for the report. */
   versions(): Promise<Record<string, string>>;
-  open(side: Side): Promise<Namespace>;
+  /** A fresh namespace for `side`; with `count`, one whose client counts what it sends (which costs CPU). */
+  open(side: Side, count?: boolean): Promise<Namespace>;
   close(): Promise<void>;
 }
 

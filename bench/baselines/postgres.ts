@@ -185,21 +185,19 @@ export function postgresTarget(url: string, floor: (client: Sql, schema: string)
       const [row] = await root`show server_version`;
       return { Postgres: String(row?.server_version), "postgres.js": packageVersion("postgres") };
     },
-    async open(side: Side): Promise<Namespace> {
+    async open(side: Side, count = false): Promise<Namespace> {
       const schema = `agentix_bench_${randomBytes(5).toString("hex")}`;
       // The backend's migration, run once, makes the tables of both sides.
       const admin = new PostgresStorageBackend({ url, schema, max: 4 });
       await admin.listSessions("migrate");
       const wire = { roundTrips: 0, commands: 0 };
-      const client = postgres(url, {
-        max: POOL,
-        onnotice: () => {},
-        // Called once for every statement sent.
-        debug: () => {
-          wire.roundTrips++;
-          wire.commands++;
-        },
-      });
+      // `debug` is called once for every statement sent; only when counting: with it set, postgres.js captures a
+      // stack trace (new Error()) for every query and every fragment of a tagged template, tens of µs each.
+      const debug = () => {
+        wire.roundTrips++;
+        wire.commands++;
+      };
+      const client = postgres(url, { max: POOL, onnotice: () => {}, ...(count ? { debug } : {}) });
       const backend = side === "agentix" ? new PostgresStorageBackend({ client, schema }) : undefined;
       const quoted = `"${schema}"`;
       return {
@@ -210,7 +208,7 @@ export function postgresTarget(url: string, floor: (client: Sql, schema: string)
             : new RawPostgres(client, schema),
         ...(backend ? { backend } : {}),
         admin,
-        wire,
+        ...(count ? { wire } : {}),
         async seedSessions(records: SessionRecord[]) {
           const rows = records.map((r) => ({
             id: r.session_id,

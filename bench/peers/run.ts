@@ -3,7 +3,8 @@
 // stores interleaved repetition by repetition. Installs bench/peers/ (its own lock file) when it is not installed;
 // a peer that fails to install or load is skipped with its reason, and the others still run.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { loadAverage, machine } from "../machine.js";
@@ -32,19 +33,22 @@ const quick = args.quick;
 const log = (message: string) => process.stderr.write(`${message}\n`);
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 
-/** `npm ci` of bench/peers when its node_modules is missing or older than its lock file. */
+/** `npm ci` of bench/peers when it is not installed, or was installed from another lock file (a stamp says which). */
 function ensureInstalled(): void {
-  const installed = here("node_modules/.package-lock.json");
-  const lock = here("package-lock.json");
-  if (existsSync(installed) && statSync(installed).mtimeMs >= statSync(lock).mtimeMs) return;
+  const stamp = here("node_modules/.agentix-lock-sha256");
+  const lock = createHash("sha256")
+    .update(readFileSync(here("package-lock.json")))
+    .digest("hex");
+  if (existsSync(stamp) && readFileSync(stamp, "utf8") === lock) return;
   if (args["no-install"]) return;
-  log("installing bench/peers (npm ci, once) ...");
+  log("installing bench/peers (npm ci, once per lock file) ...");
   const npm = process.platform === "win32" ? "npm.cmd" : "npm";
   const result = spawnSync(npm, ["ci", "--no-audit", "--no-fund", "--loglevel=error"], {
     cwd: here("."),
     stdio: ["ignore", "inherit", "inherit"],
   });
-  if (result.status !== 0) log(`npm ci in bench/peers failed (${result.status ?? result.error}): peers are skipped`);
+  if (result.status === 0) writeFileSync(stamp, lock);
+  else log(`npm ci in bench/peers failed (${result.status ?? result.error}): the peers that cannot load are skipped`);
 }
 
 const postgresUrl =
