@@ -8,6 +8,8 @@ export interface PeerResult {
   workload: string;
   unit: "msg/s" | "ms";
   store: string;
+  /** A write workload: which "best write" row it counts in. */
+  writes?: "one writer" | "32 writers";
   median?: number;
   samples?: number[];
   /** This process's CPU time per message, µs (write workloads). */
@@ -42,15 +44,17 @@ const show = (r: PeerResult) =>
 
 /** Higher is better whatever the unit. */
 const speed = (r: PeerResult) => (r.median === undefined ? 0 : r.unit === "ms" ? 1 / r.median : r.median);
-const isOurs = (store: string) => store.startsWith("agentix") || store.startsWith("floor");
+/** The other libraries' stores, and the raw drivers written the plain way (no session record, no index). */
+const isLibrary = (store: string) => store.startsWith("LangChain") || store.startsWith("Mastra");
+const isDriver = (store: string) => store.startsWith("node-");
 
 function table(report: PeerReport, backend: "postgres" | "redis"): string {
   const rows = report.results.filter((r) => r.backend === backend);
   const stores = [...new Set(rows.map((r) => r.store))];
   const workloads = [...new Set(rows.map((r) => r.workload))];
   const lines = [
-    `| ${NAMES[backend]} | ${stores.join(" | ")} | agentix ÷ best peer |`,
-    `|---|${stores.map(() => "--:").join("|")}|--:|`,
+    `| ${NAMES[backend]} | ${stores.join(" | ")} | agentix ÷ best library | agentix ÷ raw driver |`,
+    `|---|${stores.map(() => "--:").join("|")}|--:|--:|`,
   ];
   for (const w of workloads) {
     const here = rows.filter((r) => r.workload === w);
@@ -61,10 +65,26 @@ function table(report: PeerReport, backend: "postgres" | "redis"): string {
       return `${show(r)}${cpu}${r.ordered === false ? " †" : ""}`;
     });
     const agentix = Math.max(0, ...here.filter((r) => r.store.startsWith("agentix")).map(speed));
-    const peers = here.filter((r) => !isOurs(r.store) && !r.error);
-    const best = Math.max(0, ...peers.map(speed));
-    const ratio = agentix > 0 && best > 0 ? `${(agentix / best).toFixed(2)}×` : "—";
-    lines.push(`| ${w} | ${cells.join(" | ")} | ${ratio} |`);
+    const ratio = (which: (store: string) => boolean) => {
+      const best = Math.max(0, ...here.filter((r) => which(r.store) && !r.error).map(speed));
+      return agentix > 0 && best > 0 ? `${(agentix / best).toFixed(2)}×` : "—";
+    };
+    lines.push(`| ${w} | ${cells.join(" | ")} | ${ratio(isLibrary)} | ${ratio(isDriver)} |`);
+  }
+  // Each store's fastest way to write messages (single appends or its batch call), per message: what an agent
+  // saving its turns would get from it.
+  for (const writes of ["one writer", "32 writers"] as const) {
+    const best = (store: string) =>
+      Math.max(0, ...rows.filter((r) => r.store === store && r.writes === writes && !r.error).map(speed));
+    const cells = stores.map((s) => (best(s) > 0 ? `**${group(best(s))} msg/s**` : "—"));
+    const agentix = Math.max(0, ...stores.filter((s) => s.startsWith("agentix")).map(best));
+    const ratio = (which: (store: string) => boolean) => {
+      const peer = Math.max(0, ...stores.filter(which).map(best));
+      return agentix > 0 && peer > 0 ? `**${(agentix / peer).toFixed(2)}×**` : "—";
+    };
+    lines.push(
+      `| **best write per message, ${writes}** | ${cells.join(" | ")} | ${ratio(isLibrary)} | ${ratio(isDriver)} |`,
+    );
   }
   return lines.join("\n");
 }
@@ -93,8 +113,11 @@ export function peersMarkdown(report: PeerReport): string {
   for (const b of backends) parts.push(table(report, b), "");
   parts.push(
     "† the store read the messages back in another order than they were written, in at least one repetition.",
-    "*agentix ÷ best peer*: the faster of the agentix rows ÷ the fastest peer (LangChain, Mastra, raw driver), as",
-    "a speed (above 1: agentix ahead).",
+    "*agentix ÷ best library*: the faster of the agentix rows ÷ the faster of LangChain and Mastra, as a speed",
+    "(above 1: agentix ahead); *÷ raw driver*: the same against node-postgres or node-redis written the plain way,",
+    "which keep no session record and no index. *Best write per message*: each store's faster way of writing messages",
+    "(single appends, or its batch call for a turn of 10: agentix `saveMessages`, LangChain `addMessages`, Mastra",
+    "`saveMessages`, one multi-row INSERT or RPUSH), in messages per second.",
     "",
     "```text",
     ...backends.map((b) => `${bars(report, b)}\n`),

@@ -89,6 +89,8 @@ interface Sample {
 interface PeerWorkload {
   name: string;
   unit: "msg/s" | "ms";
+  /** Which "best write" row of the report the workload counts in: one writer, or many. */
+  writes?: "one writer" | "32 writers";
   /** Only on stores that have the operation (a listing). */
   applies?(store: PeerStore): boolean;
   prepare?(store: PeerStore): Promise<unknown>;
@@ -124,6 +126,7 @@ const WORKLOADS: PeerWorkload[] = [
   {
     name: `append, sequential (${scale.appendSeq})`,
     unit: "msg/s",
+    writes: "one writer",
     async run(store) {
       const id = await store.createSession();
       const { ms, cpu } = await timedCpu(scale.appendSeq, async () => {
@@ -136,6 +139,7 @@ const WORKLOADS: PeerWorkload[] = [
   {
     name: `append, ${WRITERS} writers × ${scale.perWriter}`,
     unit: "msg/s",
+    writes: "32 writers",
     async run(store) {
       const ids = await Promise.all(Array.from({ length: WRITERS }, () => store.createSession()));
       const n = WRITERS * scale.perWriter;
@@ -154,6 +158,7 @@ const WORKLOADS: PeerWorkload[] = [
   {
     name: `turn of 10 as one batch, sequential (${scale.turns})`,
     unit: "msg/s",
+    writes: "one writer",
     async run(store) {
       const id = await store.createSession();
       const n = scale.turns * 10;
@@ -167,6 +172,7 @@ const WORKLOADS: PeerWorkload[] = [
   {
     name: `turn of 10 as one batch, ${WRITERS} writers × ${scale.turnsPerWriter}`,
     unit: "msg/s",
+    writes: "32 writers",
     async run(store) {
       const ids = await Promise.all(Array.from({ length: WRITERS }, () => store.createSession()));
       const per = scale.turnsPerWriter * 10;
@@ -266,6 +272,7 @@ async function runGroup(backend: "postgres" | "redis", report: PeerReport): Prom
         const list = samples.get(store) ?? [];
         const error = failed.get(store);
         const result: PeerResult = { backend, workload: workload.name, unit: workload.unit, store: store.name };
+        if (workload.writes) result.writes = workload.writes;
         if (error !== undefined) {
           result.error = error;
           log(`  ${backend} ${store.name} ${workload.name} FAILED: ${error}`);
