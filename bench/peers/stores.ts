@@ -291,7 +291,14 @@ export async function mastraPostgres(url: string): Promise<PeerStore> {
     });
     return id;
   };
-  const message = (threadId: string, m: NewMessage, createdAt = new Date()) => ({
+  // Mastra orders a thread by createdAt alone, which the caller gives: strictly increasing here (a millisecond
+  // apart at least), so that the order it reads back is not this harness's doing.
+  let last = 0;
+  const stamp = () => {
+    last = Math.max(Date.now(), last + 1);
+    return new Date(last);
+  };
+  const message = (threadId: string, m: NewMessage, createdAt = stamp()) => ({
     id: uuidv7(),
     threadId,
     resourceId: AGENT,
@@ -308,9 +315,7 @@ export async function mastraPostgres(url: string): Promise<PeerStore> {
       await store.saveMessages({ messages: [message(id, m)], format: "v2" });
     },
     appendTurn: async (id, messages) => {
-      // One timestamp per message, a millisecond apart: Mastra orders a thread by createdAt alone.
-      const now = Date.now();
-      const batch = messages.map((m, i) => message(id, m, new Date(now + i)));
+      const batch = messages.map((m) => message(id, m));
       await store.saveMessages({ messages: batch, format: "v2" });
     },
     load: async (id) =>
