@@ -5,6 +5,8 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { fileTarget } from "./baselines/file.js";
+import { FloorPostgres } from "./baselines/floor-postgres.js";
+import { FloorRedis } from "./baselines/floor-redis.js";
 import { postgresTarget } from "./baselines/postgres.js";
 import { redisTarget } from "./baselines/redis.js";
 import { sqliteTarget } from "./baselines/sqlite.js";
@@ -64,8 +66,8 @@ const postgresUrl =
   "postgres://postgres@127.0.0.1:5432/test";
 const redisUrl = process.env.AGENTIX_BENCH_REDIS_URL ?? process.env.AGENTIX_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 const ALL: Record<BackendName, () => BenchTarget> = {
-  postgres: () => postgresTarget(postgresUrl),
-  redis: () => redisTarget(redisUrl),
+  postgres: () => postgresTarget(postgresUrl, (client, schema) => new FloorPostgres(client, schema)),
+  redis: () => redisTarget(redisUrl, (client, prefix) => new FloorRedis(client, prefix)),
   sqlite: () => sqliteTarget(),
   file: () => fileTarget(),
 };
@@ -97,8 +99,8 @@ process.once("SIGINT", () => {
   void Promise.allSettled([...open].map((ns) => ns.drop())).then(() => process.exit(130));
 });
 
-async function openNamespace(target: BenchTarget, side: Side): Promise<Namespace> {
-  const ns = await target.open(side);
+async function openNamespace(target: BenchTarget, side: Side, count = false): Promise<Namespace> {
+  const ns = await target.open(side, count);
   open.add(ns);
   return ns;
 }
@@ -108,30 +110,36 @@ async function dropNamespace(ns: Namespace): Promise<void> {
   await ns.drop().catch((error: unknown) => log(`  drop failed: ${error}`));
 }
 
-/** One workload on one backend: both sides seeded, warmed, then timed in alternation, then checked. */
+/**
+ * One workload on one backend: every side (agentix, the mirror baseline, the floor where the backend has one of its
+ * own) seeded, warmed, then timed in alternation, then checked.
+ */
 async function runWorkload(target: BenchTarget, workload: Workload): Promise<Result[]> {
   const reps = quick ? workload.reps.quick : workload.reps.full;
+  const sides: Side[] = target.floor ? ["agentix", "raw", "floor"] : ["agentix", "raw"];
   const opened: Partial<Record<Side, Namespace>> = {};
-  const contexts = {} as Record<Side, RunContext<unknown>>;
-  const samples: Record<Side, Sample[]> = { agentix: [], raw: [] };
+  const contexts: Partial<Record<Side, RunContext<unknown>>> = {};
+  const samples: Record<Side, Sample[]> = { agentix: [], raw: [], floor: [] };
   try {
-    for (const side of ["agentix", "raw"] as const) {
+    for (const side of sides) {
       const ns = await openNamespace(target, side);
       opened[side] = ns;
       const state = await workload.seed(ns, scale, reps);
       await ns.settle?.();
       contexts[side] = { subject: ns.subject, admin: ns.admin, state, scale, rep: 0 };
     }
-    for (const side of ["agentix", "raw"] as const) await workload.warm(contexts[side]);
+    const context = (side: Side) => contexts[side] as RunContext<unknown>;
+    for (const side of sides) await workload.warm(context(side));
     for (let rep = 0; rep < reps; rep++) {
-      // Who goes first alternates (A R, R A, A R, ...): going first or second measurably changes some figures.
-      const order: Side[] = rep % 2 === 0 ? ["agentix", "raw"] : ["raw", "agentix"];
+      // The order flips every repetition (A R F, F R A, ...): going first or last measurably changes some figures,
+      // and every two repetitions each pair of sides has gone in both orders.
+      const order = rep % 2 === 0 ? sides : [...sides].reverse();
       for (const side of order) {
-        contexts[side].rep = rep;
-        samples[side].push(await workload.run(contexts[side]));
+        context(side).rep = rep;
+        samples[side].push(await workload.run(context(side)));
       }
     }
-    for (const side of ["agentix", "raw"] as const) await workload.check(contexts[side]);
+    for (const side of sides) await workload.check(context(side));
   } catch (error) {
     const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     log(`  ${target.name} ${workload.name} FAILED: ${message}`);
@@ -146,35 +154,45 @@ async function runWorkload(target: BenchTarget, workload: Workload): Promise<Res
       figure.extra = Object.fromEntries(extra.map((e) => [e, median(samples[side].map((s) => s[e] as number))]));
     return figure;
   };
+  // A turn's cost is already a ratio within each side: agentix ÷ raw of it would read as a speed, and is not one.
+  const ratios = (m: { name: string; unit: string }) =>
+    m.unit === "×"
+      ? {}
+      : {
+          ratio: pairedRatio(samples, "raw", m.name),
+          ...(target.floor ? { floorRatio: pairedRatio(samples, "floor", m.name) } : {}),
+        };
   return workload.metrics.map((m) => ({
     backend: target.name,
     metric: m.name,
     unit: m.unit,
     agentix: summarise("agentix", m.name, m.extra),
     raw: summarise("raw", m.name, m.extra),
-    // A turn's cost is already a ratio within each side: agentix ÷ raw of it would read as a speed, and is not one.
-    ...(m.unit === "×" ? {} : { ratio: pairedRatio(samples, m.name) }),
+    ...(target.floor ? { floor: summarise("floor", m.name, m.extra) } : {}),
+    ...ratios(m),
   }));
 }
 
 /**
- * agentix ÷ raw as the median over pairs of repetitions, each pair holding one repetition in which agentix went
- * first and one in which raw did: the effect of the order cancels out within a pair, and the noise of a machine
- * busy for a moment weighs on both sides of the pair alike.
+ * agentix ÷ a baseline as the median over pairs of repetitions, each pair holding one repetition in which agentix
+ * went before the baseline and one in which it went after: the effect of the order cancels out within a pair, and
+ * the noise of a machine busy for a moment weighs on both sides of the pair alike.
  */
-function pairedRatio(samples: Record<Side, Sample[]>, metric: string): number {
+function pairedRatio(samples: Record<Side, Sample[]>, baseline: Side, metric: string): number {
   const value = (side: Side, rep: number) => samples[side][rep]?.[metric] ?? Number.NaN;
   const ratios: number[] = [];
   for (let rep = 0; rep + 1 < samples.agentix.length; rep += 2) {
-    ratios.push((value("agentix", rep) + value("agentix", rep + 1)) / (value("raw", rep) + value("raw", rep + 1)));
+    ratios.push(
+      (value("agentix", rep) + value("agentix", rep + 1)) / (value(baseline, rep) + value(baseline, rep + 1)),
+    );
   }
   return median(ratios);
 }
 
 /** Round trips of each operation on both sides, counted on the second call (the first prepares and loads scripts). */
 async function countRoundTrips(target: BenchTarget): Promise<RoundTrips[]> {
-  const agentix = await openNamespace(target, "agentix");
-  const raw = await openNamespace(target, "raw");
+  const agentix = await openNamespace(target, "agentix", true);
+  const raw = await openNamespace(target, "raw", true);
   try {
     const seeded = async (ns: Namespace) => {
       const messages = history(100);

@@ -77,7 +77,7 @@ export interface Namespace {
   backend?: StorageBackend;
   /** An agentix backend of its own on the same namespace: seeds the data and checks what the subject wrote. */
   admin: StorageBackend;
-  /** What the subject's client sent (Postgres, Redis). */
+  /** What the subject's client sent (Postgres, Redis), when the namespace was opened to count it. */
   wire?: WireCounter;
   /** Writes many sessions (no messages) the fastest way the store allows: a bulk insert, or pipelined imports. */
   seedSessions(records: SessionRecord[]): Promise<void>;
@@ -90,15 +90,19 @@ export type BackendName = "postgres" | "redis" | "sqlite" | "file";
 
 export interface BenchTarget {
   name: BackendName;
+  /** Whether a floor baseline of its own exists; without one, the mirror is the floor (it is already the least). */
+  floor: boolean;
   /** Why the backend cannot be measured here (no server), or `null`. */
   probe(): Promise<string | null>;
   /** Server and driver versions, for the report. */
   versions(): Promise<Record<string, string>>;
-  open(side: Side): Promise<Namespace>;
+  /** A fresh namespace for `side`; with `count`, one whose client counts what it sends (which costs CPU). */
+  open(side: Side, count?: boolean): Promise<Namespace>;
   close(): Promise<void>;
 }
 
-export type Side = "agentix" | "raw";
+/** agentix, the mirror baseline (agentix's own statements by hand), and the floor (the least correct work). */
+export type Side = "agentix" | "raw" | "floor";
 
 /** How big each workload is: the issue's sizes, or smaller ones for `--quick`. */
 export interface Scale {

@@ -256,6 +256,7 @@ function notFound(sessionId: string): never {
 export function fileTarget(): BenchTarget {
   return {
     name: "file",
+    floor: false,
     probe: async () => null,
     versions: async () => ({}),
     async open(side: Side): Promise<Namespace> {

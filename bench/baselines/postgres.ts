@@ -167,10 +167,12 @@ function statements(s: string) {
   };
 }
 
-export function postgresTarget(url: string): BenchTarget {
+/** `floor` makes the floor side's subject (bench/baselines/floor-postgres.ts, which builds on this module). */
+export function postgresTarget(url: string, floor: (client: Sql, schema: string) => Subject): BenchTarget {
   const root = postgres(url, { max: 2, onnotice: () => {} });
   return {
     name: "postgres",
+    floor: true,
     async probe() {
       try {
         await root`select 1`;
@@ -183,28 +185,30 @@ export function postgresTarget(url: string): BenchTarget {
       const [row] = await root`show server_version`;
       return { Postgres: String(row?.server_version), "postgres.js": packageVersion("postgres") };
     },
-    async open(side: Side): Promise<Namespace> {
+    async open(side: Side, count = false): Promise<Namespace> {
       const schema = `agentix_bench_${randomBytes(5).toString("hex")}`;
       // The backend's migration, run once, makes the tables of both sides.
       const admin = new PostgresStorageBackend({ url, schema, max: 4 });
       await admin.listSessions("migrate");
       const wire = { roundTrips: 0, commands: 0 };
-      const client = postgres(url, {
-        max: POOL,
-        onnotice: () => {},
-        // Called once for every statement sent.
-        debug: () => {
-          wire.roundTrips++;
-          wire.commands++;
-        },
-      });
+      // `debug` is called once for every statement sent; only when counting: with it set, postgres.js captures a
+      // stack trace (new Error()) for every query and every fragment of a tagged template, tens of µs each.
+      const debug = () => {
+        wire.roundTrips++;
+        wire.commands++;
+      };
+      const client = postgres(url, { max: POOL, onnotice: () => {}, ...(count ? { debug } : {}) });
       const backend = side === "agentix" ? new PostgresStorageBackend({ client, schema }) : undefined;
       const quoted = `"${schema}"`;
       return {
-        subject: backend ? agentixSubject(backend) : new RawPostgres(client, schema),
+        subject: backend
+          ? agentixSubject(backend)
+          : side === "floor"
+            ? floor(client, schema)
+            : new RawPostgres(client, schema),
         ...(backend ? { backend } : {}),
         admin,
-        wire,
+        ...(count ? { wire } : {}),
         async seedSessions(records: SessionRecord[]) {
           const rows = records.map((r) => ({
             id: r.session_id,

@@ -1,7 +1,7 @@
 // The Redis baseline: the workloads written by hand against ioredis on the backend's key layout, one Lua script
 // (or one command) per operation, the fastest correct way we found.
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
+import { Redis, type RedisOptions } from "ioredis";
 import { uuidv7 } from "uuidv7";
 import type {
   MessageContent,
@@ -240,11 +240,17 @@ function countCommands(client: Redis): WireCounter {
   return wire;
 }
 
-export function redisTarget(url: string): BenchTarget {
+/** `floor` makes the floor side's subject (bench/baselines/floor-redis.ts, which builds on this module). */
+export function redisTarget(
+  url: string,
+  floor: (client: Redis, prefix: string) => Subject,
+  options: Pick<RedisOptions, "enableAutoPipelining"> = {},
+): BenchTarget {
   const root = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   root.on("error", () => {});
   return {
     name: "redis",
+    floor: true,
     async probe() {
       try {
         await root.ping();
@@ -257,17 +263,22 @@ export function redisTarget(url: string): BenchTarget {
       const info = await root.info("server");
       return { Redis: /redis_version:(\S+)/.exec(info)?.[1] ?? "unknown", ioredis: packageVersion("ioredis") };
     },
-    async open(side: Side): Promise<Namespace> {
+    async open(side: Side, count = false): Promise<Namespace> {
       const prefix = `agentix-bench-${randomBytes(5).toString("hex")}`;
       const admin = new RedisStorageBackend({ url, prefix });
-      const client = new Redis(url);
-      const wire = countCommands(client);
+      const client = new Redis(url, options);
+      // Only when counting: the wrapper and its setImmediate per batch cost both sides CPU on every command.
+      const wire = count ? countCommands(client) : undefined;
       const backend = side === "agentix" ? new RedisStorageBackend({ client, prefix }) : undefined;
       return {
-        subject: backend ? agentixSubject(backend) : new RawRedis(client, prefix),
+        subject: backend
+          ? agentixSubject(backend)
+          : side === "floor"
+            ? floor(client, prefix)
+            : new RawRedis(client, prefix),
         ...(backend ? { backend } : {}),
         admin,
-        wire,
+        ...(wire ? { wire } : {}),
         async seedSessions(records: SessionRecord[]) {
           // Imports sent without waiting for each other: ioredis writes them back to back, a pipeline in effect.
           for (let i = 0; i < records.length; i += 500) {

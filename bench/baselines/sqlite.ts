@@ -162,6 +162,7 @@ function notFound(sessionId: string): never {
 export function sqliteTarget(): BenchTarget {
   return {
     name: "sqlite",
+    floor: false,
     probe: async () => null,
     async versions() {
       const db = new Database(":memory:");
