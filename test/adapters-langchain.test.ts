@@ -21,7 +21,7 @@ import { RunnableWithMessageHistory } from "@langchain/core/runnables";
 import { FakeChatModel, FakeListChatModel } from "@langchain/core/utils/testing";
 import { Redis } from "ioredis";
 import postgres from "postgres";
-import { afterAll, describe, expect, inject, it } from "vitest";
+import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
 import { AgentixChatMessageHistory } from "../src/adapters/langchain.js";
 import type { StorageBackend } from "../src/core/backend.js";
 import { AgentixStorageError, ValidationError } from "../src/core/errors.js";
@@ -31,7 +31,8 @@ import { PostgresStorageBackend } from "../src/postgres.js";
 import { RedisStorageBackend } from "../src/redis.js";
 import { adapterBackends, dropPrefix } from "./support/adapter-backends.js";
 
-const { backends, cleanUp } = adapterBackends("langchain");
+const { backends, closeOpened, cleanUp } = adapterBackends("langchain");
+afterEach(closeOpened);
 afterAll(cleanUp);
 
 let sessions = 0;

@@ -26,7 +26,12 @@ export interface AdapterBackend {
 }
 
 /** The five backends on stores of their own, named after `tag`; `cleanUp()` closes every instance and removes them. */
-export function adapterBackends(tag: string): { backends: AdapterBackend[]; cleanUp: () => Promise<void> } {
+export function adapterBackends(tag: string): {
+  backends: AdapterBackend[];
+  /** Closes the instances opened so far but Memory's (an `afterEach`: Postgres connections are a shared budget). */
+  closeOpened: () => Promise<void>;
+  cleanUp: () => Promise<void>;
+} {
   const pgUrl = inject("postgresUrl");
   const redisUrl = inject("redisUrl");
   const id = `${tag}_${randomUUID().slice(0, 8)}`;
@@ -64,6 +69,11 @@ export function adapterBackends(tag: string): { backends: AdapterBackend[]; clea
       open: () => track(new RedisStorageBackend({ url: redisUrl as string, prefix: `agentix-test-${id}` })),
     },
   ];
+  const closeOpened = async () => {
+    const open = opened.splice(0).filter((b) => b !== memory);
+    if (memory) opened.push(memory);
+    await Promise.all(open.map((b) => b.close()));
+  };
   const cleanUp = async () => {
     await Promise.all(opened.splice(0).map((b) => b.close()));
     rmSync(dir, { recursive: true, force: true });
@@ -74,7 +84,7 @@ export function adapterBackends(tag: string): { backends: AdapterBackend[]; clea
     }
     if (redisUrl) await dropPrefix(redisUrl, `agentix-test-${id}`);
   };
-  return { backends, cleanUp };
+  return { backends, closeOpened, cleanUp };
 }
 
 /** Deletes every key of a prefix: SCAN (never KEYS) with the glob characters escaped, then UNLINK. */
