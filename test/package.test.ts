@@ -86,6 +86,8 @@ const SUBPATHS = [
   "agentix/redis",
   "agentix/schema",
   "agentix/testing",
+  "agentix/langchain",
+  "agentix/claude-agent-sdk",
 ];
 
 /** Imports every subpath in the project, in a plain Node process: "ok" or the error, per subpath. */
@@ -211,14 +213,24 @@ describe("a user's project", () => {
   }, 90_000);
 
   it("loads every subpath when its packages are installed; require() the ones without top-level await", async () => {
-    const dir = await project("everything", ["better-sqlite3", "drizzle-orm", "postgres", "ioredis", "vitest"]);
+    const dir = await project("everything", [
+      "better-sqlite3",
+      "drizzle-orm",
+      "postgres",
+      "ioredis",
+      "vitest",
+      "@langchain/core",
+      "@anthropic-ai/claude-agent-sdk",
+    ]);
     expect(await importAll(dir)).toEqual(Object.fromEntries(SUBPATHS.map((s) => [s, "ok"])));
     // Node 20.19+ and 22.12+ require() ES modules, unless their graph has top-level await (the driver subpaths').
     if (!(process.features as { require_module?: boolean }).require_module) return;
-    const script = `for (const s of ["agentix", "agentix/schema", "agentix/testing"]) console.log(s, Object.keys(require(s)).length > 0);`;
+    const script = `for (const s of ["agentix", "agentix/schema", "agentix/testing", "agentix/langchain", "agentix/claude-agent-sdk"]) console.log(s, Object.keys(require(s)).length > 0);`;
     await writeFile(join(dir, "require.cjs"), script);
     const { stdout } = await run(process.execPath, ["--no-warnings", "require.cjs"], { cwd: dir, env: cleanEnv() });
-    expect(stdout).toBe("agentix true\nagentix/schema true\nagentix/testing true\n");
+    expect(stdout).toBe(
+      "agentix true\nagentix/schema true\nagentix/testing true\nagentix/langchain true\nagentix/claude-agent-sdk true\n",
+    );
   });
 
   it("names, in one line, every package a subpath needs when some are missing", async () => {
@@ -233,6 +245,10 @@ describe("a user's project", () => {
       "agentix/redis": "AgentixStorageError: agentix/redis needs the package ioredis: npm install ioredis",
       "agentix/schema": "AgentixStorageError: agentix/schema needs the package drizzle-orm: npm install drizzle-orm",
       "agentix/testing": "AgentixStorageError: agentix/testing needs the package vitest: npm install -D vitest",
+      "agentix/langchain":
+        "AgentixStorageError: agentix/langchain needs the package @langchain/core: npm install @langchain/core",
+      // Only the SDK's types: the store runs without the SDK (which is what passes it to query()).
+      "agentix/claude-agent-sdk": "ok",
     });
     const some = await importAll(await project("no-drizzle", ["better-sqlite3", "postgres"]));
     expect(some["agentix/sqlite"]).toBe(

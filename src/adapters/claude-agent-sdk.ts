@@ -23,6 +23,14 @@ export interface AgentixSessionStoreOptions {
   agentId?: string;
 }
 
+/** A transcript as {@link AgentixSessionStore.listSessions} lists it (the `SessionStore` interface's shape). */
+export interface ListedTranscript {
+  /** The SDK's session id. */
+  sessionId: string;
+  /** When the transcript was last written: its session's `updated_at`, in integer epoch milliseconds. */
+  mtime: number;
+}
+
 const OPTIONS = z.strictObject({ storage: storageOption, agentId: agentIdOption.optional() });
 
 /** The metadata keys that hold the SDK's key of a session (beside `cwd`, which serves the listings). */
@@ -113,7 +121,7 @@ export class AgentixSessionStore implements SessionStore {
    * The project's main transcripts (no subagents'), with their time of last write (`updated_at`, epoch ms).
    * One listing.
    */
-  async listSessions(projectKey: string): Promise<Array<{ sessionId: string; mtime: number }>> {
+  async listSessions(projectKey: string): Promise<ListedTranscript[]> {
     const records = await this.#storage.listSessions(this.agentId, { cwd: projectKey });
     return records
       .filter((record) => this.#isOwn(record, { projectKey, sessionId: String(record.metadata?.[SESSION]) }))
