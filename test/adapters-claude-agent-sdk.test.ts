@@ -340,6 +340,7 @@ describe.each(backends)("AgentixSessionStore on $name", (backend) => {
         ANTHROPIC_API_KEY: "sk-fake",
         CLAUDE_CONFIG_DIR: config,
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
+        TMPDIR: mkdtempSync(join(scratch, "tmp-")), // Claude Code's own temp files, removed with the scratch dir
       });
       const turn = async (prompt: string, storage: StorageBackend, resume?: string) => {
         let sessionId = "";
