@@ -286,6 +286,18 @@ describe.each(backends)("AgentixChatMessageHistory on $name", (backend) => {
         kwargs: { template: "{x}", inputVariables: ["x"] },
       });
       await expect(other.getMessages()).rejects.toThrow(/message 1 is not a LangChain message/);
+      // A message LangChain cannot build again (a secret it is not given): an agentix error naming it.
+      const broken = history(freshName(), storage);
+      await broken.addMessages([new HumanMessage("x")]);
+      await storage.saveMessage(broken.agentixSessionId, "user", {
+        lc: 1,
+        type: "constructor",
+        id: ["langchain_core", "messages", "HumanMessage"],
+        kwargs: { content: { lc: 1, type: "secret", id: ["AGENTIX_TEST_NO_SUCH_SECRET"] } },
+      });
+      const loadError = await broken.getMessages().catch((e: unknown) => e);
+      expect(loadError).toBeInstanceOf(AgentixStorageError);
+      expect(String(loadError)).toMatch(/message 1 could not be loaded by LangChain/);
     });
 
     it("runs a RunnableWithMessageHistory chain for two turns, the second on a new backend instance", async () => {

@@ -273,7 +273,15 @@ function isCoreMessage(json: JsonValue | undefined): json is JsonObject {
 /** A stored message back as the LangChain message it was. */
 async function toMessage(record: MessageRecord, position: number, sessionId: string): Promise<BaseMessage> {
   const content = record.content;
-  if (isCoreMessage(content)) return load<BaseMessage>(JSON.stringify(content));
+  if (isCoreMessage(content)) {
+    try {
+      return await load<BaseMessage>(JSON.stringify(content));
+    } catch (error) {
+      throw new AgentixStorageError(`session ${sessionId}: message ${position} could not be loaded by LangChain`, {
+        cause: error,
+      });
+    }
+  }
   if (isStoredMessage(content)) return mapStoredMessagesToChatMessages([content])[0] as BaseMessage;
   // Written by something else (agentix's own API, the CLI's import): plain text or content blocks, by role.
   const text = plainContent(content);
