@@ -224,6 +224,22 @@ describe.each(backends)("AgentixSessionStore on $name", (backend) => {
       expect((await s.load(key))?.filter((e) => e.type === "tag")).toHaveLength(3);
     });
 
+    it("creates a transcript once when its first appends race, each batch stored once", async () => {
+      const storage = backend.open();
+      const s = store(storage);
+      const racer = store(backend.open());
+      const key = { projectKey: freshProject(), sessionId: "first-race" };
+      const batches = [0, 1, 2, 3].map((i) => [withUuid(i), withUuid(i + 10)]);
+      await Promise.all(
+        [...batches, batches[0] as SessionStoreEntry[]].map((b, i) => (i % 2 ? racer : s).append(key, b)),
+      );
+      expect(await storage.countMessages(s.sessionIdOf(key))).toBe(8);
+      expect((await s.load(key))?.map((e) => e.n).sort((a, b) => Number(a) - Number(b))).toEqual([
+        0, 1, 2, 3, 10, 11, 12, 13,
+      ]);
+      expect((await s.listSessions(key.projectKey)).map((x) => x.sessionId)).toEqual(["first-race"]);
+    });
+
     it("refuses keys agentix cannot store, writing nothing", async () => {
       const storage = backend.open();
       const s = store(storage);
