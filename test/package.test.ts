@@ -88,6 +88,8 @@ const SUBPATHS = [
   "agentix/testing",
   "agentix/openai-agents",
   "agentix/ai-sdk",
+  "agentix/langchain",
+  "agentix/claude-agent-sdk",
 ];
 
 /** Imports every subpath in the project, in a plain Node process: "ok" or the error, per subpath. */
@@ -221,15 +223,18 @@ describe("a user's project", () => {
       "vitest",
       "@openai/agents-core",
       "ai",
+      "@langchain/core",
+      "@anthropic-ai/claude-agent-sdk",
     ]);
     expect(await importAll(dir)).toEqual(Object.fromEntries(SUBPATHS.map((s) => [s, "ok"])));
     // Node 20.19+ and 22.12+ require() ES modules, unless their graph has top-level await (the driver subpaths').
     if (!(process.features as { require_module?: boolean }).require_module) return;
-    const script = `for (const s of ["agentix", "agentix/schema", "agentix/testing", "agentix/openai-agents", "agentix/ai-sdk"]) console.log(s, Object.keys(require(s)).length > 0);`;
+    const script = `for (const s of ["agentix", "agentix/schema", "agentix/testing", "agentix/openai-agents", "agentix/ai-sdk", "agentix/langchain", "agentix/claude-agent-sdk"]) console.log(s, Object.keys(require(s)).length > 0);`;
     await writeFile(join(dir, "require.cjs"), script);
     const { stdout } = await run(process.execPath, ["--no-warnings", "require.cjs"], { cwd: dir, env: cleanEnv() });
     expect(stdout).toBe(
-      "agentix true\nagentix/schema true\nagentix/testing true\nagentix/openai-agents true\nagentix/ai-sdk true\n",
+      "agentix true\nagentix/schema true\nagentix/testing true\nagentix/openai-agents true\nagentix/ai-sdk true\n" +
+        "agentix/langchain true\nagentix/claude-agent-sdk true\n",
     );
   });
 
@@ -248,6 +253,10 @@ describe("a user's project", () => {
       "agentix/openai-agents":
         "AgentixStorageError: agentix/openai-agents needs the package @openai/agents-core: npm install @openai/agents-core",
       "agentix/ai-sdk": "AgentixStorageError: agentix/ai-sdk needs the package ai: npm install ai",
+      "agentix/langchain":
+        "AgentixStorageError: agentix/langchain needs the package @langchain/core: npm install @langchain/core",
+      // Only the SDK's types: the store runs without the SDK (which is what passes it to query()).
+      "agentix/claude-agent-sdk": "ok",
     });
     const some = await importAll(await project("no-drizzle", ["better-sqlite3", "postgres"]));
     expect(some["agentix/sqlite"]).toBe(

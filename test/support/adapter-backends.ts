@@ -1,0 +1,101 @@
+// The five backends, for the framework adapters' tests: each `open()` is a new backend instance on the same store
+// (the same directory, file, schema or key prefix), so that a test can stop one instance and resume on another, as
+// a second process would. Memory has no store beyond its instance: its `open()` returns the one instance.
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import postgres from "postgres";
+import { inject } from "vitest";
+import type { StorageBackend } from "../../src/core/backend.js";
+import { FileStorageBackend } from "../../src/file.js";
+import { MemoryStorageBackend } from "../../src/memory.js";
+import { PostgresStorageBackend } from "../../src/postgres.js";
+import { RedisStorageBackend } from "../../src/redis.js";
+import { SqliteStorageBackend } from "../../src/sqlite.js";
+
+export interface AdapterBackend {
+  name: "memory" | "file" | "sqlite" | "postgres" | "redis";
+  /** Whether the backend's server is there (Postgres, Redis); the global setup fails the run under CI=true if not. */
+  available: boolean;
+  /** A new backend instance on this test file's store (Memory: its one instance). Closed by `closeAll`. */
+  open(): StorageBackend;
+  /** Whether two instances share the store (every backend but Memory). */
+  shared: boolean;
+}
+
+/** The five backends on stores of their own, named after `tag`; `cleanUp()` closes every instance and removes them. */
+export function adapterBackends(tag: string): {
+  backends: AdapterBackend[];
+  /** Closes the instances opened so far but Memory's (an `afterEach`: Postgres connections are a shared budget). */
+  closeOpened: () => Promise<void>;
+  cleanUp: () => Promise<void>;
+} {
+  const pgUrl = inject("postgresUrl");
+  const redisUrl = inject("redisUrl");
+  const id = `${tag}_${randomUUID().slice(0, 8)}`;
+  const dir = mkdtempSync(join(tmpdir(), `agentix-${tag}-`));
+  const opened: StorageBackend[] = [];
+  const track = <T extends StorageBackend>(backend: T): T => {
+    opened.push(backend);
+    return backend;
+  };
+  let memory: MemoryStorageBackend | undefined;
+  const backends: AdapterBackend[] = [
+    { name: "memory", available: true, shared: false, open: () => (memory ??= track(new MemoryStorageBackend())) },
+    {
+      name: "file",
+      available: true,
+      shared: true,
+      open: () => track(new FileStorageBackend({ basePath: join(dir, "file") })),
+    },
+    {
+      name: "sqlite",
+      available: true,
+      shared: true,
+      open: () => track(new SqliteStorageBackend({ path: join(dir, "db.sqlite") })),
+    },
+    {
+      name: "postgres",
+      available: pgUrl !== null,
+      shared: true,
+      open: () => track(new PostgresStorageBackend({ url: pgUrl as string, schema: `agentix_test_${id}`, max: 4 })),
+    },
+    {
+      name: "redis",
+      available: redisUrl !== null,
+      shared: true,
+      open: () => track(new RedisStorageBackend({ url: redisUrl as string, prefix: `agentix-test-${id}` })),
+    },
+  ];
+  const closeOpened = async () => {
+    const open = opened.splice(0).filter((b) => b !== memory);
+    if (memory) opened.push(memory);
+    await Promise.all(open.map((b) => b.close()));
+  };
+  const cleanUp = async () => {
+    await Promise.all(opened.splice(0).map((b) => b.close()));
+    rmSync(dir, { recursive: true, force: true });
+    if (pgUrl) {
+      const sql = postgres(pgUrl, { onnotice: () => {} });
+      await sql`drop schema if exists ${sql(`agentix_test_${id}`)} cascade`;
+      await sql.end();
+    }
+    if (redisUrl) await dropPrefix(redisUrl, `agentix-test-${id}`);
+  };
+  return { backends, closeOpened, cleanUp };
+}
+
+/** Deletes every key of a prefix: SCAN (never KEYS) with the glob characters escaped, then UNLINK. */
+export async function dropPrefix(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url);
+  const pattern = `${prefix.replace(/[*?[\]\\]/g, "\\$&")}:*`;
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+    if (keys.length > 0) await redis.unlink(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+  await redis.quit();
+}
