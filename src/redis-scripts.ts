@@ -23,14 +23,8 @@ const TEMP_TTL_MS = 600_000;
 /** How many idempotency keys a session remembers (the contract's minimum). */
 const KEYS_KEPT = 1000;
 
-// Every script gets the key namespace as ARGV[1] and builds its keys from it (see `key` and `cwdKey`).
-export const prelude = `
-local base = ARGV[1]
-local FIELDS = {'session_id', 'agent_id', 'created_at', 'updated_at', 'metadata'}
-local function key(kind, id) return base .. ':' .. kind .. ':' .. id end
--- The agent id's byte length makes (agent, cwd) -> key one-to-one although both may contain ':'.
-local function cwdKey(agent, cwd) return base .. ':cwd:' .. #agent .. ':' .. agent .. ':' .. cwd end
--- Byte order, as in JS for our ASCII ids and fixed-shape timestamps (Lua's '<' follows Redis's LC_COLLATE).
+/** Lua helpers shared with the cluster mode's scripts (src/redis-cluster-scripts.ts). */
+export const luaLess = `-- Byte order, as in JS for our ASCII ids and fixed-shape timestamps (Lua's '<' follows Redis's LC_COLLATE).
 local function less(a, b)
   for i = 1, math.min(#a, #b) do
     local x, y = a:byte(i), b:byte(i)
@@ -38,11 +32,8 @@ local function less(a, b)
   end
   return #a < #b
 end
-local function index(agent, id, score, cwd)
-  redis.call('ZADD', key('index', agent), score, id)
-  if cwd then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
-end
--- Appends lines (each message's JSON up to its timestamp's value) with the timestamp ts; the list's new length.
+`;
+export const luaPush = `-- Appends lines (each message's JSON up to its timestamp's value) with the timestamp ts; the list's new length.
 -- unpack is bounded by Lua's stack: RPUSH in chunks, still in one atomic script.
 local function push(list, heads, first, ts)
   local tail = ts .. '"}'
@@ -52,7 +43,20 @@ local function push(list, heads, first, ts)
   for i = 1, #lines, 1000 do length = redis.call('RPUSH', list, unpack(lines, i, math.min(i + 999, #lines))) end
   return length
 end
--- The session's keys besides its hash, deleted with it and never inherited by a new session of the same id.
+`;
+
+// Every script gets the key namespace as ARGV[1] and builds its keys from it (see `key` and `cwdKey`).
+export const prelude = `
+local base = ARGV[1]
+local FIELDS = {'session_id', 'agent_id', 'created_at', 'updated_at', 'metadata'}
+local function key(kind, id) return base .. ':' .. kind .. ':' .. id end
+-- The agent id's byte length makes (agent, cwd) -> key one-to-one although both may contain ':'.
+local function cwdKey(agent, cwd) return base .. ':cwd:' .. #agent .. ':' .. agent .. ':' .. cwd end
+${luaLess}local function index(agent, id, score, cwd)
+  redis.call('ZADD', key('index', agent), score, id)
+  if cwd then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
+end
+${luaPush}-- The session's keys besides its hash, deleted with it and never inherited by a new session of the same id.
 local function extraKeys(id) return key('messages', id), key('keys', id), key('keyorder', id), key('edits', id) end
 -- What a chunked read or fork checks to know that positions it already read did not change: appends only add
 -- positions, so the session (its created_at) and its count of edits that removed messages.

@@ -3,7 +3,7 @@
  * @module agentix/redis
  */
 import { randomUUID } from "node:crypto";
-import type { Redis as RedisClient, RedisOptions } from "ioredis";
+import type { Cluster, ClusterOptions, Redis as RedisClient, RedisOptions } from "ioredis";
 import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
@@ -35,23 +35,34 @@ import {
   scripts,
   toRecord,
 } from "./redis-scripts.js";
-import { checkServer, validDatabase } from "./redis-server.js";
+import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands } from "./redis-cluster.js";
+import { checkServer, isClusterUrl, parseClusterUrl, validDatabase } from "./redis-server.js";
 
-const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
+const { Redis, Cluster: ClusterClass } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
 
 /** Options of {@link RedisStorageBackend}: `url` or `client`, and `prefix`. */
 export type RedisStorageOptions = (
   | {
-      /** `redis://` or `rediss://` URL; the backend opens (lazily, on first use) and closes its own connection. */
+      /**
+       * `redis://` or `rediss://` URL; the backend opens (lazily, on first use) and closes its own connection.
+       * `redis+cluster://host:port,host:port` (`rediss+cluster://` for TLS) connects to a Redis Cluster
+       * (cluster mode, see the README).
+       */
       url: string;
-      /** Passed to `new Redis(url, redisOptions)`, e.g. `{ tls: {...}, connectTimeout: 5000 }`. */
+      /**
+       * Passed to `new Redis(url, redisOptions)`, e.g. `{ tls: {...}, connectTimeout: 5000 }`; with a cluster URL,
+       * to each node's connection (`ClusterOptions.redisOptions`).
+       */
       redisOptions?: RedisOptions;
       /** @hidden */
       client?: never;
     }
   | {
-      /** An ioredis client of yours (standalone or Sentinel, not Cluster). `close()` leaves it open; the `...Sync` methods need `url`. */
-      client: RedisClient;
+      /**
+       * An ioredis client of yours: a `Redis` (standalone or Sentinel) or a `Cluster` (cluster mode). `close()`
+       * leaves it open; the `...Sync` methods need `url`.
+       */
+      client: RedisClient | Cluster;
       /** @hidden */
       url?: never;
       /** @hidden */
@@ -70,10 +81,11 @@ const optionsSchema = z
   .strictObject({
     url: z
       .string()
-      .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
-      .refine(validDatabase, "the path must be a database index, e.g. redis://host:6379/0")
+      .regex(/^rediss?(\+cluster)?:\/\//, "must be a redis://, rediss:// or redis+cluster:// URL")
+      .refine((url) => !isClusterUrl(url) || parseClusterUrl(url), "must be redis+cluster://host:port,host:port")
+      .refine((url) => isClusterUrl(url) || validDatabase(url), "the path must be a database index, e.g. redis://host:6379/0")
       .optional(),
-    client: z.custom<RedisClient>(isClient, { message: "must be an ioredis client (Redis, not Cluster)" }).optional(),
+    client: z.custom<RedisClient | Cluster>(isClient, { message: "must be an ioredis client (Redis or Cluster)" }).optional(),
     redisOptions: z.custom<RedisOptions>(isPlainObject, { message: "must be a plain object" }).optional(),
     prefix: z
       .string()
@@ -101,13 +113,18 @@ type ScriptCommands = { [name in keyof typeof scripts]: (...args: Arg[]) => Prom
  */
 export class RedisStorageBackend extends StorageBackend {
   readonly #options: { url?: string | undefined; redisOptions?: RedisOptions | undefined; prefix: string };
-  readonly #external: RedisClient | undefined;
+  readonly #external: RedisClient | Cluster | undefined;
+  /** Cluster mode (a `Cluster` client or a cluster URL): the primitives whose keys span slots are #store's. */
+  readonly #clusterMode: boolean;
+  readonly #clusterKeys: ClusterKeys;
+  #store: ClusterStore | undefined;
   /** This backend as a writer: its writes are numbered, so that a resent one is applied once (see agentixAppend). */
   readonly #writer = randomUUID();
   #ops = { hour: -1, count: 0, expiring: "" };
   #client: (RedisClient & ScriptCommands) | undefined;
   /** The first-use check of the server (see #ready), memoised once it passed. */
   #checked: Promise<RedisClient & ScriptCommands> | undefined;
+  #clusterClient: ClusterClient | undefined;
   /** The last error the connection reported (ioredis only emits a failed SELECT on connect). */
   #lastError: unknown;
 
@@ -116,10 +133,19 @@ export class RedisStorageBackend extends StorageBackend {
     const { client, ...rest } = parseOptions(optionsSchema, options, "RedisStorageBackend");
     this.#options = rest;
     this.#external = client;
+    this.#clusterMode = client ? (client as { isCluster?: boolean }).isCluster === true : isClusterUrl(rest.url ?? "");
+    this.#clusterKeys = new ClusterKeys(rest.prefix);
+  }
+
+  /** The cluster mode's primitives, `undefined` in standalone mode (checked, connected on first use). */
+  async #cluster(): Promise<ClusterStore | undefined> {
+    if (!this.#clusterMode) return undefined;
+    await this.#ready();
+    return this.#store;
   }
 
   protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
-    const existing = await this.#insert(record, []);
+    const existing = await ((await this.#cluster())?.insert(record, []) ?? this.#insert(record, []));
     if (existing === null) return null;
     const found = fieldsRecord(existing);
     // A hash that exists but is not a session (fields missing): neither stored nor a record to return.
@@ -134,6 +160,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.query(agentId, query);
     const redis = await this.#ready();
     const { cwd, limit, before } = query;
     const reply = await redis.agentixList(
@@ -153,6 +181,8 @@ export class RedisStorageBackend extends StorageBackend {
     metadata: JsonObject | null,
     at: string,
   ): Promise<SessionRecord | null> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.replaceMetadata(sessionId, metadata, at);
     const redis = await this.#ready();
     const cwd = cwdOf(metadata);
     const reply = (await redis.agentixMeta(
@@ -168,6 +198,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.copy(sessionId, target);
     const redis = await this.#ready();
     const { session_id, created_at, length, metadata } = target;
     const cwd = metadata === undefined ? null : cwdOf(metadata);
@@ -223,11 +255,15 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.remove(sessionId);
     const redis = await this.#ready();
     await redis.agentixRemove(this.#base(), sessionId);
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.append(sessionId, messages);
     const redis = await this.#ready();
     const ts = (messages[0] as MessageRecord).timestamp;
     const { key, bit, setTtl } = this.#nextOp();
@@ -247,6 +283,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.edit(sessionId, edit);
     const redis = await this.#ready();
     const { messages, at, expectedLength, from, pop, idempotency } = edit;
     const { key, bit } = this.#nextOp();
@@ -278,6 +316,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.length(sessionId);
     const redis = await this.#ready();
     return (await redis.agentixLength(this.#base(), sessionId)) as number | null;
   }
@@ -345,6 +385,8 @@ export class RedisStorageBackend extends StorageBackend {
     limit: number,
     agentId: string | undefined,
   ): Promise<SessionRecord[]> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.scan(after, limit, agentId);
     const redis = await this.#ready();
     if (agentId === undefined) return records(await redis.agentixScan(this.#base(), after ?? "", limit));
     // The agent's index is ordered by time: sort its ids here rather than in Lua, which would block Redis.
@@ -362,7 +404,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
-    return (await this.#insert(record, messages)) === null;
+    const cluster = await this.#cluster();
+    return (await (cluster ? cluster.insert(record, messages) : this.#insert(record, messages))) === null;
   }
 
   protected override syncTwin(): SyncTwin {
@@ -384,6 +427,13 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async dispose(): Promise<void> {
+    const cluster = this.#clusterClient;
+    this.#clusterClient = undefined;
+    this.#store = undefined;
+    if (cluster && !this.#external) {
+      if (cluster.status === "wait") cluster.disconnect();
+      else await cluster.quit().catch(() => cluster.disconnect());
+    }
     const client = this.#client;
     this.#client = undefined;
     this.#checked = undefined;
@@ -420,6 +470,13 @@ export class RedisStorageBackend extends StorageBackend {
    */
   #ready(): Promise<RedisClient & ScriptCommands> {
     if (this.#checked) return this.#checked;
+    if (this.#clusterMode) {
+      // Only the plain commands on one session's keys (reads) go through this client as a Redis: they are the same
+      // commands on a Cluster, which routes each to its slot's node.
+      const cluster = this.#cluster$();
+      this.#checked = Promise.resolve(cluster as unknown as RedisClient & ScriptCommands);
+      return this.#checked;
+    }
     const client = this.#redis();
     this.#checked = checkServer(client, () => this.#lastError).then(
       () => client,
@@ -429,6 +486,36 @@ export class RedisStorageBackend extends StorageBackend {
       },
     );
     return this.#checked;
+  }
+
+  /** The cluster client, created on first use (cluster mode), its scripts defined. */
+  #cluster$(): ClusterClient {
+    if (this.#clusterClient) return this.#clusterClient;
+    let client = this.#external as Cluster | undefined;
+    if (!client) {
+      const { nodes, username, password, tls } = parseClusterUrl(this.#options.url as string) as NonNullable<
+        ReturnType<typeof parseClusterUrl>
+      >;
+      const redisOptions: RedisOptions = {
+        connectTimeout: CONNECT_TIMEOUT_MS,
+        maxRetriesPerRequest: MAX_RETRIES_PER_REQUEST,
+        ...(username === undefined ? {} : { username }),
+        ...(password === undefined ? {} : { password }),
+        ...(tls ? { tls: {} } : {}),
+        ...this.#options.redisOptions,
+      };
+      // The cast: ioredis's constructor types reject an optional redisOptions under exactOptionalPropertyTypes.
+      const options = { lazyConnect: true, redisOptions } as ClusterOptions & {
+        redisOptions: RedisOptions & { replyMapping?: "legacy" };
+      };
+      client = new ClusterClass(nodes, options);
+      client.on("error", (error: unknown) => {
+        this.#lastError = error;
+      });
+    }
+    this.#clusterClient = defineClusterCommands(client);
+    this.#store = new ClusterStore(this.#clusterClient, this.#options.prefix);
+    return this.#clusterClient;
   }
 
   /** The client, created on first use; with `lazyConnect` a backend that is never used opens nothing. */
@@ -471,6 +558,7 @@ export class RedisStorageBackend extends StorageBackend {
 
   /** A key for a plain command (ioredis adds the client's own `keyPrefix` to it). */
   #key(kind: "session" | "messages" | "index" | "edits" | "tmp", id: string): string {
+    if (this.#clusterMode && kind !== "index" && kind !== "tmp") return this.#clusterKeys.session(kind, id);
     return `${this.#options.prefix}:${kind}:${id}`;
   }
 
@@ -488,9 +576,9 @@ async function exec(multi: ReturnType<RedisClient["multi"]>): Promise<unknown[]>
   });
 }
 
-/** An ioredis `Redis` (also from another copy of ioredis); a `Cluster` cannot run scripts across slots. */
-function isClient(value: unknown): value is RedisClient {
-  if (value instanceof Redis) return true;
-  const v = value as { defineCommand?: unknown; isCluster?: unknown } | null;
-  return typeof v?.defineCommand === "function" && v.isCluster !== true;
+/** An ioredis `Redis` or `Cluster` (also from another copy of ioredis). */
+function isClient(value: unknown): value is RedisClient | Cluster {
+  if (value instanceof Redis || value instanceof ClusterClass) return true;
+  const v = value as { defineCommand?: unknown } | null;
+  return typeof v?.defineCommand === "function";
 }
