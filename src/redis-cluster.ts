@@ -57,7 +57,9 @@ export class ClusterKeys {
   }
   /** All of a session's data keys, in the order the scripts take them. */
   sessionKeys(id: string): string[] {
-    return (["session", "messages", "keys", "keyorder", "edits", "sessioncwd"] as const).map((k) => this.session(k, id));
+    return (["session", "messages", "keys", "keyorder", "edits", "sessioncwd"] as const).map((k) =>
+      this.session(k, id),
+    );
   }
   agent(agentId: string): string {
     if (!/[{}]/.test(agentId) && !agentId.startsWith("#")) return `{${agentId}}`;
@@ -156,7 +158,11 @@ export class ClusterStore {
     if (moved === 1 && agent && updated) await this.#indexed(id, agent, updated, cwd, false);
     if (agent === null) return { status: "not-found" }; // a resent edit of a session deleted since
     if (status === "conflict" || status === "out-of-range") return { status, length: value as number };
-    const written = JSON.parse(value as string) as { fingerprint: string; length: number; popped: MessageRecord | null };
+    const written = JSON.parse(value as string) as {
+      fingerprint: string;
+      length: number;
+      popped: MessageRecord | null;
+    };
     return status === "replayed"
       ? { status, ...written }
       : { status: "written", length: written.length, popped: written.popped };
@@ -195,10 +201,9 @@ export class ClusterStore {
   }
 
   async length(id: string): Promise<number | null> {
-    return (await this.redis.agentixLength(
-      this.keys.session("session", id),
-      this.keys.session("messages", id),
-    )) as number | null;
+    return (await this.redis.agentixLength(this.keys.session("session", id), this.keys.session("messages", id))) as
+      | number
+      | null;
   }
 
   async remove(id: string): Promise<void> {
@@ -231,10 +236,7 @@ export class ClusterStore {
         ...[0, 1, 4, 5].map((i) => source[i] as string),
         wanted ?? "",
         CHUNK,
-      )) as [
-        string,
-        ...unknown[],
-      ];
+      )) as [string, ...unknown[]];
       if (start[0] === "not-found") return { status: "not-found" };
       if (start[0] === "out-of-range") return { status: "out-of-range", length: start[1] as number };
       const [, agent, metadata, stamp, length, sourceCwd, ...lines] = start as [
@@ -288,7 +290,11 @@ export class ClusterStore {
         | string[]
         | null;
       // The source changed, or a chunk was pushed twice (resent after a dropped connection): start again.
-      if (lines === null || lines.length !== stop - copied || (await this.redis.agentixTempPush(temp, lines)) !== stop) {
+      if (
+        lines === null ||
+        lines.length !== stop - copied ||
+        (await this.redis.agentixTempPush(temp, lines)) !== stop
+      ) {
         await this.redis.unlink(temp);
         return -1;
       }
@@ -374,7 +380,12 @@ export class ClusterStore {
     const record = toRecord(await this.redis.hgetall(this.keys.session("session", id)));
     if (!record || (agentId !== undefined && record.agent_id !== agentId)) return;
     if (cwd !== undefined && cwdOf(record.metadata) !== cwd) return;
-    await this.redis.zadd(key, "GT", key === this.keys.sessions() || key === this.keys.ids(record.agent_id) ? 0 : Date.parse(record.updated_at), id);
+    await this.redis.zadd(
+      key,
+      "GT",
+      key === this.keys.sessions() || key === this.keys.ids(record.agent_id) ? 0 : Date.parse(record.updated_at),
+      id,
+    );
   }
 
   /** A session's index step: its index (and cwd index) entries moved forward, and when new, its id in the id sets. */

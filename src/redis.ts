@@ -21,6 +21,7 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
+import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands } from "./redis-cluster.js";
 import {
   CHUNK,
   copyOutcome,
@@ -35,10 +36,11 @@ import {
   scripts,
   toRecord,
 } from "./redis-scripts.js";
-import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands } from "./redis-cluster.js";
 import { checkServer, isClusterUrl, parseClusterUrl, validDatabase } from "./redis-server.js";
 
-const { Redis, Cluster: ClusterClass } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
+const { Redis, Cluster: ClusterClass } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", [
+  "ioredis",
+]);
 
 /** Options of {@link RedisStorageBackend}: `url` or `client`, and `prefix`. */
 export type RedisStorageOptions = (
@@ -83,9 +85,14 @@ const optionsSchema = z
       .string()
       .regex(/^rediss?(\+cluster)?:\/\//, "must be a redis://, rediss:// or redis+cluster:// URL")
       .refine((url) => !isClusterUrl(url) || parseClusterUrl(url), "must be redis+cluster://host:port,host:port")
-      .refine((url) => isClusterUrl(url) || validDatabase(url), "the path must be a database index, e.g. redis://host:6379/0")
+      .refine(
+        (url) => isClusterUrl(url) || validDatabase(url),
+        "the path must be a database index, e.g. redis://host:6379/0",
+      )
       .optional(),
-    client: z.custom<RedisClient | Cluster>(isClient, { message: "must be an ioredis client (Redis or Cluster)" }).optional(),
+    client: z
+      .custom<RedisClient | Cluster>(isClient, { message: "must be an ioredis client (Redis or Cluster)" })
+      .optional(),
     redisOptions: z.custom<RedisOptions>(isPlainObject, { message: "must be a plain object" }).optional(),
     prefix: z
       .string()

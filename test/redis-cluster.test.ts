@@ -4,9 +4,11 @@
 import { randomUUID } from "node:crypto";
 import { Cluster } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { ValidationError } from "../src/core/errors.js";
 import { RedisStorageBackend } from "../src/redis.js";
 import { parseClusterUrl } from "../src/redis-server.js";
 import { runConformanceSuite } from "../src/testing/index.js";
+import { createStorageBackend } from "../src/url.js";
 
 const url = inject("redisClusterUrl");
 const prefix = `agentix-test-${randomUUID().slice(0, 8)}`;
@@ -41,6 +43,134 @@ describe.skipIf(!url)("RedisStorageBackend in cluster mode", () => {
   runConformanceSuite("RedisStorageBackend (cluster)", {
     create: () => new RedisStorageBackend({ url: clusterUrl, prefix }),
   });
+
+  const slotOf = async (key: string) => (await raw.cluster("KEYSLOT", key)) as number;
+  const dataKeys = async (p: string) =>
+    (await clusterKeysOf(raw, p)).filter((key) => !key.startsWith(`${p}:op:`) && !key.startsWith(`${p}:tmp:`));
+
+  it("writes the documented cluster layout: a session's keys in its slot, an agent's index keys in the agent's", async () => {
+    const p = `${prefix}-layout`;
+    await using b = new RedisStorageBackend({ url: clusterUrl, prefix: p });
+    const agent = "agent:with:colons";
+    const id = await b.createSession(agent, { cwd: "/w" });
+    await b.saveMessage(id, "user", "hi");
+    await b.saveMessages(id, [{ role: "user", content: "again" }], { idempotencyKey: "k" });
+    const fork = await b.forkSession(id);
+    const session = (kind: string, s: string) => `${p}:${kind}:{${s}}`;
+    const agentKeys = [`${p}:index:{${agent}}`, `${p}:ids:{${agent}}`, `${p}:cwd:{${agent}}:/w`];
+    expect(await dataKeys(p)).toEqual(
+      [
+        ...["session", "messages", "keys", "keyorder", "sessioncwd"].map((kind) => session(kind, id)),
+        ...["session", "messages", "sessioncwd"].map((kind) => session(kind, fork)),
+        ...agentKeys,
+        `${p}:sessions`,
+      ].sort(),
+    );
+    // Each session's keys (its op bitmaps too) share its slot; the agent's keys share the agent's.
+    for (const s of [id, fork]) {
+      const keys = (await clusterKeysOf(raw, p)).filter((key) => key.includes(`{${s}}`));
+      expect(new Set(await Promise.all(keys.map(slotOf)))).toEqual(new Set([await slotOf(s)]));
+    }
+    expect(new Set(await Promise.all(agentKeys.map(slotOf)))).toEqual(new Set([await slotOf(agent)]));
+    // The hash and list are the reference's; the index is scored by updated_at, the id set by id.
+    expect(await raw.hgetall(session("session", id))).toStrictEqual({
+      session_id: id,
+      agent_id: agent,
+      created_at: (await b.getSession(id))?.created_at,
+      updated_at: (await b.getSession(id))?.updated_at,
+      metadata: JSON.stringify({ cwd: "/w" }),
+    });
+    expect(await raw.get(session("sessioncwd", id))).toBe("/w");
+    const updated = Date.parse((await b.getSession(id))?.updated_at as string);
+    expect(Number(await raw.zscore(`${p}:index:{${agent}}`, id))).toBe(updated);
+    expect(await raw.zrange(`${p}:ids:{${agent}}`, 0, -1)).toEqual([id, fork].sort());
+    // An op bitmap per session and writer, expiring.
+    const ops = (await clusterKeysOf(raw, p)).filter((key) => key.startsWith(`${p}:op:{${id}}:`));
+    expect(ops.length).toBeGreaterThanOrEqual(1);
+    for (const key of ops) expect(await raw.pttl(key)).toBeGreaterThan(7_000_000);
+    // An agent id with a brace gets a hashed tag: its keys still share one slot.
+    const odd = await b.createSession("}{odd", { cwd: "/o" });
+    const oddKeys = (await dataKeys(p)).filter((key) => key.includes("}{odd"));
+    expect(oddKeys).toHaveLength(3);
+    expect(new Set(await Promise.all(oddKeys.map(slotOf))).size).toBe(1);
+    expect((await b.listSessions("}{odd", { cwd: "/o" })).map((r) => r.session_id)).toEqual([odd]);
+    for (const s of [id, fork, odd]) await b.deleteSession(s);
+    expect(await dataKeys(p)).toEqual([]);
+  });
+
+  it("repairs what a crash between a write's session step and its index step leaves behind", async () => {
+    const p = `${prefix}-crash`;
+    await using b = new RedisStorageBackend({ url: clusterUrl, prefix: p });
+    const agent = `crash-${randomUUID()}`;
+    const index = `${p}:index:{${agent}}`;
+    const ids = `${p}:ids:{${agent}}`;
+    const [a, c, d] = [randomUUID(), randomUUID(), randomUUID()];
+    for (const id of [a, c, d]) await b.createSession(agent, { cwd: "/x" }, { sessionId: id });
+
+    // A create whose index step never ran: retrying it (openSession) completes it; so does its next write.
+    await raw.zrem(index, a);
+    await raw.zrem(ids, a);
+    await raw.zrem(`${p}:sessions`, a);
+    expect((await b.openSession(agent, a)).created).toBe(false);
+    expect(await raw.zscore(index, a)).not.toBeNull();
+    expect(await raw.zscore(ids, a)).toBe("0");
+    await raw.zrem(index, a);
+    await b.saveMessage(a, "user", "moves it forward");
+    expect(Number(await raw.zscore(index, a))).toBe(Date.parse((await b.getSession(a))?.updated_at as string));
+
+    // A delete whose index step never ran: readers skip the stale entries and remove them.
+    for (const kind of ["session", "messages", "sessioncwd"]) await raw.unlink(`${p}:${kind}:{${c}}`);
+    expect((await b.listSessions(agent)).map((r) => r.session_id).sort()).toEqual([a, d].sort());
+    expect((await b.listSessions(agent, { limit: 2 })).map((r) => r.session_id)).toHaveLength(2);
+    expect((await b.scanSessions({ agentId: agent })).map((r) => r.session_id)).toEqual([a, d].sort());
+    expect(await raw.zscore(index, c)).toBeNull();
+    expect(await raw.zscore(ids, c)).toBeNull();
+    expect(await raw.zscore(`${p}:cwd:{${agent}}:/x`, c)).not.toBeNull(); // only lists by cwd repair their index
+    expect((await b.listSessions(agent, { cwd: "/x" })).map((r) => r.session_id).sort()).toEqual([a, d].sort());
+    expect(await raw.zscore(`${p}:cwd:{${agent}}:/x`, c)).toBeNull();
+    expect((await b.scanSessions()).map((r) => r.session_id)).toEqual([a, d].sort());
+    expect(await raw.zscore(`${p}:sessions`, c)).toBeNull();
+
+    // An append whose index step never ran: the entry lags; a list orders by the session's time and repairs it.
+    await raw.zadd(index, 1, d);
+    const listed = await b.listSessions(agent);
+    expect(listed.map((r) => r.session_id)).toEqual(
+      [await b.getSession(a), await b.getSession(d)]
+        .sort((x, y) => (x?.updated_at === y?.updated_at ? 0 : (x?.updated_at ?? "") > (y?.updated_at ?? "") ? -1 : 1))
+        .map((r) => r?.session_id),
+    );
+    expect(Number(await raw.zscore(index, d))).toBe(Date.parse((await b.getSession(d))?.updated_at as string));
+    for (const id of [a, d]) await b.deleteSession(id);
+    expect(await dataKeys(p)).toEqual([]);
+  });
+
+  it("takes redis+cluster:// URLs in createStorageBackend, with ?prefix= and nothing else", async () => {
+    const p = `${prefix}-url`;
+    const storage = await createStorageBackend(`${clusterUrl}?prefix=${p}`);
+    const id = await storage.createSession("url-agent");
+    expect((await clusterKeysOf(raw, p)).some((key) => key === `${p}:session:{${id}}`)).toBe(true);
+    await storage.deleteSession(id);
+    await storage.close();
+    await expect(createStorageBackend(`${clusterUrl}?db=1`)).rejects.toThrow(/unknown query parameter "db"/);
+    for (const bad of [
+      "redis+cluster://",
+      "redis+cluster://h:1,,h:2",
+      "redis+cluster://h:99999",
+      "redis+cluster://h/2",
+    ]) {
+      expect(() => new RedisStorageBackend({ url: bad })).toThrow(ValidationError);
+    }
+    expect(parseClusterUrl("rediss+cluster://u:p%40ss@a:7000,[::1]:7001,b")).toEqual({
+      nodes: [
+        { host: "a", port: 7000 },
+        { host: "::1", port: 7001 },
+        { host: "b", port: 6379 },
+      ],
+      username: "u",
+      password: "p@ss",
+      tls: true,
+    });
+  });
 });
 
 describe.skipIf(!url)("RedisStorageBackend in cluster mode, while slots move", () => {
@@ -60,20 +190,25 @@ describe.skipIf(!url)("RedisStorageBackend in cluster mode, while slots move", (
     // The masters and their slot ranges; sessions whose slots are among the first 64 of one master, which a reshard
     // of 64 slots from it moves.
     type Slots = Array<[number, number, [string, number, string]]>;
-    const slots = (await raw.cluster("SLOTS")) as Slots;
+    const slots = (await raw.cluster("SLOTS")) as unknown as Slots;
     const byNode = new Map<string, { port: number; first: number }>();
     for (const [start, , [, port, nodeId]] of slots) {
       const known = byNode.get(nodeId);
       if (!known || start < known.first) byNode.set(nodeId, { port, first: start });
     }
-    const [[fromId, from], [toId]] = [...byNode.entries()] as Array<[string, { port: number; first: number }]>;
+    const [[fromId, from], [toId]] = [...byNode.entries()] as [
+      [string, { port: number; first: number }],
+      [string, unknown],
+    ];
     const moved = 64;
     const sessions: string[] = [];
     const sessionSlots: number[] = [];
     while (sessions.length < 4) {
       const id = randomUUID();
       const slot = (await raw.cluster("KEYSLOT", id)) as number;
-      if (slot >= from.first && slot < from.first + moved) sessions.push(id), sessionSlots.push(slot);
+      if (slot < from.first || slot >= from.first + moved) continue;
+      sessions.push(id);
+      sessionSlots.push(slot);
     }
     const backends = Array.from({ length: 8 }, () => new RedisStorageBackend({ url: clusterUrl, prefix: movePrefix }));
     const agent = `movers-${randomUUID()}`;
@@ -120,7 +255,7 @@ describe.skipIf(!url)("RedisStorageBackend in cluster mode, while slots move", (
     await Promise.all([reshard, ...writers]);
 
     // The sessions' slots did move, every acknowledged append is there once, nothing else is.
-    const after = (await raw.cluster("SLOTS")) as Slots;
+    const after = (await raw.cluster("SLOTS")) as unknown as Slots;
     for (const slot of sessionSlots) {
       expect(after.find(([start, end]) => start <= slot && slot <= end)?.[2][2]).toBe(toId);
     }
