@@ -83,7 +83,7 @@ describe.skipIf(!url)("RedisStorageBackend in cluster mode", () => {
     expect(await raw.get(session("sessioncwd", id))).toBe("/w");
     const updated = Date.parse((await b.getSession(id))?.updated_at as string);
     expect(Number(await raw.zscore(`${p}:index:{${agent}}`, id))).toBe(updated);
-    expect(await raw.zrange(`${p}:ids:{${agent}}`, 0, -1)).toEqual([id, fork].sort());
+    expect(await raw.zrange(`${p}:ids:{${agent}}`, 0, "-1")).toEqual([id, fork].sort());
     // An op bitmap per session and writer, expiring.
     const ops = (await clusterKeysOf(raw, p)).filter((key) => key.startsWith(`${p}:op:{${id}}:`));
     expect(ops.length).toBeGreaterThanOrEqual(1);
