@@ -56,6 +56,15 @@ ${luaLess}local function index(agent, id, score, cwd)
   redis.call('ZADD', key('index', agent), score, id)
   if cwd then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
 end
+-- The agent's id-ordered set {base}:ids:{agent} (scans by agent) exists once a scan built it; while one builds it,
+-- {base}:idsbuild:{agent}. Writers keep whichever exists up to date.
+local function idSets(agent, command, id)
+  for _, k in ipairs({key('ids', agent), key('idsbuild', agent)}) do
+    if redis.call('EXISTS', k) == 1 then
+      if command == 'ZADD' then redis.call('ZADD', k, 0, id) else redis.call('ZREM', k, id) end
+    end
+  end
+end
 ${luaPush}-- The session's keys besides its hash, deleted with it and never inherited by a new session of the same id.
 local function extraKeys(id) return key('messages', id), key('keys', id), key('keyorder', id), key('edits', id) end
 -- What a chunked read or fork checks to know that positions it already read did not change: appends only add
@@ -74,6 +83,7 @@ local function register(agent, to, at, score, metadata, cwd)
   if cwd then redis.call('HSET', base .. ':cwds', to, cwd) else redis.call('HDEL', base .. ':cwds', to) end
   redis.call('ZADD', base .. ':sessions', 0, to)
   index(agent, to, score, cwd)
+  idSets(agent, 'ZADD', to)
 end
 `;
 
@@ -90,6 +100,7 @@ local cwd = ARGV[8] == '1' and ARGV[9] or nil
 if cwd then redis.call('HSET', base .. ':cwds', id, cwd) end
 redis.call('ZADD', base .. ':sessions', 0, id)
 index(agent, id, ARGV[7], cwd)
+idSets(agent, 'ZADD', id)
 redis.call('UNLINK', extraKeys(id))
 for i = 10, #ARGV, 1000 do
   redis.call('RPUSH', key('messages', id), unpack(ARGV, i, math.min(i + 999, #ARGV)))
@@ -282,6 +293,7 @@ if cwd then redis.call('ZREM', cwdKey(agent, cwd), id) end
 redis.call('HDEL', base .. ':cwds', id)
 redis.call('ZREM', base .. ':sessions', id)
 redis.call('ZREM', key('index', agent), id)
+idSets(agent, 'ZREM', id)
 return 1`,
   // ARGV: base, agent, has cwd, cwd, limit (-1: all), before score ('' : none), before id
   agentixList: `
@@ -305,6 +317,37 @@ else
 end
 for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
 return ids`,
+  // ARGV: base, agent, after ('': from the start), limit. A page of the agent's sessions in id order from its id set,
+  // or nil when the set must be built first (agentixIdsBuild, agentixIdsPublish).
+  agentixScanAgent: `
+local agent, limit = ARGV[2], tonumber(ARGV[4])
+local ids = key('ids', agent)
+if redis.call('EXISTS', ids) == 0 then
+  if redis.call('EXISTS', key('index', agent)) == 0 then return {} end
+  return false
+end
+local page = redis.call('ZRANGEBYLEX', ids, ARGV[3] == '' and '-' or '(' .. ARGV[3], '+', 'LIMIT', 0, limit)
+for i, id in ipairs(page) do page[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
+return page`,
+  // ARGV: base, agent, ids from the agent's index... Adds those still the agent's sessions to the set being built,
+  // which it creates first (with the member '', never an id, so that writers keep it even while empty). 0 when the
+  // set is built already.
+  agentixIdsBuild: `
+local agent = ARGV[2]
+if redis.call('EXISTS', key('ids', agent)) == 1 then return 0 end
+local build = key('idsbuild', agent)
+redis.call('ZADD', build, 0, '')
+for i = 3, #ARGV do
+  if redis.call('HGET', key('session', ARGV[i]), 'agent_id') == agent then redis.call('ZADD', build, 0, ARGV[i]) end
+end
+return 1`,
+  // ARGV: base, agent. Publishes the set built (all of the index scanned since it was created).
+  agentixIdsPublish: `
+local build = key('idsbuild', ARGV[2])
+if redis.call('EXISTS', build) == 0 then return 0 end
+redis.call('ZREM', build, '')
+if redis.call('EXISTS', build) == 1 then redis.call('RENAME', build, key('ids', ARGV[2])) end
+return 1`,
   // ARGV: base, after ('' : from the start), limit
   agentixScan: `
 local from = ARGV[2] == '' and '-' or '(' .. ARGV[2]

@@ -396,18 +396,31 @@ export class RedisStorageBackend extends StorageBackend {
     if (cluster) return cluster.scan(after, limit, agentId);
     const redis = await this.#ready();
     if (agentId === undefined) return records(await redis.agentixScan(this.#base(), after ?? "", limit));
-    // The agent's index is ordered by time: sort its ids here rather than in Lua, which would block Redis.
-    const ids = (await redis.zrange(this.#key("index", agentId), 0, "-1"))
-      .filter((id) => after === null || id > after)
-      .sort()
-      .slice(0, limit);
-    const pipeline = redis.pipeline();
-    for (const id of ids) pipeline.hgetall(this.#key("session", id));
-    const hashes = (await pipeline.exec()) ?? [];
-    return hashes.flatMap(([error, hash]) => {
-      if (error) throw error;
-      return toRecord(hash as Record<string, string>) ?? []; // deleted meanwhile
-    });
+    // The agent's id-ordered set: a page is O(page). The first scan of an agent builds it from the agent's index.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const page = await redis.agentixScanAgent(this.#base(), agentId, after ?? "", limit);
+      if (page !== null) return records(page);
+      await this.#buildIds(redis, agentId);
+    }
+    throw new AgentixStorageError(`RedisStorageBackend: the id set of agent ${JSON.stringify(agentId)} was not built`);
+  }
+
+  /**
+   * Builds an agent's id set {prefix}:ids:{agent} from its index, a thousand ids per script so that none blocks
+   * Redis for long. The set being built exists (and writers keep it) before the scan of the index starts, so every
+   * session is in it: those there throughout are found by ZSCAN, those created or deleted meanwhile are added or
+   * removed by their writers, and a script adds an id only while its session is the agent's.
+   */
+  async #buildIds(redis: RedisClient & ScriptCommands, agentId: string): Promise<void> {
+    if ((await redis.agentixIdsBuild(this.#base(), agentId)) === 0) return;
+    let cursor = "0";
+    do {
+      const [next, flat] = await redis.zscan(this.#key("index", agentId), cursor, "COUNT", 1000);
+      const ids = flat.filter((_, i) => i % 2 === 0);
+      if ((await redis.agentixIdsBuild(this.#base(), agentId, ids)) === 0) return;
+      cursor = next;
+    } while (cursor !== "0");
+    await redis.agentixIdsPublish(this.#base(), agentId);
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
