@@ -7,7 +7,7 @@
  * @internal
  */
 import { createHash, randomUUID } from "node:crypto";
-import type { Cluster } from "ioredis";
+import type { Cluster, ClusterOptions, RedisOptions } from "ioredis";
 import type { ForkTarget } from "./core/backend.js";
 import { AgentixStorageError } from "./core/errors.js";
 import { compareSessions, cwdOf, isAfter } from "./core/records.js";
@@ -22,6 +22,7 @@ import type {
 } from "./core/types.js";
 import { clusterCommands, type clusterScripts } from "./redis-cluster-scripts.js";
 import { CHUNK, type Fields, fieldsRecord, heads, toRecord } from "./redis-scripts.js";
+import { parseClusterUrl } from "./redis-server.js";
 
 type Arg = string | number | string[];
 type Commands = {
@@ -36,6 +37,22 @@ const OP_KEY_MS = 3_600_000;
 const OP_SESSIONS = 10_000;
 /** Attempts of a chunked fork whose source is edited meanwhile. */
 const FORK_ATTEMPTS = 5;
+
+/** A lazily connecting Cluster client for a `redis+cluster://` URL (validated), each node's options `redisOptions`. */
+export function openCluster(ClusterClass: typeof Cluster, url: string, redisOptions: RedisOptions): Cluster {
+  const { nodes, username, password, tls } = parseClusterUrl(url) as NonNullable<ReturnType<typeof parseClusterUrl>>;
+  const options = {
+    lazyConnect: true,
+    redisOptions: {
+      ...(username === undefined ? {} : { username }),
+      ...(password === undefined ? {} : { password }),
+      ...(tls ? { tls: {} } : {}),
+      ...redisOptions,
+    },
+    // The cast: ioredis's constructor types reject an optional redisOptions under exactOptionalPropertyTypes.
+  } as ClusterOptions & { redisOptions: RedisOptions & { replyMapping?: "legacy" } };
+  return new ClusterClass(nodes, options);
+}
 
 /** Defines the cluster mode's scripts on a client (once per client). */
 export function defineClusterCommands(client: Cluster): ClusterClient {

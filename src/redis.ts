@@ -3,7 +3,7 @@
  * @module agentix/redis
  */
 import { randomUUID } from "node:crypto";
-import type { Cluster, ClusterOptions, Redis as RedisClient, RedisOptions } from "ioredis";
+import type { Cluster, Redis as RedisClient, RedisOptions } from "ioredis";
 import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
@@ -21,7 +21,8 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
-import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands } from "./redis-cluster.js";
+import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands, openCluster } from "./redis-cluster.js";
+import { buildIds, type IdScripts, readRange } from "./redis-reads.js";
 import {
   CHUNK,
   copyOutcome,
@@ -30,7 +31,6 @@ import {
   heads,
   OP_BLOCK_MS,
   OPS_PER_KEY,
-  PAGE,
   prelude,
   records,
   scripts,
@@ -331,60 +331,8 @@ export class RedisStorageBackend extends StorageBackend {
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
     const redis = await this.#ready();
-    const messages = this.#key("messages", sessionId);
-    // A range of at most a page, or a longer one that turns out to end within a page: one LRANGE. A longer one
-    // is read in pages, so that no LRANGE blocks Redis for long; an edit meanwhile makes it read again.
-    let probe: string[] | undefined;
-    if ("last" in range ? range.last > PAGE : range.limit === undefined || range.limit > PAGE) {
-      if (!("last" in range)) probe = await redis.lrange(messages, range.offset, range.offset + PAGE);
-      if (probe === undefined || probe.length > PAGE) {
-        for (let attempt = 0; attempt < 3; attempt++) {
-          const lines = await this.#readPages(redis, sessionId, range);
-          if (lines === null) return null;
-          if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
-        }
-        probe = undefined; // edited throughout: one LRANGE of it all, below
-      }
-    }
-    const [start, stop] =
-      "last" in range
-        ? [-range.last, -1]
-        : [range.offset, range.limit === undefined ? -1 : range.offset + range.limit - 1];
-    // The scripts write and delete a session's list together with its hash, so a non-empty list means the
-    // session exists: one LRANGE. Only an empty one needs the atomic check that tells "empty" from "not found".
-    let lines = probe ?? (await redis.lrange(messages, start, stop));
-    if (lines.length === 0) {
-      const [exists, page] = await exec(
-        redis.multi().exists(this.#key("session", sessionId)).lrange(messages, start, stop),
-      );
-      if (exists !== 1) return null;
-      lines = page as string[];
-    }
-    return lines.map((line) => JSON.parse(line) as MessageRecord);
-  }
-
-  /**
-   * A range read page by page: the list's length, read atomically with the session's stamp (see `stamp` in the
-   * scripts), fixes the positions; appends meanwhile only add later ones. `null`: not found; `undefined`: the
-   * session was edited (messages removed) or replaced meanwhile, read again.
-   */
-  async #readPages(redis: RedisClient, sessionId: string, range: MessageRange): Promise<string[] | null | undefined> {
-    const session = this.#key("session", sessionId);
-    const edits = this.#key("edits", sessionId);
-    const list = this.#key("messages", sessionId);
-    const stampOf = async () => (await exec(redis.multi().hget(session, "created_at").get(edits))).join(":");
-    const [created, edited, length] = (await exec(redis.multi().hget(session, "created_at").get(edits).llen(list))) as [
-      string | null,
-      string | null,
-      number,
-    ];
-    if (created === null) return null;
-    const from = "last" in range ? Math.max(0, length - range.last) : Math.min(range.offset, length);
-    const to = "last" in range || range.limit === undefined ? length : Math.min(length, range.offset + range.limit);
-    const lines: string[] = [];
-    for (let i = from; i < to; i += PAGE) lines.push(...(await redis.lrange(list, i, Math.min(i + PAGE, to) - 1)));
-    if (lines.length !== to - from || (await stampOf()) !== [created, edited].join(":")) return undefined;
-    return lines;
+    const keys = { session: this.#key("session", sessionId), messages: this.#key("messages", sessionId) };
+    return readRange(redis, { ...keys, edits: this.#key("edits", sessionId) }, range);
   }
 
   protected override async scanPage(
@@ -400,27 +348,9 @@ export class RedisStorageBackend extends StorageBackend {
     for (let attempt = 0; attempt < 3; attempt++) {
       const page = await redis.agentixScanAgent(this.#base(), agentId, after ?? "", limit);
       if (page !== null) return records(page);
-      await this.#buildIds(redis, agentId);
+      await buildIds(redis as RedisClient & IdScripts, this.#base(), this.#key("index", agentId), agentId);
     }
     throw new AgentixStorageError(`RedisStorageBackend: the id set of agent ${JSON.stringify(agentId)} was not built`);
-  }
-
-  /**
-   * Builds an agent's id set {prefix}:ids:{agent} from its index, a thousand ids per script so that none blocks
-   * Redis for long. The set being built exists (and writers keep it) before the scan of the index starts, so every
-   * session is in it: those there throughout are found by ZSCAN, those created or deleted meanwhile are added or
-   * removed by their writers, and a script adds an id only while its session is the agent's.
-   */
-  async #buildIds(redis: RedisClient & ScriptCommands, agentId: string): Promise<void> {
-    if ((await redis.agentixIdsBuild(this.#base(), agentId)) === 0) return;
-    let cursor = "0";
-    do {
-      const [next, flat] = await redis.zscan(this.#key("index", agentId), cursor, "COUNT", 1000);
-      const ids = flat.filter((_, i) => i % 2 === 0);
-      if ((await redis.agentixIdsBuild(this.#base(), agentId, ids)) === 0) return;
-      cursor = next;
-    } while (cursor !== "0");
-    await redis.agentixIdsPublish(this.#base(), agentId);
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
@@ -513,22 +443,11 @@ export class RedisStorageBackend extends StorageBackend {
     if (this.#clusterClient) return this.#clusterClient;
     let client = this.#external as Cluster | undefined;
     if (!client) {
-      const { nodes, username, password, tls } = parseClusterUrl(this.#options.url as string) as NonNullable<
-        ReturnType<typeof parseClusterUrl>
-      >;
-      const redisOptions: RedisOptions = {
+      client = openCluster(ClusterClass, this.#options.url as string, {
         connectTimeout: CONNECT_TIMEOUT_MS,
         maxRetriesPerRequest: MAX_RETRIES_PER_REQUEST,
-        ...(username === undefined ? {} : { username }),
-        ...(password === undefined ? {} : { password }),
-        ...(tls ? { tls: {} } : {}),
         ...this.#options.redisOptions,
-      };
-      // The cast: ioredis's constructor types reject an optional redisOptions under exactOptionalPropertyTypes.
-      const options = { lazyConnect: true, redisOptions } as ClusterOptions & {
-        redisOptions: RedisOptions & { replyMapping?: "legacy" };
-      };
-      client = new ClusterClass(nodes, options);
+      });
       client.on("error", (error: unknown) => {
         this.#lastError = error;
       });
@@ -586,14 +505,6 @@ export class RedisStorageBackend extends StorageBackend {
   #base(): string {
     return `${this.#client?.options.keyPrefix ?? ""}${this.#options.prefix}`;
   }
-}
-
-/** The replies of a MULTI, or its first error. */
-async function exec(multi: ReturnType<RedisClient["multi"]>): Promise<unknown[]> {
-  return ((await multi.exec()) ?? []).map(([error, value]) => {
-    if (error) throw error;
-    return value;
-  });
 }
 
 /** An ioredis `Redis` or `Cluster` (also from another copy of ioredis). */
