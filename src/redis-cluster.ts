@@ -38,11 +38,17 @@ const OP_SESSIONS = 10_000;
 /** Attempts of a chunked fork whose source is edited meanwhile. */
 const FORK_ATTEMPTS = 5;
 
+/** Attempts to reach the cluster before its pending calls fail (see openCluster). */
+const CLUSTER_RETRIES = 3;
+
 /** A lazily connecting Cluster client for a `redis+cluster://` URL (validated), each node's options `redisOptions`. */
 export function openCluster(ClusterClass: typeof Cluster, url: string, redisOptions: RedisOptions): Cluster {
   const { nodes, username, password, tls } = parseClusterUrl(url) as NonNullable<ReturnType<typeof parseClusterUrl>>;
   const options = {
     lazyConnect: true,
+    // Fail fast, as standalone connections do: after 3 failed attempts to reach any node the client ends and its
+    // pending calls fail (ioredis's default retries forever, holding every call); the backend then opens a new one.
+    clusterRetryStrategy: (times: number) => (times > CLUSTER_RETRIES ? null : Math.min(100 * times, 1000)),
     redisOptions: {
       ...(username === undefined ? {} : { username }),
       ...(password === undefined ? {} : { password }),

@@ -451,6 +451,14 @@ export class RedisStorageBackend extends StorageBackend {
       client.on("error", (error: unknown) => {
         this.#lastError = error;
       });
+      // Ended (unreachable past the retries): the next call opens a new client.
+      const ended = client;
+      ended.once("end", () => {
+        if (this.#clusterClient !== ended) return;
+        this.#clusterClient = undefined;
+        this.#store = undefined;
+        this.#checked = undefined;
+      });
     }
     this.#clusterClient = defineClusterCommands(client);
     this.#store = new ClusterStore(this.#clusterClient, this.#options.prefix);

@@ -4,13 +4,14 @@
 import { randomUUID } from "node:crypto";
 import { Cluster } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { ValidationError } from "../src/core/errors.js";
+import { AgentixStorageError, ValidationError } from "../src/core/errors.js";
 import { RedisStorageBackend } from "../src/redis.js";
 import { parseClusterUrl } from "../src/redis-server.js";
 import { runConformanceSuite } from "../src/testing/index.js";
 import { createStorageBackend } from "../src/url.js";
 
 const url = inject("redisClusterUrl");
+const standaloneUrl = inject("redisUrl");
 const prefix = `agentix-test-${randomUUID().slice(0, 8)}`;
 
 /** Every key of the prefix on every master (SCAN per node, never KEYS). */
@@ -142,6 +143,28 @@ describe.skipIf(!url)("RedisStorageBackend in cluster mode", () => {
     expect(Number(await raw.zscore(index, d))).toBe(Date.parse((await b.getSession(d))?.updated_at as string));
     for (const id of [a, d]) await b.deleteSession(id);
     expect(await dataKeys(p)).toEqual([]);
+  });
+
+  it("fails fast, with a typed error and nothing written, against unreachable nodes or a standalone server", async () => {
+    const p = `${prefix}-unreachable`;
+    const targets = ["redis+cluster://127.0.0.1:1,127.0.0.1:2"];
+    if (standaloneUrl) targets.push(`redis+cluster://${new URL(standaloneUrl).host}`);
+    for (const target of targets) {
+      const b = new RedisStorageBackend({ url: target, prefix: p });
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const started = Date.now();
+        await expect(b.createSession("agent")).rejects.toBeInstanceOf(AgentixStorageError);
+        expect(Date.now() - started).toBeLessThan(10_000);
+      }
+      await b.close();
+    }
+    if (standaloneUrl) {
+      const plain = new (await import("ioredis")).Redis(standaloneUrl);
+      const found: string[] = [];
+      for await (const keys of plain.scanStream({ match: `${p}:*`, count: 1000 })) found.push(...(keys as string[]));
+      expect(found).toEqual([]);
+      await plain.quit();
+    }
   });
 
   it("takes redis+cluster:// URLs in createStorageBackend, with ?prefix= and nothing else", async () => {
