@@ -309,12 +309,21 @@ export class ClusterStore {
     const [session, messages, , , edits] = source as [string, string, string, string, string];
     while (copied < length) {
       const stop = Math.min(copied + CHUNK, length);
-      const lines = (await this.redis.agentixCopyChunk(session, messages, edits, stamp, copied, stop - 1)) as
-        | string[]
-        | null;
+      // A MULTI in the source's slot, not a script: LRANGE copies in C (a script converts every message to Lua).
+      const replies = await this.redis
+        .multi()
+        .hget(session, "created_at")
+        .get(edits)
+        .lrange(messages, copied, stop - 1)
+        .exec();
+      const [created, edited, lines] = (replies ?? []).map(([error, value]) => {
+        if (error) throw error;
+        return value;
+      }) as [string | null, string | null, string[]];
       // The source changed, or a chunk was pushed twice (resent after a dropped connection): start again.
       if (
-        lines === null ||
+        created === null ||
+        `${created}:${edited ?? "0"}` !== stamp ||
         lines.length !== stop - copied ||
         (await this.redis.agentixTempPush(temp, lines)) !== stop
       ) {

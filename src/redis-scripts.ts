@@ -19,7 +19,7 @@ export const PAGE = 4096;
 /** Messages per chunk of a fork, or at most in a fork copied by one script (they go through Lua: fewer). */
 export const CHUNK = 1024;
 /** A fork's temp key expires this long after its last chunk, so that a crash mid-fork leaves nothing behind. */
-const TEMP_TTL_MS = 600_000;
+export const TEMP_TTL_MS = 600_000;
 /** How many idempotency keys a session remembers (the contract's minimum). */
 const KEYS_KEPT = 1000;
 
@@ -213,7 +213,7 @@ return redis.call('LLEN', key('messages', id))`,
   // ARGV: base, source id, new id, created_at, score, length ('': all), metadata given ('1'), metadata, has cwd, cwd,
   // most messages to copy in this script ('': any number). Returns {'copied'}, {'not-found'}, {'exists'},
   // {'out-of-range', the source's length} or, over the limit, {'chunked', length, stamp} with nothing written:
-  // the caller copies in chunks (agentixCopyChunk) and publishes (agentixPublish).
+  // the caller copies in chunks (LRANGE, RPUSH: see copySession) and publishes (agentixPublish).
   agentixCopy: `
 local from, to, at = ARGV[2], ARGV[3], ARGV[4]
 local s = redis.call('HMGET', key('session', from), 'agent_id', 'metadata', 'created_at')
@@ -238,20 +238,6 @@ else
 end
 register(s[1], to, at, ARGV[5], metadata, cwd)
 return {'copied'}`,
-  // ARGV: base, source id, temp name, start, stop, stamp. Appends the source's positions start..stop to the temp key
-  // {base}:tmp:{name}, which nothing indexes, and renews its TTL. The temp key's length, or nil (and the temp key
-  // gone) when the source was deleted or edited since the stamp.
-  agentixCopyChunk: `
-local from, tmp = ARGV[2], key('tmp', ARGV[3])
-local created = redis.call('HGET', key('session', from), 'created_at')
-if not created or stamp(from, created) ~= ARGV[6] then
-  redis.call('UNLINK', tmp)
-  return false
-end
-local lines = redis.call('LRANGE', key('messages', from), ARGV[4], ARGV[5])
-for i = 1, #lines, 1000 do redis.call('RPUSH', tmp, unpack(lines, i, math.min(i + 999, #lines))) end
-redis.call('PEXPIRE', tmp, ${TEMP_TTL_MS})
-return redis.call('LLEN', tmp)`,
   // ARGV: as agentixCopy's 1-10, then temp name, stamp, messages copied. Makes a chunked fork visible in one short
   // step: the temp key renamed to the fork's list (with the source's newer messages when the whole source is
   // forked and at most a page was appended meanwhile), its hash and index entries. Returns agentixCopy's replies,

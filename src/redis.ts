@@ -22,7 +22,7 @@ import type {
 } from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
 import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands, openCluster } from "./redis-cluster.js";
-import { buildIds, type IdScripts, readRange } from "./redis-reads.js";
+import { buildIds, exec, type IdScripts, readRange } from "./redis-reads.js";
 import {
   CHUNK,
   copyOutcome,
@@ -34,6 +34,7 @@ import {
   prelude,
   records,
   scripts,
+  TEMP_TTL_MS,
   toRecord,
 } from "./redis-scripts.js";
 import { checkServer, isClusterUrl, parseClusterUrl, validDatabase } from "./redis-server.js";
@@ -246,9 +247,29 @@ export class RedisStorageBackend extends StorageBackend {
     for (;;) {
       while (copied < total) {
         const stop = Math.min(copied + CHUNK, total);
-        const reply = await redis.agentixCopyChunk(this.#base(), args[1] as string, temp, copied, stop - 1, stamp);
-        // A chunk resent after a dropped connection would be appended twice: start again.
-        if (reply !== stop) {
+        // Plain commands, not a script: LRANGE and RPUSH copy in C, a script would convert every message to a Lua
+        // string and back (2-3 times as long a command). The chunk is read atomically with the source's stamp.
+        const source = args[1] as string;
+        const [created, edited, lines] = (await exec(
+          redis
+            .multi()
+            .hget(this.#key("session", source), "created_at")
+            .get(this.#key("edits", source))
+            .lrange(this.#key("messages", source), copied, stop - 1),
+        )) as [string | null, string | null, string[]];
+        const pushed =
+          created !== null && `${created}:${edited ?? "0"}` === stamp && lines.length === stop - copied
+            ? ((
+                await exec(
+                  redis
+                    .multi()
+                    .rpush(this.#key("tmp", temp), ...lines)
+                    .pexpire(this.#key("tmp", temp), TEMP_TTL_MS),
+                )
+              )[0] as number)
+            : -1;
+        // The source changed, or a chunk was resent after a dropped connection (appended twice): start again.
+        if (pushed !== stop) {
           await redis.unlink(this.#key("tmp", temp));
           return null;
         }
