@@ -179,7 +179,6 @@ export class ClusterStore {
     if (reply === null) return { status: "not-found" };
     const [status, value, agent, cwd, updated, moved] = reply;
     if (moved === 1 && agent && updated) await this.#indexed(id, agent, updated, cwd, false);
-    if (agent === null) return { status: "not-found" }; // a resent edit of a session deleted since
     if (status === "conflict" || status === "out-of-range") return { status, length: value as number };
     const written = JSON.parse(value as string) as {
       fingerprint: string;
