@@ -81,6 +81,8 @@ export interface Namespace {
   wire?: WireCounter;
   /** Writes many sessions (no messages) the fastest way the store allows: a bulk insert, or pipelined imports. */
   seedSessions(records: SessionRecord[]): Promise<void>;
+  /** Redis: the server, for another connection's PINGs (the stall workload, bench/stall.ts). */
+  pingTarget?: { host: string; port: number };
   /** Called once the data is seeded: statistics refreshed where the store keeps them. */
   settle?(): Promise<void>;
   drop(): Promise<void>;
@@ -710,7 +712,7 @@ const fork: Workload<{ id: string; forks: string[] }> = {
 const SEED_BATCH = 5000;
 
 /** A session of `size` messages (seq 0 … size - 1), written by `saveMessages` in large batches: untimed seeding. */
-async function bigSession(admin: StorageBackend, agentId: string, size: number): Promise<string> {
+export async function bigSession(admin: StorageBackend, agentId: string, size: number): Promise<string> {
   const id = await admin.createSession(agentId, { cwd: "/bench" });
   for (let from = 0; from < size; from += SEED_BATCH) {
     const batch = Array.from({ length: Math.min(SEED_BATCH, size - from) }, (_, i) => ({

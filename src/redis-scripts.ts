@@ -19,18 +19,12 @@ export const PAGE = 4096;
 /** Messages per chunk of a fork, or at most in a fork copied by one script (they go through Lua: fewer). */
 export const CHUNK = 1024;
 /** A fork's temp key expires this long after its last chunk, so that a crash mid-fork leaves nothing behind. */
-const TEMP_TTL_MS = 600_000;
+export const TEMP_TTL_MS = 600_000;
 /** How many idempotency keys a session remembers (the contract's minimum). */
 const KEYS_KEPT = 1000;
 
-// Every script gets the key namespace as ARGV[1] and builds its keys from it (see `key` and `cwdKey`).
-export const prelude = `
-local base = ARGV[1]
-local FIELDS = {'session_id', 'agent_id', 'created_at', 'updated_at', 'metadata'}
-local function key(kind, id) return base .. ':' .. kind .. ':' .. id end
--- The agent id's byte length makes (agent, cwd) -> key one-to-one although both may contain ':'.
-local function cwdKey(agent, cwd) return base .. ':cwd:' .. #agent .. ':' .. agent .. ':' .. cwd end
--- Byte order, as in JS for our ASCII ids and fixed-shape timestamps (Lua's '<' follows Redis's LC_COLLATE).
+/** Lua helpers shared with the cluster mode's scripts (src/redis-cluster-scripts.ts). */
+export const luaLess = `-- Byte order, as in JS for our ASCII ids and fixed-shape timestamps (Lua's '<' follows Redis's LC_COLLATE).
 local function less(a, b)
   for i = 1, math.min(#a, #b) do
     local x, y = a:byte(i), b:byte(i)
@@ -38,11 +32,8 @@ local function less(a, b)
   end
   return #a < #b
 end
-local function index(agent, id, score, cwd)
-  redis.call('ZADD', key('index', agent), score, id)
-  if cwd then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
-end
--- Appends lines (each message's JSON up to its timestamp's value) with the timestamp ts; the list's new length.
+`;
+export const luaPush = `-- Appends lines (each message's JSON up to its timestamp's value) with the timestamp ts; the list's new length.
 -- unpack is bounded by Lua's stack: RPUSH in chunks, still in one atomic script.
 local function push(list, heads, first, ts)
   local tail = ts .. '"}'
@@ -52,7 +43,29 @@ local function push(list, heads, first, ts)
   for i = 1, #lines, 1000 do length = redis.call('RPUSH', list, unpack(lines, i, math.min(i + 999, #lines))) end
   return length
 end
--- The session's keys besides its hash, deleted with it and never inherited by a new session of the same id.
+`;
+
+// Every script gets the key namespace as ARGV[1] and builds its keys from it (see `key` and `cwdKey`).
+export const prelude = `
+local base = ARGV[1]
+local FIELDS = {'session_id', 'agent_id', 'created_at', 'updated_at', 'metadata'}
+local function key(kind, id) return base .. ':' .. kind .. ':' .. id end
+-- The agent id's byte length makes (agent, cwd) -> key one-to-one although both may contain ':'.
+local function cwdKey(agent, cwd) return base .. ':cwd:' .. #agent .. ':' .. agent .. ':' .. cwd end
+${luaLess}local function index(agent, id, score, cwd)
+  redis.call('ZADD', key('index', agent), score, id)
+  if cwd then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
+end
+-- The agent's id-ordered set {base}:ids:{agent} (scans by agent) exists once a scan built it; while one builds it,
+-- {base}:idsbuild:{agent}. Writers keep whichever exists up to date.
+local function idSets(agent, command, id)
+  for _, k in ipairs({key('ids', agent), key('idsbuild', agent)}) do
+    if redis.call('EXISTS', k) == 1 then
+      if command == 'ZADD' then redis.call('ZADD', k, 0, id) else redis.call('ZREM', k, id) end
+    end
+  end
+end
+${luaPush}-- The session's keys besides its hash, deleted with it and never inherited by a new session of the same id.
 local function extraKeys(id) return key('messages', id), key('keys', id), key('keyorder', id), key('edits', id) end
 -- What a chunked read or fork checks to know that positions it already read did not change: appends only add
 -- positions, so the session (its created_at) and its count of edits that removed messages.
@@ -70,6 +83,7 @@ local function register(agent, to, at, score, metadata, cwd)
   if cwd then redis.call('HSET', base .. ':cwds', to, cwd) else redis.call('HDEL', base .. ':cwds', to) end
   redis.call('ZADD', base .. ':sessions', 0, to)
   index(agent, to, score, cwd)
+  idSets(agent, 'ZADD', to)
 end
 `;
 
@@ -86,6 +100,7 @@ local cwd = ARGV[8] == '1' and ARGV[9] or nil
 if cwd then redis.call('HSET', base .. ':cwds', id, cwd) end
 redis.call('ZADD', base .. ':sessions', 0, id)
 index(agent, id, ARGV[7], cwd)
+idSets(agent, 'ZADD', id)
 redis.call('UNLINK', extraKeys(id))
 for i = 10, #ARGV, 1000 do
   redis.call('RPUSH', key('messages', id), unpack(ARGV, i, math.min(i + 999, #ARGV)))
@@ -198,7 +213,7 @@ return redis.call('LLEN', key('messages', id))`,
   // ARGV: base, source id, new id, created_at, score, length ('': all), metadata given ('1'), metadata, has cwd, cwd,
   // most messages to copy in this script ('': any number). Returns {'copied'}, {'not-found'}, {'exists'},
   // {'out-of-range', the source's length} or, over the limit, {'chunked', length, stamp} with nothing written:
-  // the caller copies in chunks (agentixCopyChunk) and publishes (agentixPublish).
+  // the caller copies in chunks (LRANGE, RPUSH: see copySession) and publishes (agentixPublish).
   agentixCopy: `
 local from, to, at = ARGV[2], ARGV[3], ARGV[4]
 local s = redis.call('HMGET', key('session', from), 'agent_id', 'metadata', 'created_at')
@@ -223,20 +238,6 @@ else
 end
 register(s[1], to, at, ARGV[5], metadata, cwd)
 return {'copied'}`,
-  // ARGV: base, source id, temp name, start, stop, stamp. Appends the source's positions start..stop to the temp key
-  // {base}:tmp:{name}, which nothing indexes, and renews its TTL. The temp key's length, or nil (and the temp key
-  // gone) when the source was deleted or edited since the stamp.
-  agentixCopyChunk: `
-local from, tmp = ARGV[2], key('tmp', ARGV[3])
-local created = redis.call('HGET', key('session', from), 'created_at')
-if not created or stamp(from, created) ~= ARGV[6] then
-  redis.call('UNLINK', tmp)
-  return false
-end
-local lines = redis.call('LRANGE', key('messages', from), ARGV[4], ARGV[5])
-for i = 1, #lines, 1000 do redis.call('RPUSH', tmp, unpack(lines, i, math.min(i + 999, #lines))) end
-redis.call('PEXPIRE', tmp, ${TEMP_TTL_MS})
-return redis.call('LLEN', tmp)`,
   // ARGV: as agentixCopy's 1-10, then temp name, stamp, messages copied. Makes a chunked fork visible in one short
   // step: the temp key renamed to the fork's list (with the source's newer messages when the whole source is
   // forked and at most a page was appended meanwhile), its hash and index entries. Returns agentixCopy's replies,
@@ -278,6 +279,7 @@ if cwd then redis.call('ZREM', cwdKey(agent, cwd), id) end
 redis.call('HDEL', base .. ':cwds', id)
 redis.call('ZREM', base .. ':sessions', id)
 redis.call('ZREM', key('index', agent), id)
+idSets(agent, 'ZREM', id)
 return 1`,
   // ARGV: base, agent, has cwd, cwd, limit (-1: all), before score ('' : none), before id
   agentixList: `
@@ -301,6 +303,37 @@ else
 end
 for i, id in ipairs(ids) do ids[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
 return ids`,
+  // ARGV: base, agent, after ('': from the start), limit. A page of the agent's sessions in id order from its id set,
+  // or nil when the set must be built first (agentixIdsBuild, agentixIdsPublish).
+  agentixScanAgent: `
+local agent, limit = ARGV[2], tonumber(ARGV[4])
+local ids = key('ids', agent)
+if redis.call('EXISTS', ids) == 0 then
+  if redis.call('EXISTS', key('index', agent)) == 0 then return {} end
+  return false
+end
+local page = redis.call('ZRANGEBYLEX', ids, ARGV[3] == '' and '-' or '(' .. ARGV[3], '+', 'LIMIT', 0, limit)
+for i, id in ipairs(page) do page[i] = redis.call('HMGET', key('session', id), unpack(FIELDS)) end
+return page`,
+  // ARGV: base, agent, ids from the agent's index... Adds those still the agent's sessions to the set being built,
+  // which it creates first (with the member '', never an id, so that writers keep it even while empty). 0 when the
+  // set is built already.
+  agentixIdsBuild: `
+local agent = ARGV[2]
+if redis.call('EXISTS', key('ids', agent)) == 1 then return 0 end
+local build = key('idsbuild', agent)
+redis.call('ZADD', build, 0, '')
+for i = 3, #ARGV do
+  if redis.call('HGET', key('session', ARGV[i]), 'agent_id') == agent then redis.call('ZADD', build, 0, ARGV[i]) end
+end
+return 1`,
+  // ARGV: base, agent. Publishes the set built (all of the index scanned since it was created).
+  agentixIdsPublish: `
+local build = key('idsbuild', ARGV[2])
+if redis.call('EXISTS', build) == 0 then return 0 end
+redis.call('ZREM', build, '')
+if redis.call('EXISTS', build) == 1 then redis.call('RENAME', build, key('ids', ARGV[2])) end
+return 1`,
   // ARGV: base, after ('' : from the start), limit
   agentixScan: `
 local from = ARGV[2] == '' and '-' or '(' .. ARGV[2]

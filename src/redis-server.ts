@@ -46,3 +46,44 @@ export function validDatabase(url: string): boolean {
     return false;
   }
 }
+
+/** A `redis+cluster://` URL's parts: the seed nodes, credentials and TLS. */
+export interface ClusterUrl {
+  nodes: Array<{ host: string; port: number }>;
+  username: string | undefined;
+  password: string | undefined;
+  tls: boolean;
+}
+
+const CLUSTER_URL = /^(rediss?)\+cluster:\/\/(?:([^@/?#]*)@)?([^/?#]+)(\/0?)?$/i;
+
+/** Whether a URL names a Redis Cluster (`redis+cluster://` or `rediss+cluster://`). */
+export function isClusterUrl(url: string): boolean {
+  return /^rediss?\+cluster:\/\//i.test(url);
+}
+
+/**
+ * Parses `redis+cluster://[user:password@]host:port,host:port[/0]` (`rediss+cluster://` for TLS); `undefined` when
+ * malformed. WHATWG URLs cannot hold several hosts, hence this parser; the path may only be database 0.
+ */
+export function parseClusterUrl(url: string): ClusterUrl | undefined {
+  const match = CLUSTER_URL.exec(url);
+  if (!match) return undefined;
+  const [, scheme, auth, hosts] = match as unknown as [string, string, string | undefined, string];
+  const nodes: ClusterUrl["nodes"] = [];
+  for (const node of hosts.split(",")) {
+    const parts = /^(\[[0-9a-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/i.exec(node);
+    if (!parts) return undefined;
+    const port = Number(parts[2] ?? 6379);
+    if (port < 1 || port > 65_535) return undefined;
+    nodes.push({ host: (parts[1] as string).replace(/^\[(.*)\]$/, "$1"), port });
+  }
+  const [user, ...rest] = (auth ?? "").split(":");
+  const decode = (s: string | undefined) => (s ? decodeURIComponent(s) : undefined);
+  return {
+    nodes,
+    username: decode(user),
+    password: rest.length > 0 ? decode(rest.join(":")) : undefined,
+    tls: scheme.toLowerCase() === "rediss",
+  };
+}

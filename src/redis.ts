@@ -3,7 +3,7 @@
  * @module agentix/redis
  */
 import { randomUUID } from "node:crypto";
-import type { Redis as RedisClient, RedisOptions } from "ioredis";
+import type { Cluster, Redis as RedisClient, RedisOptions } from "ioredis";
 import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
@@ -21,6 +21,8 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { isPlainObject, parseOptions } from "./core/validation.js";
+import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands, openCluster } from "./redis-cluster.js";
+import { buildIds, exec, type IdScripts, readRange } from "./redis-reads.js";
 import {
   CHUNK,
   copyOutcome,
@@ -29,29 +31,41 @@ import {
   heads,
   OP_BLOCK_MS,
   OPS_PER_KEY,
-  PAGE,
   prelude,
   records,
   scripts,
+  TEMP_TTL_MS,
   toRecord,
 } from "./redis-scripts.js";
-import { checkServer, validDatabase } from "./redis-server.js";
+import { checkServer, isClusterUrl, parseClusterUrl, validDatabase } from "./redis-server.js";
 
-const { Redis } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", ["ioredis"]);
+const { Redis, Cluster: ClusterClass } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", [
+  "ioredis",
+]);
 
 /** Options of {@link RedisStorageBackend}: `url` or `client`, and `prefix`. */
 export type RedisStorageOptions = (
   | {
-      /** `redis://` or `rediss://` URL; the backend opens (lazily, on first use) and closes its own connection. */
+      /**
+       * `redis://` or `rediss://` URL; the backend opens (lazily, on first use) and closes its own connection.
+       * `redis+cluster://host:port,host:port` (`rediss+cluster://` for TLS) connects to a Redis Cluster
+       * (cluster mode, see the README).
+       */
       url: string;
-      /** Passed to `new Redis(url, redisOptions)`, e.g. `{ tls: {...}, connectTimeout: 5000 }`. */
+      /**
+       * Passed to `new Redis(url, redisOptions)`, e.g. `{ tls: {...}, connectTimeout: 5000 }`; with a cluster URL,
+       * to each node's connection (`ClusterOptions.redisOptions`).
+       */
       redisOptions?: RedisOptions;
       /** @hidden */
       client?: never;
     }
   | {
-      /** An ioredis client of yours (standalone or Sentinel, not Cluster). `close()` leaves it open; the `...Sync` methods need `url`. */
-      client: RedisClient;
+      /**
+       * An ioredis client of yours: a `Redis` (standalone or Sentinel) or a `Cluster` (cluster mode). `close()`
+       * leaves it open; the `...Sync` methods need `url`.
+       */
+      client: RedisClient | Cluster;
       /** @hidden */
       url?: never;
       /** @hidden */
@@ -70,10 +84,16 @@ const optionsSchema = z
   .strictObject({
     url: z
       .string()
-      .regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL")
-      .refine(validDatabase, "the path must be a database index, e.g. redis://host:6379/0")
+      .regex(/^rediss?(\+cluster)?:\/\//, "must be a redis://, rediss:// or redis+cluster:// URL")
+      .refine((url) => !isClusterUrl(url) || parseClusterUrl(url), "must be redis+cluster://host:port,host:port")
+      .refine(
+        (url) => isClusterUrl(url) || validDatabase(url),
+        "the path must be a database index, e.g. redis://host:6379/0",
+      )
       .optional(),
-    client: z.custom<RedisClient>(isClient, { message: "must be an ioredis client (Redis, not Cluster)" }).optional(),
+    client: z
+      .custom<RedisClient | Cluster>(isClient, { message: "must be an ioredis client (Redis or Cluster)" })
+      .optional(),
     redisOptions: z.custom<RedisOptions>(isPlainObject, { message: "must be a plain object" }).optional(),
     prefix: z
       .string()
@@ -101,13 +121,18 @@ type ScriptCommands = { [name in keyof typeof scripts]: (...args: Arg[]) => Prom
  */
 export class RedisStorageBackend extends StorageBackend {
   readonly #options: { url?: string | undefined; redisOptions?: RedisOptions | undefined; prefix: string };
-  readonly #external: RedisClient | undefined;
+  readonly #external: RedisClient | Cluster | undefined;
+  /** Cluster mode (a `Cluster` client or a cluster URL): the primitives whose keys span slots are #store's. */
+  readonly #clusterMode: boolean;
+  readonly #clusterKeys: ClusterKeys;
+  #store: ClusterStore | undefined;
   /** This backend as a writer: its writes are numbered, so that a resent one is applied once (see agentixAppend). */
   readonly #writer = randomUUID();
   #ops = { hour: -1, count: 0, expiring: "" };
   #client: (RedisClient & ScriptCommands) | undefined;
   /** The first-use check of the server (see #ready), memoised once it passed. */
   #checked: Promise<RedisClient & ScriptCommands> | undefined;
+  #clusterClient: ClusterClient | undefined;
   /** The last error the connection reported (ioredis only emits a failed SELECT on connect). */
   #lastError: unknown;
 
@@ -116,10 +141,19 @@ export class RedisStorageBackend extends StorageBackend {
     const { client, ...rest } = parseOptions(optionsSchema, options, "RedisStorageBackend");
     this.#options = rest;
     this.#external = client;
+    this.#clusterMode = client ? (client as { isCluster?: boolean }).isCluster === true : isClusterUrl(rest.url ?? "");
+    this.#clusterKeys = new ClusterKeys(rest.prefix);
+  }
+
+  /** The cluster mode's primitives, `undefined` in standalone mode (checked, connected on first use). */
+  async #cluster(): Promise<ClusterStore | undefined> {
+    if (!this.#clusterMode) return undefined;
+    await this.#ready();
+    return this.#store;
   }
 
   protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
-    const existing = await this.#insert(record, []);
+    const existing = await ((await this.#cluster())?.insert(record, []) ?? this.#insert(record, []));
     if (existing === null) return null;
     const found = fieldsRecord(existing);
     // A hash that exists but is not a session (fields missing): neither stored nor a record to return.
@@ -134,6 +168,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.query(agentId, query);
     const redis = await this.#ready();
     const { cwd, limit, before } = query;
     const reply = await redis.agentixList(
@@ -153,6 +189,8 @@ export class RedisStorageBackend extends StorageBackend {
     metadata: JsonObject | null,
     at: string,
   ): Promise<SessionRecord | null> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.replaceMetadata(sessionId, metadata, at);
     const redis = await this.#ready();
     const cwd = cwdOf(metadata);
     const reply = (await redis.agentixMeta(
@@ -168,6 +206,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.copy(sessionId, target);
     const redis = await this.#ready();
     const { session_id, created_at, length, metadata } = target;
     const cwd = metadata === undefined ? null : cwdOf(metadata);
@@ -207,9 +247,29 @@ export class RedisStorageBackend extends StorageBackend {
     for (;;) {
       while (copied < total) {
         const stop = Math.min(copied + CHUNK, total);
-        const reply = await redis.agentixCopyChunk(this.#base(), args[1] as string, temp, copied, stop - 1, stamp);
-        // A chunk resent after a dropped connection would be appended twice: start again.
-        if (reply !== stop) {
+        // Plain commands, not a script: LRANGE and RPUSH copy in C, a script would convert every message to a Lua
+        // string and back (2-3 times as long a command). The chunk is read atomically with the source's stamp.
+        const source = args[1] as string;
+        const [created, edited, lines] = (await exec(
+          redis
+            .multi()
+            .hget(this.#key("session", source), "created_at")
+            .get(this.#key("edits", source))
+            .lrange(this.#key("messages", source), copied, stop - 1),
+        )) as [string | null, string | null, string[]];
+        const pushed =
+          created !== null && `${created}:${edited ?? "0"}` === stamp && lines.length === stop - copied
+            ? ((
+                await exec(
+                  redis
+                    .multi()
+                    .rpush(this.#key("tmp", temp), ...lines)
+                    .pexpire(this.#key("tmp", temp), TEMP_TTL_MS),
+                )
+              )[0] as number)
+            : -1;
+        // The source changed, or a chunk was resent after a dropped connection (appended twice): start again.
+        if (pushed !== stop) {
           await redis.unlink(this.#key("tmp", temp));
           return null;
         }
@@ -223,11 +283,15 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.remove(sessionId);
     const redis = await this.#ready();
     await redis.agentixRemove(this.#base(), sessionId);
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.append(sessionId, messages);
     const redis = await this.#ready();
     const ts = (messages[0] as MessageRecord).timestamp;
     const { key, bit, setTtl } = this.#nextOp();
@@ -247,6 +311,8 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.edit(sessionId, edit);
     const redis = await this.#ready();
     const { messages, at, expectedLength, from, pop, idempotency } = edit;
     const { key, bit } = this.#nextOp();
@@ -278,66 +344,16 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.length(sessionId);
     const redis = await this.#ready();
     return (await redis.agentixLength(this.#base(), sessionId)) as number | null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
     const redis = await this.#ready();
-    const messages = this.#key("messages", sessionId);
-    // A range of at most a page, or a longer one that turns out to end within a page: one LRANGE. A longer one
-    // is read in pages, so that no LRANGE blocks Redis for long; an edit meanwhile makes it read again.
-    let probe: string[] | undefined;
-    if ("last" in range ? range.last > PAGE : range.limit === undefined || range.limit > PAGE) {
-      if (!("last" in range)) probe = await redis.lrange(messages, range.offset, range.offset + PAGE);
-      if (probe === undefined || probe.length > PAGE) {
-        for (let attempt = 0; attempt < 3; attempt++) {
-          const lines = await this.#readPages(redis, sessionId, range);
-          if (lines === null) return null;
-          if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
-        }
-        probe = undefined; // edited throughout: one LRANGE of it all, below
-      }
-    }
-    const [start, stop] =
-      "last" in range
-        ? [-range.last, -1]
-        : [range.offset, range.limit === undefined ? -1 : range.offset + range.limit - 1];
-    // The scripts write and delete a session's list together with its hash, so a non-empty list means the
-    // session exists: one LRANGE. Only an empty one needs the atomic check that tells "empty" from "not found".
-    let lines = probe ?? (await redis.lrange(messages, start, stop));
-    if (lines.length === 0) {
-      const [exists, page] = await exec(
-        redis.multi().exists(this.#key("session", sessionId)).lrange(messages, start, stop),
-      );
-      if (exists !== 1) return null;
-      lines = page as string[];
-    }
-    return lines.map((line) => JSON.parse(line) as MessageRecord);
-  }
-
-  /**
-   * A range read page by page: the list's length, read atomically with the session's stamp (see `stamp` in the
-   * scripts), fixes the positions; appends meanwhile only add later ones. `null`: not found; `undefined`: the
-   * session was edited (messages removed) or replaced meanwhile, read again.
-   */
-  async #readPages(redis: RedisClient, sessionId: string, range: MessageRange): Promise<string[] | null | undefined> {
-    const session = this.#key("session", sessionId);
-    const edits = this.#key("edits", sessionId);
-    const list = this.#key("messages", sessionId);
-    const stampOf = async () => (await exec(redis.multi().hget(session, "created_at").get(edits))).join(":");
-    const [created, edited, length] = (await exec(redis.multi().hget(session, "created_at").get(edits).llen(list))) as [
-      string | null,
-      string | null,
-      number,
-    ];
-    if (created === null) return null;
-    const from = "last" in range ? Math.max(0, length - range.last) : Math.min(range.offset, length);
-    const to = "last" in range || range.limit === undefined ? length : Math.min(length, range.offset + range.limit);
-    const lines: string[] = [];
-    for (let i = from; i < to; i += PAGE) lines.push(...(await redis.lrange(list, i, Math.min(i + PAGE, to) - 1)));
-    if (lines.length !== to - from || (await stampOf()) !== [created, edited].join(":")) return undefined;
-    return lines;
+    const keys = { session: this.#key("session", sessionId), messages: this.#key("messages", sessionId) };
+    return readRange(redis, { ...keys, edits: this.#key("edits", sessionId) }, range);
   }
 
   protected override async scanPage(
@@ -345,24 +361,22 @@ export class RedisStorageBackend extends StorageBackend {
     limit: number,
     agentId: string | undefined,
   ): Promise<SessionRecord[]> {
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.scan(after, limit, agentId);
     const redis = await this.#ready();
     if (agentId === undefined) return records(await redis.agentixScan(this.#base(), after ?? "", limit));
-    // The agent's index is ordered by time: sort its ids here rather than in Lua, which would block Redis.
-    const ids = (await redis.zrange(this.#key("index", agentId), 0, "-1"))
-      .filter((id) => after === null || id > after)
-      .sort()
-      .slice(0, limit);
-    const pipeline = redis.pipeline();
-    for (const id of ids) pipeline.hgetall(this.#key("session", id));
-    const hashes = (await pipeline.exec()) ?? [];
-    return hashes.flatMap(([error, hash]) => {
-      if (error) throw error;
-      return toRecord(hash as Record<string, string>) ?? []; // deleted meanwhile
-    });
+    // The agent's id-ordered set: a page is O(page). The first scan of an agent builds it from the agent's index.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const page = await redis.agentixScanAgent(this.#base(), agentId, after ?? "", limit);
+      if (page !== null) return records(page);
+      await buildIds(redis as RedisClient & IdScripts, this.#base(), this.#key("index", agentId), agentId);
+    }
+    throw new AgentixStorageError(`RedisStorageBackend: the id set of agent ${JSON.stringify(agentId)} was not built`);
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
-    return (await this.#insert(record, messages)) === null;
+    const cluster = await this.#cluster();
+    return (await (cluster ? cluster.insert(record, messages) : this.#insert(record, messages))) === null;
   }
 
   protected override syncTwin(): SyncTwin {
@@ -384,6 +398,13 @@ export class RedisStorageBackend extends StorageBackend {
   }
 
   protected async dispose(): Promise<void> {
+    const cluster = this.#clusterClient;
+    this.#clusterClient = undefined;
+    this.#store = undefined;
+    if (cluster && !this.#external) {
+      if (cluster.status === "wait") cluster.disconnect();
+      else await cluster.quit().catch(() => cluster.disconnect());
+    }
     const client = this.#client;
     this.#client = undefined;
     this.#checked = undefined;
@@ -420,6 +441,13 @@ export class RedisStorageBackend extends StorageBackend {
    */
   #ready(): Promise<RedisClient & ScriptCommands> {
     if (this.#checked) return this.#checked;
+    if (this.#clusterMode) {
+      // Only the plain commands on one session's keys (reads) go through this client as a Redis: they are the same
+      // commands on a Cluster, which routes each to its slot's node.
+      const cluster = this.#cluster$();
+      this.#checked = Promise.resolve(cluster as unknown as RedisClient & ScriptCommands);
+      return this.#checked;
+    }
     const client = this.#redis();
     this.#checked = checkServer(client, () => this.#lastError).then(
       () => client,
@@ -429,6 +457,33 @@ export class RedisStorageBackend extends StorageBackend {
       },
     );
     return this.#checked;
+  }
+
+  /** The cluster client, created on first use (cluster mode), its scripts defined. */
+  #cluster$(): ClusterClient {
+    if (this.#clusterClient) return this.#clusterClient;
+    let client = this.#external as Cluster | undefined;
+    if (!client) {
+      client = openCluster(ClusterClass, this.#options.url as string, {
+        connectTimeout: CONNECT_TIMEOUT_MS,
+        maxRetriesPerRequest: MAX_RETRIES_PER_REQUEST,
+        ...this.#options.redisOptions,
+      });
+      client.on("error", (error: unknown) => {
+        this.#lastError = error;
+      });
+      // Ended (unreachable past the retries): the next call opens a new client.
+      const ended = client;
+      ended.once("end", () => {
+        if (this.#clusterClient !== ended) return;
+        this.#clusterClient = undefined;
+        this.#store = undefined;
+        this.#checked = undefined;
+      });
+    }
+    this.#clusterClient = defineClusterCommands(client);
+    this.#store = new ClusterStore(this.#clusterClient, this.#options.prefix);
+    return this.#clusterClient;
   }
 
   /** The client, created on first use; with `lazyConnect` a backend that is never used opens nothing. */
@@ -471,6 +526,7 @@ export class RedisStorageBackend extends StorageBackend {
 
   /** A key for a plain command (ioredis adds the client's own `keyPrefix` to it). */
   #key(kind: "session" | "messages" | "index" | "edits" | "tmp", id: string): string {
+    if (this.#clusterMode && kind !== "index" && kind !== "tmp") return this.#clusterKeys.session(kind, id);
     return `${this.#options.prefix}:${kind}:${id}`;
   }
 
@@ -480,17 +536,9 @@ export class RedisStorageBackend extends StorageBackend {
   }
 }
 
-/** The replies of a MULTI, or its first error. */
-async function exec(multi: ReturnType<RedisClient["multi"]>): Promise<unknown[]> {
-  return ((await multi.exec()) ?? []).map(([error, value]) => {
-    if (error) throw error;
-    return value;
-  });
-}
-
-/** An ioredis `Redis` (also from another copy of ioredis); a `Cluster` cannot run scripts across slots. */
-function isClient(value: unknown): value is RedisClient {
-  if (value instanceof Redis) return true;
-  const v = value as { defineCommand?: unknown; isCluster?: unknown } | null;
-  return typeof v?.defineCommand === "function" && v.isCluster !== true;
+/** An ioredis `Redis` or `Cluster` (also from another copy of ioredis). */
+function isClient(value: unknown): value is RedisClient | Cluster {
+  if (value instanceof Redis || value instanceof ClusterClass) return true;
+  const v = value as { defineCommand?: unknown } | null;
+  return typeof v?.defineCommand === "function";
 }

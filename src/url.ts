@@ -18,6 +18,7 @@ export const STORAGE_URL_ENV = "AGENTIX_STORAGE_URL";
  * | `sqlite:<path>`, `sqlite:///abs/path.db`, `sqlite::memory:` | `SqliteStorageBackend` |
  * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema) | `PostgresStorageBackend` |
  * | `redis://...` / `rediss://...` (`?prefix=myapp` picks the key prefix) | `RedisStorageBackend` |
+ * | `redis+cluster://host:port,host:port` / `rediss+cluster://...` (`?prefix=myapp`) | `RedisStorageBackend`, cluster mode |
  *
  * Query parameters besides `schema` and `prefix`: `application_name`, `sslmode` and `connect_timeout` on Postgres,
  * `db` and `family` on Redis, passed to the driver.
@@ -44,7 +45,9 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
       return new PostgresStorageBackend(param === undefined ? { url: base } : { url: base, schema: param });
     }
     case "redis": {
-      const { base, param } = takeParam(url, "prefix", REDIS_PARAMS);
+      const { base, param } = /^rediss?\+cluster:/i.test(url)
+        ? clusterParam(url)
+        : takeParam(url, "prefix", REDIS_PARAMS);
       const { RedisStorageBackend } = await import("./redis.js");
       return new RedisStorageBackend(param === undefined ? { url: base } : { url: base, prefix: param });
     }
@@ -60,6 +63,8 @@ const SCHEMES: Record<string, Scheme> = {
   postgresql: "postgres",
   redis: "redis",
   rediss: "redis",
+  "redis+cluster": "redis",
+  "rediss+cluster": "redis",
 };
 
 /** Which backend a storage URL names. @throws {ValidationError} for an unknown scheme or a non-string. */
@@ -72,7 +77,7 @@ export function storageScheme(url: string): Scheme {
   if (!known) {
     throw new ValidationError(
       "url",
-      `unknown scheme "${scheme}:" (expected memory:, file:, sqlite:, postgres://, postgresql://, redis:// or rediss://)`,
+      `unknown scheme "${scheme}:" (expected memory:, file:, sqlite:, postgres://, postgresql://, redis://, rediss:// or redis+cluster://)`,
     );
   }
   return known;
@@ -125,4 +130,20 @@ function takeParam(url: string, name: string, driverParams: string[]): { base: s
   if (param === undefined) return { base: url, param };
   parsed.searchParams.delete(name);
   return { base: parsed.toString(), param };
+}
+
+/**
+ * `?prefix=` of a `redis+cluster://` URL, which WHATWG URLs cannot parse (several hosts); it takes no other parameter.
+ * @throws {ValidationError} for another parameter.
+ */
+function clusterParam(url: string): { base: string; param: string | undefined } {
+  const at = url.indexOf("?");
+  if (at === -1) return { base: url, param: undefined };
+  const params = new URLSearchParams(url.slice(at + 1));
+  const unknown = [...new Set(params.keys())].filter((key) => key !== "prefix");
+  if (unknown.length > 0) {
+    const list = unknown.map((key) => `"${key}"`).join(", ");
+    throw new ValidationError("url", `unknown query parameter ${list} (a redis+cluster:// URL takes prefix)`);
+  }
+  return { base: url.slice(0, at), param: params.get("prefix") ?? undefined };
 }

@@ -175,11 +175,19 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     const client = new Redis(server.url);
     await using b = new RedisStorageBackend({ client, prefix });
     const id = await large(b, prefix, 20_000);
-    // The process "dies" before its third chunk: nothing more reaches Redis.
-    const chunks = client as unknown as { agentixCopyChunk: (...args: unknown[]) => Promise<unknown> };
-    const copyChunk = chunks.agentixCopyChunk.bind(client);
-    let calls = 0;
-    chunks.agentixCopyChunk = (...args) => (++calls === 3 ? Promise.reject(new Error("crash")) : copyChunk(...args));
+    // The process "dies" before its third chunk reaches the temp key (a chunk is a MULTI that RPUSHes): nothing more
+    // reaches Redis.
+    const multi = client.multi.bind(client);
+    let pushes = 0;
+    client.multi = ((...args: Parameters<typeof multi>) => {
+      const m = multi(...args);
+      const rpush = m.rpush.bind(m) as (...a: unknown[]) => typeof m;
+      (m as unknown as { rpush: typeof rpush }).rpush = (...a) => {
+        if (++pushes === 3) m.exec = () => Promise.reject(new Error("crash"));
+        return rpush(...a);
+      };
+      return m;
+    }) as typeof client.multi;
     const target = randomUUID();
     await expect(b.forkSession(id, { sessionId: target })).rejects.toThrow(/crash/);
     expect(await b.getSession(target)).toBeNull();
@@ -193,7 +201,7 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(600_000);
     // The same fork again succeeds (with a temp key of its own), and the source is untouched.
-    chunks.agentixCopyChunk = copyChunk;
+    client.multi = multi as typeof client.multi;
     expect(await b.forkSession(id, { sessionId: target })).toBe(target);
     expect(await b.countMessages(target)).toBe(20_000);
     expect(await raw.pttl(`${prefix}:messages:${target}`)).toBe(-1);

@@ -279,6 +279,7 @@ export function redisTarget(
         ...(backend ? { backend } : {}),
         admin,
         ...(wire ? { wire } : {}),
+        pingTarget: { host: client.options.host ?? "127.0.0.1", port: client.options.port ?? 6379 },
         async seedSessions(records: SessionRecord[]) {
           // Imports sent without waiting for each other: ioredis writes them back to back, a pipeline in effect.
           for (let i = 0; i < records.length; i += 500) {

@@ -19,7 +19,8 @@ const program = new Command("agentix")
   .version(version)
   .option(
     "--storage <url>",
-    "memory:, file:<dir> (or a directory), sqlite:<path>, postgres://...[?schema=s] or redis://...[?prefix=p] " +
+    "memory:, file:<dir> (or a directory), sqlite:<path>, postgres://...[?schema=s], redis://...[?prefix=p] " +
+      "or redis+cluster://host:port,host:port[?prefix=p] " +
       "(default: $AGENTIX_STORAGE_URL, else the File store in ~/.agentix/projects)",
   )
   .option("--debug", "print stack traces of errors")

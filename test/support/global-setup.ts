@@ -5,11 +5,14 @@
 import { connect } from "node:net";
 import type {} from "vitest";
 import type { TestProject } from "vitest/node";
+import { clusterToolsAvailable, startRedisCluster } from "./redis-cluster.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
     postgresUrl: string | null;
     redisUrl: string | null;
+    /** A private 3-master Redis Cluster (`redis+cluster://...`), or null without redis-server. */
+    redisClusterUrl: string | null;
   }
 }
 
@@ -87,6 +90,18 @@ export default async function setup(project: TestProject): Promise<() => Promise
     }
     project.provide(key, url);
   }
+  // Redis Cluster: a private one, started from redis-server (which CI has).
+  let clusterUrl: string | null = null;
+  if (await clusterToolsAvailable()) {
+    const cluster = await startRedisCluster();
+    stops.push(cluster.stop);
+    clusterUrl = cluster.url;
+  } else if (process.env.CI === "true") {
+    throw new Error("no redis-server/redis-cli on the PATH: under CI=true the Redis Cluster tests must run");
+  } else {
+    console.warn("\n!!! no redis-server/redis-cli on the PATH. The Redis Cluster tests are SKIPPED.\n");
+  }
+  project.provide("redisClusterUrl", clusterUrl);
   return async () => {
     await Promise.all(stops.map((stop) => stop()));
   };
