@@ -16,10 +16,10 @@ export const STORAGE_URL_ENV = "AGENTIX_STORAGE_URL";
  * | `memory:` | {@link MemoryStorageBackend} |
  * | `file:<dir>`, `file:///abs/dir` or a bare directory | `FileStorageBackend` (`~` expanded) |
  * | `sqlite:<path>`, `sqlite:///abs/path.db`, `sqlite::memory:` | `SqliteStorageBackend` |
- * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema) | `PostgresStorageBackend` |
+ * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema; `?prepare=false` behind a transaction pooler) | `PostgresStorageBackend` |
  * | `redis://...` / `rediss://...` (`?prefix=myapp` picks the key prefix) | `RedisStorageBackend` |
  *
- * Query parameters besides `schema` and `prefix`: `application_name`, `sslmode` and `connect_timeout` on Postgres,
+ * Query parameters besides `schema`, `prepare` and `prefix`: `application_name`, `sslmode` and `connect_timeout` on Postgres,
  * `db` and `family` on Redis, passed to the driver.
  *
  * @throws {ValidationError} for an unknown scheme or query parameter.
@@ -39,9 +39,16 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
       });
     }
     case "postgres": {
-      const { base, param } = takeParam(url, "schema", POSTGRES_PARAMS);
+      const { base: rest, param } = takeParam(url, "schema", ["prepare", ...POSTGRES_PARAMS]);
+      const { base, param: prepare } = takeParam(rest, "prepare", POSTGRES_PARAMS);
+      if (prepare !== undefined && prepare !== "true" && prepare !== "false")
+        throw new ValidationError("url", `prepare must be true or false, not "${prepare}"`);
       const { PostgresStorageBackend } = await import("./postgres.js");
-      return new PostgresStorageBackend(param === undefined ? { url: base } : { url: base, schema: param });
+      return new PostgresStorageBackend({
+        url: base,
+        ...(param === undefined ? {} : { schema: param }),
+        ...(prepare === undefined ? {} : { prepare: prepare === "true" }),
+      });
     }
     case "redis": {
       const { base, param } = takeParam(url, "prefix", REDIS_PARAMS);

@@ -5,11 +5,14 @@
 import { connect } from "node:net";
 import type {} from "vitest";
 import type { TestProject } from "vitest/node";
+import { pgbouncerBinary, startPgBouncer } from "./pgbouncer.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
     postgresUrl: string | null;
     redisUrl: string | null;
+    /** A private PgBouncer in transaction mode in front of `postgresUrl` (see ./pgbouncer.ts). */
+    pgbouncerUrl: string | null;
   }
 }
 
@@ -87,7 +90,23 @@ export default async function setup(project: TestProject): Promise<() => Promise
     }
     project.provide(key, url);
   }
+  project.provide("pgbouncerUrl", await pgbouncer(project.getProvidedContext().postgresUrl ?? null, stops));
   return async () => {
     await Promise.all(stops.map((stop) => stop()));
   };
+}
+
+/** Starts the private PgBouncer in front of Postgres; missing, the pooler tests are skipped (under CI=true: fail). */
+async function pgbouncer(postgresUrl: string | null, stops: Array<() => Promise<unknown>>): Promise<string | null> {
+  const binary = pgbouncerBinary();
+  if (postgresUrl === null) return null;
+  if (binary === null) {
+    const message = "no pgbouncer binary: install it (apt-get install pgbouncer) or set AGENTIX_PGBOUNCER";
+    if (process.env.CI === "true") throw new Error(`${message}. Under CI=true the pooler tests must run.`);
+    console.warn(`\n!!! ${message}. The PgBouncer tests are SKIPPED.\n`);
+    return null;
+  }
+  const started = await startPgBouncer(binary, postgresUrl);
+  stops.push(started.stop);
+  return started.url;
 }
