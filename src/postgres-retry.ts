@@ -13,10 +13,10 @@ import { AgentixStorageError } from "./core/errors.js";
 const RETRIED = new Set(["40001", "40P01"]);
 
 /** How many times a statement runs at most (the first run included). */
-export const STATEMENT_ATTEMPTS = 12;
+export const STATEMENT_ATTEMPTS = 16;
 
-/** Backoff before retry `n` (1-based): "full jitter", a random wait up to 5 ms × 2^(n-1), at most 320 ms. */
-const backoff = (retry: number) => Math.random() * Math.min(320, 5 * 2 ** (retry - 1));
+/** Backoff before retry `n` (1-based): "full jitter", a random wait up to 5 ms × 2^(n-1), at most 1 s. */
+const backoff = (retry: number) => Math.random() * Math.min(1000, 5 * 2 ** (retry - 1));
 
 /** The SQLSTATE of a driver error, if it has one. */
 export function sqlState(error: unknown): string | undefined {
