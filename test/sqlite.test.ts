@@ -537,6 +537,16 @@ describe("SqliteStorageBackend", () => {
       expect(plan).not.toContain("TEMP B-TREE");
     });
 
+    // Scans by agent (export, copy --agent) page along (agent_id, id): a page costs O(page), however late.
+    it.each([
+      ["the first page", {}],
+      ["a later page", { after: before.session_id }],
+    ])("scanSessions by agent, %s, is one range of the (agent_id, id) index in id order", async (_name, options) => {
+      const plan = await planOf((b) => b.scanSessions({ agentId: "agent", limit: 10, ...options }), "sessions");
+      expect(plan).toContain("SEARCH sessions USING INDEX sessions_agent_id_idx (agent_id=?");
+      expect(plan).not.toContain("TEMP B-TREE");
+    });
+
     it("countMessages reads one sessions row by its key", async () => {
       const plan = await planOf(async (b) => {
         const id = await b.createSession("agent");
