@@ -97,6 +97,21 @@ export function createEmbeddedBackend(url: string): StorageBackend | undefined {
   }
 }
 
+/**
+ * The file system path a `file:` URL (or bare directory) or an `sqlite:` URL names; `undefined` for `sqlite::memory:`
+ * and the other schemes. @throws {ValidationError} for an unknown scheme or a missing path.
+ */
+export function storagePath(url: string): string | undefined {
+  switch (storageScheme(url)) {
+    case "file":
+      return url.startsWith("file:") ? filePath(url.slice(5)) : expandHome(url);
+    case "sqlite":
+      return url.slice(7) === ":memory:" ? undefined : filePath(url.slice(7));
+    default:
+      return undefined;
+  }
+}
+
 /** `//host/path` and `///path` as file URLs; anything else as a path, `~` expanded. */
 function filePath(rest: string): string {
   if (rest === "") throw new ValidationError("url", "a file: or sqlite: URL needs a path");
