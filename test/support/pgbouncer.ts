@@ -76,10 +76,12 @@ export async function startPgBouncer(
     const [uid, gid] = ["-u", "-g"].map((flag) => Number(execFileSync("id", [flag, "postgres"], { encoding: "utf8" })));
     chownSync(dir, uid as number, gid as number);
   }
-  const args = [join(dir, "pgbouncer.ini")];
+  // A shell that runs PgBouncer until its stdin closes: stop() closes it, and so does the end of this process,
+  // however it ends (a test run killed midway must not leave a PgBouncer behind).
+  const watch = ["-c", '"$0" "$1" & pid=$!; read -r _; kill "$pid"; wait "$pid"', binary, join(dir, "pgbouncer.ini")];
   const child: ChildProcess = asRoot
-    ? spawn("runuser", ["-u", "postgres", "--", binary, ...args], { stdio: "ignore" })
-    : spawn(binary, args, { stdio: "ignore" });
+    ? spawn("runuser", ["-u", "postgres", "--", "sh", ...watch], { stdio: ["pipe", "ignore", "ignore"] })
+    : spawn("sh", watch, { stdio: ["pipe", "ignore", "ignore"] });
   let exited = false;
   child.once("exit", () => {
     exited = true;
@@ -87,7 +89,7 @@ export async function startPgBouncer(
   const deadline = Date.now() + 10_000;
   while (!(await accepts(port))) {
     if (exited || Date.now() > deadline) {
-      child.kill("SIGKILL");
+      child.stdin?.end();
       const log = existsSync(join(dir, "pgbouncer.log")) ? join(dir, "pgbouncer.log") : "(no log)";
       throw new Error(`PgBouncer did not start on 127.0.0.1:${port}; see ${log}`);
     }
@@ -98,7 +100,7 @@ export async function startPgBouncer(
     stop: async () => {
       if (!exited) {
         const gone = new Promise((r) => child.once("exit", r));
-        child.kill("SIGTERM");
+        child.stdin?.end();
         await Promise.race([gone, new Promise((r) => setTimeout(r, 3_000))]);
         if (!exited) child.kill("SIGKILL");
       }
