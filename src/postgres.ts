@@ -25,6 +25,8 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import { migrationScript } from "./postgres-migrate.js";
+import { runStatement } from "./postgres-retry.js";
 import {
   appendStatement,
   type CopyRow,
@@ -59,6 +61,13 @@ export type PostgresStorageOptions = PostgresSchemaOptions &
         url: string;
         /** Pool size, passed to postgres.js. @default 10 */
         max?: number;
+        /**
+         * Whether postgres.js uses named prepared statements. Set `false` behind a transaction pooler (PgBouncer in
+         * transaction mode, RDS Proxy, Supavisor), which cannot route them; with a `client`, make it with
+         * `postgres(url, { prepare: false })` instead. Also `?prepare=false` in a URL.
+         * @default true
+         */
+        prepare?: boolean;
       }
     | {
         /** A client made by `postgres()`. The backend never closes it, and its `...Sync` methods are unavailable. */
@@ -101,6 +110,7 @@ const OPTIONS = z
       .custom<Sql>(isClient, "expected a client made by postgres() (not a transaction or reserved connection)")
       .optional(),
     max: z.number().int().positive().optional(),
+    prepare: z.boolean().optional(),
     schema: SCHEMA_NAME.optional(),
     migrate: z.boolean().optional(),
   })
@@ -109,14 +119,17 @@ const OPTIONS = z
       ctx.addIssue({ code: "custom", message: "give either url or client" });
     if (o.client !== undefined && o.max !== undefined)
       ctx.addIssue({ code: "custom", path: ["max"], message: "sizes the pool opened from url; not with client" });
+    if (o.client !== undefined && o.prepare !== undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["prepare"],
+        message: "configures the pool opened from url; make the client with postgres(url, { prepare }) instead",
+      });
   });
 
 // Shipped beside src/ and dist/ alike; drizzle's migrator reads meta/_journal.json from disk.
 const MIGRATIONS_FOLDER = fileURLToPath(new URL("../migrations/postgres", import.meta.url));
 let migrationFiles: MigrationMeta[] | undefined;
-
-/** Advisory lock namespace ("agtx") of the migrations, keyed on the schema within it. */
-const MIGRATION_LOCK = 0x61677478;
 
 const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
 
@@ -137,6 +150,7 @@ export class PostgresStorageBackend extends StorageBackend {
   readonly #sql: Sql;
   readonly #url: string | undefined;
   readonly #max: number | undefined;
+  readonly #prepare: boolean | undefined;
   readonly #schema: string;
   readonly #migrate: boolean;
   // Qualified names and column lists as postgres.js fragments: constant text, so each statement is prepared once per connection.
@@ -150,12 +164,22 @@ export class PostgresStorageBackend extends StorageBackend {
     const o = parseOptions(OPTIONS, options, "PostgresStorageBackend");
     this.#url = o.url;
     this.#max = o.max;
+    this.#prepare = o.prepare;
     this.#schema = o.schema ?? "public";
     this.#migrate = o.migrate ?? true;
     this.#sql =
       o.client ??
       postgres(o.url as string, {
         ...(o.max === undefined ? {} : { max: o.max }),
+        ...(o.prepare === undefined ? {} : { prepare: o.prepare }),
+        // With named statements, no pipelining (postgres.js's `max_pipeline`, 100 by default, missing from its
+        // types): a statement's first run sends Parse/Describe/Flush without a Sync, and queued behind queries in
+        // flight, a transaction pooler hands the server connection on at their ReadyForQuery while the describe
+        // is still answered there. Replies then reach the wrong client: calls hung, one's failure was another's
+        // (which postgres.js ran again: duplicated) and its success another's (lost). One query in flight per
+        // connection keeps every exchange on one server connection; postgres.js then re-prepares a statement
+        // the pooler lost (26000) by itself, which is safe, since the Bind failed before anything ran.
+        ...(o.prepare === false ? {} : ({ max_pipeline: 0 } as object)),
         connection: { application_name: "agentix" },
         // postgres.js prints server notices to stdout by default; a library must not.
         onnotice: () => {},
@@ -179,7 +203,9 @@ export class PostgresStorageBackend extends StorageBackend {
     // CONFLICT sees that row and the select does not, [false, null, ...]. Only then is the statement run again,
     // with a new snapshot (rare: it takes two calls for one new id at the same moment).
     for (;;) {
-      const [row] = await values<[stored: boolean, ...existing: SessionRow | Nulls<SessionRow>]>(this.#sql`
+      const [row] = await values<[stored: boolean, ...existing: SessionRow | Nulls<SessionRow>]>(
+        () =>
+          this.#sql`
         with inserted as (
           insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
           values (${id}, ${record.agent_id}, ${cwdOf(record.metadata)}, ${json(record.metadata)},
@@ -188,7 +214,8 @@ export class PostgresStorageBackend extends StorageBackend {
           returning id
         )
         select exists (select from inserted), ${this.#sessionColumns}
-        from (select) one left join ${this.#sessions} on id = ${id} and not exists (select from inserted)`);
+        from (select) one left join ${this.#sessions} on id = ${id} and not exists (select from inserted)`,
+      );
       const [stored, ...existing] = row as [boolean, ...(SessionRow | Nulls<SessionRow>)];
       if (stored) return null;
       if (existing[0] !== null) return toSession(existing as SessionRow);
@@ -198,7 +225,7 @@ export class PostgresStorageBackend extends StorageBackend {
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
     await this.#ready();
     const [row] = await values<SessionRow>(
-      this.#sql`select ${this.#sessionColumns} from ${this.#sessions} where id = ${sessionId}`,
+      () => this.#sql`select ${this.#sessionColumns} from ${this.#sessions} where id = ${sessionId}`,
     );
     return row ? toSession(row) : null;
   }
@@ -209,13 +236,16 @@ export class PostgresStorageBackend extends StorageBackend {
     const sql = this.#sql;
     // One statement per combination of filters (never `$2 is null or cwd = $2`), so that each plan can use its index.
     // NULLS LAST as in the indexes: the columns are NOT NULL, but the planner matches an index by its declared order.
-    const rows = await values<SessionRow>(sql`
+    const rows = await values<SessionRow>(
+      () =>
+        sql`
       select ${this.#sessionColumns} from ${this.#sessions}
       where agent_id = ${agentId}
       ${cwd === undefined ? sql`` : sql`and md5(cwd) = md5(${cwd}) and cwd = ${cwd}`}
       ${before === undefined ? sql`` : this.#afterCursor(before.updated_at, before.session_id)}
       order by updated_at desc nulls last, id desc nulls last
-      ${limit === undefined ? sql`` : sql`limit ${limit}`}`);
+      ${limit === undefined ? sql`` : sql`limit ${limit}`}`,
+    );
     return rows.map(toSession);
   }
 
@@ -225,17 +255,20 @@ export class PostgresStorageBackend extends StorageBackend {
     at: string,
   ): Promise<SessionRecord | null> {
     await this.#ready();
-    const [row] = await values<SessionRow>(this.#sql`
+    const [row] = await values<SessionRow>(
+      () =>
+        this.#sql`
       update ${this.#sessions}
       set metadata = ${json(metadata)}, cwd = ${cwdOf(metadata)}, updated_at = greatest(updated_at, ${at})
       where id = ${sessionId}
-      returning ${this.#sessionColumns}`);
+      returning ${this.#sessionColumns}`,
+    );
     return row ? toSession(row) : null;
   }
 
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
     await this.#ready();
-    const [row] = await values<CopyRow>(copyStatement(this.#tables, sessionId, target));
+    const [row] = await values<CopyRow>(() => copyStatement(this.#tables, sessionId, target));
     const [count, copied, taken] = row as CopyRow;
     if (count === null) return { status: "not-found" };
     if (copied) return { status: "copied" };
@@ -248,12 +281,12 @@ export class PostgresStorageBackend extends StorageBackend {
   protected async removeSession(sessionId: string): Promise<void> {
     await this.#ready();
     // The messages and idempotency keys go with it: ON DELETE CASCADE, served by indexes leading with session_id.
-    await this.#sql`delete from ${this.#sessions} where id = ${sessionId}`;
+    await values(() => this.#sql`delete from ${this.#sessions} where id = ${sessionId}`);
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
     await this.#ready();
-    const [row] = await values<[number]>(appendStatement(this.#tables, sessionId, messages));
+    const [row] = await values<[number]>(() => appendStatement(this.#tables, sessionId, messages));
     return row ? row[0] : null;
   }
 
@@ -263,7 +296,7 @@ export class PostgresStorageBackend extends StorageBackend {
     // run has a newer snapshot.
     for (let attempt = 1; ; attempt++) {
       try {
-        const [row] = await values<EditRow>(editStatement(this.#tables, sessionId, edit));
+        const [row] = await values<EditRow>(() => editStatement(this.#tables, sessionId, edit));
         if (row?.[0] !== "stale") return editOutcome(row as EditRow);
       } catch (error) {
         const { code, constraint_name } = error as { code?: string; constraint_name?: string };
@@ -275,14 +308,14 @@ export class PostgresStorageBackend extends StorageBackend {
   protected async readLength(sessionId: string): Promise<number | null> {
     await this.#ready();
     const [row] = await values<[number]>(
-      this.#sql`select message_count from ${this.#sessions} where id = ${sessionId}`,
+      () => this.#sql`select message_count from ${this.#sessions} where id = ${sessionId}`,
     );
     return row ? row[0] : null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
     await this.#ready();
-    const rows = await values<MessageRow>(readStatement(this.#tables, sessionId, range));
+    const rows = await values<MessageRow>(() => readStatement(this.#tables, sessionId, range));
     if (rows.length === 0) return null;
     const messages: MessageRecord[] = [];
     for (const [role, content, timestamp] of rows) {
@@ -298,19 +331,22 @@ export class PostgresStorageBackend extends StorageBackend {
   ): Promise<SessionRecord[]> {
     await this.#ready();
     const sql = this.#sql;
-    const rows = await values<SessionRow>(sql`
+    const rows = await values<SessionRow>(
+      () =>
+        sql`
       select ${this.#sessionColumns} from ${this.#sessions}
       where true
       ${agentId === undefined ? sql`` : sql`and agent_id = ${agentId}`}
       ${after === null ? sql`` : sql`and id > ${after}`}
       order by id
-      limit ${limit}`);
+      limit ${limit}`,
+    );
     return rows.map(toSession);
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
     await this.#ready();
-    const [row] = await values<[boolean]>(importStatement(this.#tables, record, messages));
+    const [row] = await values<[boolean]>(() => importStatement(this.#tables, record, messages));
     return row?.[0] === true;
   }
 
@@ -327,6 +363,7 @@ export class PostgresStorageBackend extends StorageBackend {
     }
     const options: PostgresStorageOptions = { url: this.#url, schema: this.#schema, migrate: this.#migrate };
     if (this.#max !== undefined) options.max = this.#max;
+    if (this.#prepare !== undefined) options.prepare = this.#prepare;
     return { module: import.meta.url, exportName: "PostgresStorageBackend", options };
   }
 
@@ -366,24 +403,20 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   /**
-   * drizzle-kit writes each migration for the `public` schema: unqualified names, and foreign keys qualified as
-   * `REFERENCES "public"."sessions"`. So the files are read with drizzle's `readMigrationFiles` and applied here, in
-   * one transaction that takes an advisory lock on the schema (many processes may start at once), sets
-   * `search_path` to the schema for that transaction only and rewrites the `"public".` qualifier to it. drizzle's
-   * own `migrate()` cannot do this: it runs its own transaction, outside the lock and on the pool's `search_path`
-   * (a client passed in must not be changed). The bookkeeping table has drizzle's layout, named apart from an
-   * application's own `__drizzle_migrations`, and lives in the schema too.
+   * Applies the pending migrations from drizzle-kit's files (read with drizzle's `readMigrationFiles`), under an
+   * advisory lock on the schema, as one script in one message: see {@link migrationScript}. drizzle's own
+   * `migrate()` cannot do this: it runs its own transaction, outside the lock and on the pool's `search_path` (a
+   * client passed in must not be changed).
    */
   async #migrateSchema(): Promise<string[]> {
     migrationFiles ??= readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
     const files = migrationFiles;
     const newest = files.at(-1)?.folderMillis ?? 0;
-    const schema = quote(this.#schema);
-    const journal = this.#sql.unsafe(`${schema}."__agentix_migrations"`);
+    const journal = this.#sql.unsafe(`${quote(this.#schema)}."__agentix_migrations"`);
     try {
       // The usual case, once deployed: everything applied already, one query and no lock.
       const [row] = await values<[boolean]>(
-        this.#sql`select exists (select from ${journal} where created_at >= ${newest})`,
+        () => this.#sql`select exists (select from ${journal} where created_at >= ${newest})`,
       );
       if (row?.[0] === true) return [];
     } catch (error) {
@@ -391,26 +424,9 @@ export class PostgresStorageBackend extends StorageBackend {
       if (!["42P01", "3F000"].includes((error as { code?: string }).code ?? "")) throw error;
     }
     const tags = migrationTags(MIGRATIONS_FOLDER);
-    const done: string[] = [];
-    await this.#sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK}, hashtext(${this.#schema}))`;
-      await tx`set local client_min_messages = warning`;
-      // Checked first: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege on the database even when the schema exists.
-      const [exists] = await values<[boolean]>(
-        tx`select exists (select from pg_namespace where nspname = ${this.#schema})`,
-      );
-      if (exists?.[0] !== true) await tx.unsafe(`create schema ${schema}`);
-      await tx.unsafe(`set local search_path to ${schema}`);
-      await tx`create table if not exists ${journal} (id serial primary key, hash text not null, created_at bigint)`;
-      const [applied] = await values<[string]>(tx`select coalesce(max(created_at), 0)::text from ${journal}`);
-      for (const migration of files) {
-        if (migration.folderMillis <= Number(applied?.[0])) continue;
-        for (const statement of migration.sql) await tx.unsafe(statement.replaceAll('"public".', `${schema}.`));
-        await tx`insert into ${journal} (hash, created_at) values (${migration.hash}, ${migration.folderMillis})`;
-        done.push(tags.get(migration.folderMillis) ?? String(migration.folderMillis));
-      }
-    });
-    return done;
+    const results = await runStatement(() => this.#sql.unsafe(migrationScript(this.#schema, files)).values());
+    const applied = (results.at(-1) ?? []) as unknown as [string][];
+    return applied.map(([millis]) => tags.get(Number(millis)) ?? millis);
   }
 }
 
@@ -418,8 +434,8 @@ export class PostgresStorageBackend extends StorageBackend {
  * Rows as arrays: column names never matter, so a client passed in with a column transform
  * (`transform: postgres.camel`) reads the same.
  */
-async function values<T>(query: PendingQuery<Row[]>): Promise<T[]> {
-  return (await query.values()) as unknown as T[];
+async function values<T>(query: () => PendingQuery<Row[]>): Promise<T[]> {
+  return (await runStatement(() => query().values())) as unknown as T[];
 }
 
 /** What {@link editStatement}'s row says (never `stale`: that is run again). */

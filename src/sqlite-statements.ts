@@ -17,6 +17,7 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { idempotencyKeys, messages, sessions } from "./schema/sqlite.js";
+import { type ChunkedWrites, chunkedWrites } from "./sqlite-chunked.js";
 
 /** How many idempotency keys a session remembers (the contract's minimum): older ones are pruned as keys are added. */
 const KEYS_KEPT = 1000;
@@ -61,6 +62,8 @@ export interface Connection {
   copy: Tx<(sessionId: string, target: ForkTarget) => CopyOutcome>;
   remove: Tx<(sessionId: string) => void>;
   import: Tx<(record: SessionRecord, messages: MessageRecord[]) => boolean>;
+  /** Forks and deletes of big sessions in short transactions (see src/sqlite-chunked.ts). */
+  chunked: ChunkedWrites;
 }
 
 /** Every statement and transaction of one connection, prepared once. */
@@ -261,7 +264,11 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
     client,
     owned,
     insertIfAbsent: client.transaction((record: SessionRecord): SessionRecord | null => {
-      if (insertIfAbsent.run(sessionRow(record, 0)).changes > 0) return null;
+      if (insertIfAbsent.run(sessionRow(record, 0)).changes > 0) {
+        // Rows a crash left under this id, in the middle of a chunked fork or delete (see sqlite-chunked.ts).
+        deleteMessages.run({ id: record.session_id });
+        return null;
+      }
       // The same write transaction: the session that holds the id cannot go away before it is read.
       return toRecord(readSession.get({ id: record.session_id }) as SessionRow);
     }),
@@ -362,6 +369,7 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
         cwd: cwdOf(data),
         metadata: data === null ? null : JSON.stringify(data),
       });
+      deleteMessages.run({ id: target.session_id }); // rows a crash left under this id (see sqlite-chunked.ts)
       if (length > 0) copyMessageRows.run({ id: sessionId, target: target.session_id, length });
       return { status: "copied" };
     }),
@@ -371,8 +379,10 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
       deleteMessages.run({ id: sessionId });
       deleteSession.run({ id: sessionId });
     }),
+    chunked: chunkedWrites(client),
     import: client.transaction((record: SessionRecord, list: MessageRecord[]): boolean => {
       if (insertIfAbsent.run(sessionRow(record, list.length)).changes === 0) return false;
+      deleteMessages.run({ id: record.session_id }); // rows a crash left under this id (see sqlite-chunked.ts)
       for (const [i, m] of list.entries()) {
         insertMessage.run(record.session_id, i, m.role, JSON.stringify(m.content), m.timestamp);
       }

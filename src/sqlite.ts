@@ -172,11 +172,13 @@ export class SqliteStorageBackend extends SyncStorageBackend {
   }
 
   protected copySession(sessionId: string, target: ForkTarget): CopyOutcome {
-    return this.#db.copy.immediate(sessionId, target);
+    const db = this.#db;
+    return db.chunked.fork(sessionId, target) ?? db.copy.immediate(sessionId, target);
   }
 
   protected removeSession(sessionId: string): void {
-    this.#db.remove.immediate(sessionId);
+    const db = this.#db;
+    if (!db.chunked.remove(sessionId)) db.remove.immediate(sessionId);
   }
 
   protected appendMessages(sessionId: string, messages: MessageRecord[]): number | null {

@@ -16,11 +16,11 @@ export const STORAGE_URL_ENV = "AGENTIX_STORAGE_URL";
  * | `memory:` | {@link MemoryStorageBackend} |
  * | `file:<dir>`, `file:///abs/dir` or a bare directory | `FileStorageBackend` (`~` expanded) |
  * | `sqlite:<path>`, `sqlite:///abs/path.db`, `sqlite::memory:` | `SqliteStorageBackend` |
- * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema) | `PostgresStorageBackend` |
+ * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema; `?prepare=false` behind a transaction pooler) | `PostgresStorageBackend` |
  * | `redis://...` / `rediss://...` (`?prefix=myapp` picks the key prefix) | `RedisStorageBackend` |
  * | `redis+cluster://host:port,host:port` / `rediss+cluster://...` (`?prefix=myapp`) | `RedisStorageBackend`, cluster mode |
  *
- * Query parameters besides `schema` and `prefix`: `application_name`, `sslmode` and `connect_timeout` on Postgres,
+ * Query parameters besides `schema`, `prepare` and `prefix`: `application_name`, `sslmode` and `connect_timeout` on Postgres,
  * `db` and `family` on Redis, passed to the driver.
  *
  * @throws {ValidationError} for an unknown scheme or query parameter.
@@ -40,9 +40,16 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
       });
     }
     case "postgres": {
-      const { base, param } = takeParam(url, "schema", POSTGRES_PARAMS);
+      const { base: rest, param } = takeParam(url, "schema", ["prepare", ...POSTGRES_PARAMS]);
+      const { base, param: prepare } = takeParam(rest, "prepare", POSTGRES_PARAMS);
+      if (prepare !== undefined && prepare !== "true" && prepare !== "false")
+        throw new ValidationError("url", `prepare must be true or false, not "${prepare}"`);
       const { PostgresStorageBackend } = await import("./postgres.js");
-      return new PostgresStorageBackend(param === undefined ? { url: base } : { url: base, schema: param });
+      return new PostgresStorageBackend({
+        url: base,
+        ...(param === undefined ? {} : { schema: param }),
+        ...(prepare === undefined ? {} : { prepare: prepare === "true" }),
+      });
     }
     case "redis": {
       const { base, param } = /^rediss?\+cluster:/i.test(url)
@@ -90,6 +97,21 @@ export function createEmbeddedBackend(url: string): StorageBackend | undefined {
       return new MemoryStorageBackend();
     case "file":
       return new FileStorageBackend({ basePath: url.startsWith("file:") ? filePath(url.slice(5)) : expandHome(url) });
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The file system path a `file:` URL (or bare directory) or an `sqlite:` URL names; `undefined` for `sqlite::memory:`
+ * and the other schemes. @throws {ValidationError} for an unknown scheme or a missing path.
+ */
+export function storagePath(url: string): string | undefined {
+  switch (storageScheme(url)) {
+    case "file":
+      return url.startsWith("file:") ? filePath(url.slice(5)) : expandHome(url);
+    case "sqlite":
+      return url.slice(7) === ":memory:" ? undefined : filePath(url.slice(7));
     default:
       return undefined;
   }

@@ -3,7 +3,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { cp, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink } from "node:fs/promises";
+import { cp, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
@@ -19,6 +19,8 @@ import { FileStorageBackend } from "../src/file.js";
 import { MemoryStorageBackend } from "../src/memory.js";
 import { createStorageBackend } from "../src/url.js";
 
+/** A well-formed session id that no store holds. */
+const PROBE = "00000000-0000-7000-8000-000000000000";
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/cli/index.js");
 const pgUrl = inject("postgresUrl");
@@ -611,11 +613,56 @@ describe("agentix migrate", () => {
   });
 });
 
+describe("reads that create nothing: on a missing store one line, exit code 1", () => {
+  it("File: a missing directory stays missing", async () => {
+    const dir = join(work, "nowhere", "store");
+    for (const args of [["sessions", "list", "a"], ["sessions", "show", PROBE], ["export"]]) {
+      expect(await fails([...args, "--storage", dir])).toBe(
+        `agentix: no agentix store at ${dir}: the directory does not exist`,
+      );
+    }
+    expect(await fails(["copy", "--from", dir, "--to", "memory:"])).toMatch(/^agentix: no agentix store at /);
+    expect(existsSync(join(work, "nowhere"))).toBe(false);
+  });
+
+  it("SQLite: no file, no directory; an empty file gets no tables", async () => {
+    const db = join(work, "nowhere-db", "agent.db");
+    const message = `agentix: no agentix database at ${db}: run \`agentix migrate --storage sqlite:${db}\``;
+    for (const args of [["sessions", "list", "a"], ["sessions", "show", PROBE], ["export"]]) {
+      expect(await fails([...args, "--storage", `sqlite:${db}`])).toBe(message);
+    }
+    expect(await fails(["copy", "--from", `sqlite:${db}`, "--to", "memory:"])).toBe(message);
+    expect(existsSync(join(work, "nowhere-db"))).toBe(false);
+    const empty = join(work, "empty.db");
+    await writeFile(empty, "");
+    expect(await fails(["sessions", "list", "a", "--storage", `sqlite:${empty}`])).toBe(
+      `agentix: no agentix tables in ${empty}: run \`agentix migrate --storage sqlite:${empty}\``,
+    );
+    expect((await stat(empty)).size).toBe(0);
+  });
+
+  it.skipIf(!pgUrl)("Postgres: a missing schema is neither created nor filled", async () => {
+    const schema = `${pgSchema}_missing`;
+    const url = withParam(pgUrl as string, "schema", schema);
+    const message = `agentix: no agentix tables in schema ${schema}: run \`agentix migrate --storage ${url}\``;
+    for (const args of [["sessions", "list", "a"], ["sessions", "show", PROBE], ["export"]]) {
+      expect(await fails([...args, "--storage", url])).toBe(message);
+    }
+    expect(await fails(["copy", "--from", url, "--to", "memory:"])).toBe(message);
+    const sql = postgres(pgUrl as string, { onnotice: () => {} });
+    const [row] = await sql`select count(*)::int as n from pg_namespace where nspname = ${schema}`;
+    await sql.end();
+    expect(row?.n).toBe(0);
+  });
+});
+
 describe("errors a person can act on: one line on stderr, exit code 1, no stack unless --debug", () => {
   const unknown = "01234567-89ab-7def-8123-456789abcdef";
 
   it("an unknown session", async () => {
+    // An existing (empty) store: a missing one is its own error (see "reads that create nothing").
     const store = join(work, "errors");
+    await mkdir(store, { recursive: true });
     for (const command of ["show", "fork", "delete"]) {
       expect(await fails(["sessions", command, unknown, "--storage", store])).toBe(
         `agentix: session not found: "${unknown}"`,

@@ -61,6 +61,8 @@ describe.skipIf(!url)("PostgresStorageBackend", () => {
       ["max", { url: "postgres://x/db", max: 1.5 }],
       ["max", { client: postgres("postgres://x/db"), max: 2 }],
       ["migrate", { url: "postgres://x/db", migrate: "yes" }],
+      ["prepare", { url: "postgres://x/db", prepare: "false" }],
+      ["prepare", { client: postgres("postgres://x/db"), prepare: false }],
       ["schema", { url: "postgres://x/db", schema: "" }],
       ["schema", { url: "postgres://x/db", schema: "pg_tenant" }],
       ["schema", { url: "postgres://x/db", schema: "a\u0000b" }],

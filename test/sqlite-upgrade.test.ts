@@ -362,6 +362,7 @@ describe.each(starts)("SqliteStorageBackend on a database of $release", (start) 
     });
     expect(before).toEqual(after);
     expect(after?.messagesSql).toContain("role in ('user', 'assistant', 'system', 'tool')");
+    expect(JSON.stringify(after?.indexes)).toContain('"name":"sessions_agent_id_idx"');
     expect(after?.indexes[1]).toEqual([
       expect.objectContaining({ name: "messages_session_idx", unique: 0, partial: 0 }),
     ]);

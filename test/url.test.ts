@@ -46,9 +46,15 @@ describe("createStorageBackend: URL query parameters", () => {
     expect(error.message).toContain(message);
   });
 
+  it("?prepare= takes true or false, nothing else", async () => {
+    const error = await rejection("postgres://127.0.0.1:1/x?prepare=no");
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error.message).toContain('prepare must be true or false, not "no"');
+  });
+
   it("accepts the documented parameters without connecting", async () => {
     for (const url of [
-      "postgres://127.0.0.1:1/x?schema=tenant&application_name=app&sslmode=disable&connect_timeout=3",
+      "postgres://127.0.0.1:1/x?schema=tenant&prepare=false&application_name=app&sslmode=disable&connect_timeout=3",
       "redis://127.0.0.1:1?prefix=app&db=2&family=4",
     ]) {
       const storage = await createStorageBackend(url);

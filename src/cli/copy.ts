@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { Progress } from "./progress.js";
-import { pool, redact, scanAll, selectStorage, snapshot, withStorage } from "./shared.js";
+import { pool, readStorage, redact, scanAll, selectStorage, snapshot, withStorage } from "./shared.js";
 
 /** A well-formed session id, so that the backend really looks it up (it answers any other id without asking). */
 const PROBE_ID = "00000000-0000-7000-8000-000000000000";
@@ -14,7 +14,7 @@ export function copyCommand(): Command {
     .option("--agent <id>", "only this agent's sessions")
     .action(async (options: { from?: string; to: string; agent?: string }, command: Command) => {
       const from = options.from ?? selectStorage(command);
-      await withStorage(from, (source) =>
+      await readStorage(from, (source) =>
         withStorage(options.to, async (target) => {
           // One read of the target first, so that an unreachable one fails before any progress is shown.
           await target.getSession(PROBE_ID);

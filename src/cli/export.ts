@@ -7,7 +7,7 @@ import { Command } from "commander";
 import type { StorageBackend } from "../core/backend.js";
 import { SessionNotFoundError } from "../core/errors.js";
 import type { SessionRecord } from "../core/types.js";
-import { BATCH_SIZE, CliError, scanAll, selectStorage, settledHead, withStorage } from "./shared.js";
+import { BATCH_SIZE, CliError, readStorage, scanAll, selectStorage, settledHead } from "./shared.js";
 
 /** Bytes gathered before one write to the stream: few system calls, little memory. */
 const CHUNK = 1 << 16;
@@ -113,7 +113,7 @@ export function exportCommand(): Command {
     .option("--agent <id>", "only this agent's sessions")
     .option("--out <file>", "write to this file instead of stdout")
     .action(async (options: { agent?: string; out?: string }, command: Command) => {
-      await withStorage(selectStorage(command), async (storage) => {
+      await readStorage(selectStorage(command), async (storage) => {
         if (options.out === undefined) {
           const count = await exportSessions(storage, process.stdout, options.agent);
           process.stderr.write(`Exported ${count} session${count === 1 ? "" : "s"}\n`);

@@ -2,7 +2,7 @@ import { isAbsolute } from "node:path";
 import { Command } from "commander";
 import { expandHome } from "../core/paths.js";
 import { sessionTable, terminalWidth, transcript, wrapWidth } from "./format.js";
-import { positiveInt, requireSession, selectStorage, withStorage } from "./shared.js";
+import { positiveInt, readStorage, requireSession, selectStorage, withStorage } from "./shared.js";
 
 function list(): Command {
   return new Command("list")
@@ -15,7 +15,7 @@ function list(): Command {
       // Agents store absolute paths (process.cwd()): `--cwd .` means this directory. An absolute one is matched as
       // given, since a cwd is data (a trailing slash is part of it).
       const cwd = options.cwd === undefined || isAbsolute(options.cwd) ? options.cwd : expandHome(options.cwd);
-      await withStorage(selectStorage(command), async (storage) => {
+      await readStorage(selectStorage(command), async (storage) => {
         const sessions = await storage.listSessions(agentId, {
           ...(cwd === undefined ? {} : { cwd }),
           // One more than asked, to know whether to say that there are more.
@@ -46,7 +46,7 @@ function show(): Command {
     .option("--full", "do not fold long messages")
     .option("--json", 'print {"session": record, "messages": [...]} as JSON')
     .action(async (sessionId: string, options: { last?: number; full?: boolean; json?: boolean }, command: Command) => {
-      await withStorage(selectStorage(command), async (storage) => {
+      await readStorage(selectStorage(command), async (storage) => {
         const session = await requireSession(storage, sessionId);
         const messages = await storage.loadMessages(
           sessionId,

@@ -5,6 +5,7 @@ import { AgentixStorageError, SessionNotFoundError } from "../core/errors.js";
 import { DEFAULT_BASE_PATH } from "../core/paths.js";
 import type { MessageRecord, SessionRecord } from "../core/types.js";
 import { createStorageBackend, STORAGE_URL_ENV } from "../url.js";
+import { requireStore } from "./probe.js";
 
 /** An error whose message is all a person needs: printed as one line, without a stack. */
 export class CliError extends Error {
@@ -83,9 +84,21 @@ async function preflight(url: string): Promise<void> {
 
 /**
  * Opens the backend named by `url`, runs `use` and closes it, also when `use` fails. A failure to reach the
- * server becomes one line naming the (redacted) URL.
+ * server becomes one line naming the (redacted) URL. `readOnly`: a store that does not exist is an error, and
+ * nothing is created (see requireStore).
  */
-export async function withStorage<T>(url: string, use: (storage: StorageBackend) => Promise<T>): Promise<T> {
+export async function withStorage<T>(
+  url: string,
+  use: (storage: StorageBackend) => Promise<T>,
+  { readOnly = false }: { readOnly?: boolean } = {},
+): Promise<T> {
+  if (readOnly) {
+    await requireStore(url).catch((error: unknown) => {
+      const network = error instanceof CliError ? undefined : unreachable(error);
+      if (network) throw new CliError(`cannot reach ${redact(url)}: ${network.message || String(network)}`);
+      throw error;
+    });
+  }
   const storage = await createStorageBackend(url);
   await preflight(url).catch(async (error: unknown) => {
     await storage.close().catch(() => {});
@@ -101,6 +114,11 @@ export async function withStorage<T>(url: string, use: (storage: StorageBackend)
   } finally {
     await storage.close().catch(() => {});
   }
+}
+
+/** {@link withStorage} for the commands that only read: a missing store is a one-line error, never created. */
+export function readStorage<T>(url: string, use: (storage: StorageBackend) => Promise<T>): Promise<T> {
+  return withStorage(url, use, { readOnly: true });
 }
 
 /** The session or a `SessionNotFoundError`, for commands that name one. */

@@ -23,6 +23,8 @@ export const sessions = sqliteTable(
   (t) => [
     index("sessions_agent_updated_idx").on(t.agentId, t.updatedAt, t.id),
     index("sessions_agent_cwd_updated_idx").on(t.agentId, t.cwd, t.updatedAt, t.id),
+    // Scans by agent (scanSessions({ agentId }): export, copy --agent) page along it in id order.
+    index("sessions_agent_id_idx").on(t.agentId, t.id),
   ],
 );
 

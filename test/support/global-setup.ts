@@ -6,6 +6,7 @@ import { connect } from "node:net";
 import type {} from "vitest";
 import type { TestProject } from "vitest/node";
 import { clusterToolsAvailable, startRedisCluster } from "./redis-cluster.js";
+import { pgbouncerBinary, startPgBouncer } from "./pgbouncer.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -13,6 +14,8 @@ declare module "vitest" {
     redisUrl: string | null;
     /** A private 3-master Redis Cluster (`redis+cluster://...`), or null without redis-server. */
     redisClusterUrl: string | null;
+    /** A private PgBouncer in transaction mode in front of `postgresUrl` (see ./pgbouncer.ts). */
+    pgbouncerUrl: string | null;
   }
 }
 
@@ -102,7 +105,23 @@ export default async function setup(project: TestProject): Promise<() => Promise
     console.warn("\n!!! no redis-server/redis-cli on the PATH. The Redis Cluster tests are SKIPPED.\n");
   }
   project.provide("redisClusterUrl", clusterUrl);
+  project.provide("pgbouncerUrl", await pgbouncer(project.getProvidedContext().postgresUrl ?? null, stops));
   return async () => {
     await Promise.all(stops.map((stop) => stop()));
   };
+}
+
+/** Starts the private PgBouncer in front of Postgres; missing, the pooler tests are skipped (under CI=true: fail). */
+async function pgbouncer(postgresUrl: string | null, stops: Array<() => Promise<unknown>>): Promise<string | null> {
+  const binary = pgbouncerBinary();
+  if (postgresUrl === null) return null;
+  if (binary === null) {
+    const message = "no pgbouncer binary: install it (apt-get install pgbouncer) or set AGENTIX_PGBOUNCER";
+    if (process.env.CI === "true") throw new Error(`${message}. Under CI=true the pooler tests must run.`);
+    console.warn(`\n!!! ${message}. The PgBouncer tests are SKIPPED.\n`);
+    return null;
+  }
+  const started = await startPgBouncer(binary, postgresUrl);
+  stops.push(started.stop);
+  return started.url;
 }
