@@ -5,8 +5,8 @@
 import { connect } from "node:net";
 import type {} from "vitest";
 import type { TestProject } from "vitest/node";
-import { clusterToolsAvailable, startRedisCluster } from "./redis-cluster.js";
 import { pgbouncerBinary, startPgBouncer } from "./pgbouncer.js";
+import { clusterToolsAvailable, startRedisCluster } from "./redis-cluster.js";
 
 declare module "vitest" {
   export interface ProvidedContext {
