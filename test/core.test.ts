@@ -261,7 +261,18 @@ describe("package exports", () => {
       exports: Record<string, string | { types: string; require?: string; default: string }>;
     };
     const subpaths = Object.keys(pkg.exports).filter((k) => k !== "./package.json");
-    expect(subpaths.sort()).toEqual([".", "./postgres", "./redis", "./schema", "./sqlite", "./testing"]);
+    expect(subpaths.sort()).toEqual([
+      ".",
+      "./ai-sdk",
+      "./claude-agent-sdk",
+      "./langchain",
+      "./openai-agents",
+      "./postgres",
+      "./redis",
+      "./schema",
+      "./sqlite",
+      "./testing",
+    ]);
     const sourceOf = (built: string, ext: RegExp) => built.replace(/^\.\/dist\//, "../src/").replace(ext, ".ts");
     for (const key of subpaths) {
       const entry = pkg.exports[key] as { types: string; require?: string; default: string };
