@@ -16,6 +16,7 @@ import { META, updatedAtFloor } from "./session.js";
 export interface EditContext {
   /** The session's directory. */
   dir: string;
+  sessionId: string;
   fsync: boolean;
   /** A new temporary path on the same file system. */
   tmpName(): string;
@@ -45,7 +46,7 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
       return { status: "conflict", length: count };
     if (edit.from !== undefined && edit.from > count) return { status: "out-of-range", length: count };
     const keep = edit.pop ? Math.max(0, count - 1) : (edit.from ?? count);
-    const floor = updatedAtFloor(join(ctx.dir, META));
+    const floor = updatedAtFloor(join(ctx.dir, META), ctx.sessionId);
     const updatedAt = latest(floor, tail.last ?? floor);
     const length = keep + edit.messages.length;
     const remember = (popped: MessageRecord | null, check?: Parameters<KeyFile["write"]>[2]) => {
@@ -76,7 +77,7 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
       if (counter !== null) writeCountAt(counter, { count: length, bytes: size + batch.length, ino });
     } else {
       const at = offsetOf(fd, tail.end, count, keep);
-      const popped = edit.pop ? parseLine(readAt(fd, at, tail.end)) : null;
+      const popped = edit.pop ? parseLine(readAt(fd, at, tail.end), at) : null;
       const stamp = latest(edit.at, updatedAt);
       const batch = edit.messages.length === 0 ? Buffer.alloc(0) : encodeBatch(edit.messages, stamp);
       rewrite(ctx, fd, log, at, batch, (newIno, bytes) => {
