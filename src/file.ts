@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
-import { latest } from "./core/clock.js";
+import { latest, now } from "./core/clock.js";
 import { AgentixStorageError, CorruptSessionError } from "./core/errors.js";
 import { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
 import { compareSessions, cwdOf, isAfter, sessionRecord } from "./core/records.js";
@@ -18,6 +18,7 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import { AgentIndex, writeEntry } from "./file/agents.js";
 import { DamagedFile, DamagedLine } from "./file/damage.js";
 import { editLog } from "./file/edit.js";
 import { errno, ifExists, withFile, writeAll } from "./file/io.js";
@@ -96,6 +97,7 @@ export class FileStorageBackend extends SyncStorageBackend {
   readonly #pages = new PageMarks();
   readonly #onCorrupt: (error: CorruptSessionError) => void;
   readonly #warned = new Set<string>();
+  readonly #index: AgentIndex;
   #ready = false;
 
   constructor(options: FileStorageOptions = {}) {
@@ -110,6 +112,17 @@ export class FileStorageBackend extends SyncStorageBackend {
         this.#warned.add(error.sessionId);
         process.emitWarning(error.message, { code: "AGENTIX_CORRUPT_SESSION" });
       });
+    this.#index = new AgentIndex({
+      base: this.#base,
+      fsync: this.#fsync,
+      read: (id) => this.#readOrReport(id),
+      lock: (name, run) => {
+        this.#layout();
+        return withLock(join(this.#base, "locks", name), this.#base, name, run);
+      },
+      lockSession: (id, run) => this.#locked(id, run),
+      syncDir: (path) => this.#syncDir(path),
+    });
   }
 
   /** The absolute directory the sessions are stored in. */
@@ -142,6 +155,9 @@ export class FileStorageBackend extends SyncStorageBackend {
   }
 
   protected querySessions(agentId: string, query: SessionQuery): SessionRecord[] {
+    const listed = this.#index.list(agentId, query);
+    if (listed !== null) return listed;
+    // Without a listing file that can be trusted (none can be made, or it is damaged): every session is read.
     const matches: SessionRecord[] = [];
     for (const id of sessionIds(this.#agentDir(agentId))) {
       const record = this.#readOrReport(id);
@@ -160,7 +176,9 @@ export class FileStorageBackend extends SyncStorageBackend {
     return this.#locked(sessionId, () => {
       const current = this.readSession(sessionId);
       if (!current) return null; // deleted before we got the lock
-      return this.#writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at), metadata });
+      const updatedAt = latest(current.updated_at, at);
+      this.#index.raise(sessionId, () => current.agent_id, updatedAt);
+      return this.#writeMeta(sessionId, { ...current, updated_at: updatedAt, metadata });
     });
   }
 
@@ -206,6 +224,7 @@ export class FileStorageBackend extends SyncStorageBackend {
         for (const agentDir of agentDirs) {
           if (ifExists(() => fs.rmSync(join(agentDir, sessionId))) !== null) this.#syncDir(agentDir);
         }
+        if (agentId !== undefined) this.#index.drop(sessionId, agentId, now());
       } finally {
         fs.rmSync(trash, { recursive: true, force: true });
       }
@@ -249,6 +268,7 @@ export class FileStorageBackend extends SyncStorageBackend {
         const floor = updatedAtFloor(join(dir, META), sessionId);
         const timestamp = latest((messages[0] as MessageRecord).timestamp, latest(floor, tail.last ?? floor));
         const batch = encodeBatch(messages, timestamp);
+        this.#index.raise(sessionId, () => this.#agentOf(dir, sessionId), timestamp);
         try {
           writeAll(fd, batch);
           if (this.#fsync) fs.fdatasyncSync(fd);
@@ -293,6 +313,7 @@ export class FileStorageBackend extends SyncStorageBackend {
               this.#writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at) });
             },
             replaceLog: (log, end) => this.#replaceLog(sessionId, log, end),
+            raiseIndex: (at) => this.#index.raise(sessionId, () => this.#agentOf(dir, sessionId), at),
           },
           edit,
         ),
@@ -326,6 +347,8 @@ export class FileStorageBackend extends SyncStorageBackend {
   }
 
   protected override scanPage(after: string | null, limit: number, agentId: string | undefined): SessionRecord[] {
+    const indexed = agentId === undefined ? null : this.#index.scan(agentId, after, limit);
+    if (indexed !== null) return indexed;
     const dir = agentId === undefined ? join(this.#base, "sessions") : this.#agentDir(agentId);
     const page: SessionRecord[] = [];
     for (const id of sessionIds(dir).sort()) {
@@ -374,8 +397,11 @@ export class FileStorageBackend extends SyncStorageBackend {
         this.#syncDir(tmp);
         const agentDir = this.#agentDir(agent_id);
         if (fs.mkdirSync(agentDir, { recursive: true })) this.#syncDir(join(this.#base, "agents"));
+        // Its slot in the listing file holds the new session's updated_at (its last copied message may be later).
+        const last = withFile(join(tmp, LOG), "r", (fd) => logTail(fd, fs.fstatSync(fd).size).last);
+        const slot = this.#index.allocate(agent_id, session_id, latest(record.updated_at, last ?? ""));
         const entry = join(agentDir, session_id);
-        const created = this.#writeNew(entry, [], true);
+        const created = this.#writeNew(entry, slot === null ? [] : [slot], true);
         this.#syncDir(agentDir);
         // `sessions/` too is made again when removed by hand.
         if (fs.mkdirSync(dirname(dir), { recursive: true }) !== undefined) this.#syncDir(this.#base);
@@ -385,9 +411,12 @@ export class FileStorageBackend extends SyncStorageBackend {
           // Another writer won (only after taking over a stale lock): its entry stays if it is this agent's.
           const winner = fs.existsSync(dir) ? this.#ownerOf(session_id) : undefined;
           if (created && winner !== agent_id) fs.rmSync(entry, { force: true });
+          this.#index.drop(session_id, agent_id, record.updated_at);
           if (winner === undefined) throw error;
           return "taken";
         }
+        // An entry left by a session of this id deleted in a crash learns the new slot once the session is in place.
+        if (!created && slot !== null) writeEntry(entry, slot, this.#fsync);
         this.#syncDir(join(this.#base, "sessions"));
         return "stored";
       } finally {
@@ -427,6 +456,11 @@ export class FileStorageBackend extends SyncStorageBackend {
       return true;
     });
     return copied ?? false; // null: the source was deleted meanwhile
+  }
+
+  /** The agent of the session in `dir` (which exists: the caller holds its lock). */
+  #agentOf(dir: string, sessionId: string): string {
+    return (readStored(dir, sessionId) as SessionRecord).agent_id;
   }
 
   /** The agent of a session in place, `null` when its session.json is missing or damaged. */

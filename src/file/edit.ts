@@ -25,6 +25,8 @@ export interface EditContext {
   raiseUpdatedAt(at: string): void;
   /** Replaces the log by its first `end` bytes (the repair of a torn log). */
   replaceLog(log: string, end: number): void;
+  /** Before a write that moves `updated_at` to `at`: the agent index told (src/file/agents.ts). */
+  raiseIndex(at: string): void;
 }
 
 /** Runs `edit` as `StorageBackend.editMessages` documents it; the caller holds the session's lock. */
@@ -64,7 +66,9 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
         fd = fs.openSync(log, fs.constants.O_RDWR | fs.constants.O_APPEND);
         ({ size, ino } = fs.fstatSync(fd));
       }
-      const batch = encodeBatch(edit.messages, latest((edit.messages[0] as MessageRecord).timestamp, updatedAt));
+      const stamp = latest((edit.messages[0] as MessageRecord).timestamp, updatedAt);
+      const batch = encodeBatch(edit.messages, stamp);
+      ctx.raiseIndex(stamp);
       remember(null, { ino, from: size, to: size + batch.length, hash: hashOf(batch) });
       try {
         writeAll(fd, batch);
@@ -80,6 +84,7 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
       const popped = edit.pop ? parseLine(readAt(fd, at, tail.end), at) : null;
       const stamp = latest(edit.at, updatedAt);
       const batch = edit.messages.length === 0 ? Buffer.alloc(0) : encodeBatch(edit.messages, stamp);
+      ctx.raiseIndex(stamp);
       rewrite(ctx, fd, log, at, batch, (newIno, bytes) => {
         // A truncation leaves older messages last: session.json carries the edit's time (first: a kill before the
         // rename leaves updated_at moved forward, never the list changed with updated_at moved back).
