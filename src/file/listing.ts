@@ -22,6 +22,7 @@ import { errno, ifExists, readAt, writeAll } from "./io.js";
 export const SLOTS = "index.slots";
 export const SLOT_BYTES = 80;
 const BODY = 24 + 1 + 36 + 1 + 1;
+const CHUNK = SLOT_BYTES * 50_000;
 
 /** One slot as read. */
 export interface Slot {
@@ -43,8 +44,9 @@ export function readSlots(path: string): { slots: Slot[]; damaged: boolean } | n
     const size = fs.fstatSync(fd).size;
     const slots: Slot[] = [];
     let damaged = size % SLOT_BYTES !== 0;
-    for (let at = 0; at + SLOT_BYTES <= size; at += 1 << 22) {
-      const chunk = readAt(fd, at, Math.min(size - (size % SLOT_BYTES), at + (1 << 22)));
+    // Read 4 MB at a time, in whole slots.
+    for (let at = 0; at + SLOT_BYTES <= size; at += CHUNK) {
+      const chunk = readAt(fd, at, Math.min(size - (size % SLOT_BYTES), at + CHUNK));
       for (let i = 0; i + SLOT_BYTES <= chunk.length; i += SLOT_BYTES) {
         const slot = (at + i) / SLOT_BYTES;
         // A slot met while its writer rewrites it may be torn: it is read once more.
