@@ -82,7 +82,7 @@ export class AgentIndex {
   }
 
   /** The listing from the slots; `null` when they cannot be trusted (damaged, missing): read every session then. */
-  list(agentId: string, query: SessionQuery): SessionRecord[] | null {
+  list(agentId: string, query: SessionQuery, whole = false): SessionRecord[] | null {
     const dir = this.agentDir(agentId);
     let index = readSlots(slotsPath(dir));
     if (index === null) {
@@ -93,8 +93,13 @@ export class AgentIndex {
     const before = query.before && `${query.before.updated_at} ${query.before.session_id}`;
     const keys: string[] = [];
     for (const s of index.slots) if (s.live && (before === undefined || s.key < before)) keys.push(s.key);
-    keys.sort();
     const limit = query.limit ?? Number.POSITIVE_INFINITY;
+    // A page needs about its own number of candidates: the newest few are picked without sorting them all (when
+    // they run out, as records that move down or a cwd filter may make them, the listing is made again from all).
+    const want = whole || query.cwd !== undefined ? Number.POSITIVE_INFINITY : limit * 2 + 32;
+    const cut = keys.length > want;
+    if (cut) keys.splice(0, keys.length, ...newest(keys, want));
+    else keys.sort();
     const page: SessionRecord[] = [];
     const seen = new Set<string>();
     /** Sessions read whose record says less than their slot, in listing order: they wait for their place. */
@@ -126,7 +131,7 @@ export class AgentIndex {
         held.splice(at === -1 ? held.length : at, 0, record);
       }
     }
-    return page;
+    return cut && page.length < limit ? this.list(agentId, query, true) : page;
   }
 
   /** A page of the agent's sessions in id order after `after`; `null` without a trustworthy listing file. */
@@ -285,6 +290,24 @@ export function writeEntry(entry: string, bytes: Buffer, fsync: boolean): void {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, entry);
+}
+
+/** The `n` greatest of `keys`, in ascending order, without sorting the others. */
+function newest(keys: string[], n: number): string[] {
+  const top = keys.slice(0, n).sort();
+  for (let i = n; i < keys.length; i++) {
+    const key = keys[i] as string;
+    if (key <= (top[0] as string)) continue;
+    let lo = 0;
+    for (let hi = top.length; lo < hi; ) {
+      const mid = (lo + hi) >>> 1;
+      if ((top[mid] as string) < key) lo = mid + 1;
+      else hi = mid;
+    }
+    top.splice(lo, 0, key);
+    top.shift();
+  }
+  return top;
 }
 
 function lockName(agentId: string): string {
