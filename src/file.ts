@@ -3,8 +3,8 @@ import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
 import { type ForkTarget, SyncStorageBackend } from "./core/backend.js";
-import { latest } from "./core/clock.js";
-import { AgentixStorageError } from "./core/errors.js";
+import { latest, now } from "./core/clock.js";
+import { AgentixStorageError, CorruptSessionError } from "./core/errors.js";
 import { DEFAULT_BASE_PATH, expandHome } from "./core/paths.js";
 import { compareSessions, cwdOf, isAfter, sessionRecord } from "./core/records.js";
 import type {
@@ -18,15 +18,18 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import { AgentIndex, writeEntry } from "./file/agents.js";
+import { DamagedFile, DamagedLine } from "./file/damage.js";
 import { editLog } from "./file/edit.js";
 import { errno, ifExists, withFile, writeAll } from "./file/io.js";
 import { KeyFile } from "./file/keys.js";
-import { LineReader, offsetOf, PageMarks, readLines } from "./file/lines.js";
+import { LineReader, offsetOf, PageMarks, parseLine, readLines } from "./file/lines.js";
 import { withLock } from "./file/lock.js";
 import {
   COUNT,
   committedEnd,
   copyPrefix,
+  countLines,
   countTo,
   encodeBatch,
   LOG,
@@ -55,9 +58,22 @@ export interface FileStorageOptions {
    * @default false
    */
   fsync?: boolean;
+  /**
+   * Told about each damaged session that a listing (`listSessions`) or a scan (`scanSessions`, and so
+   * `agentix export` and `copy`) skipped. The damaged session's own calls throw the same
+   * {@link CorruptSessionError}; `agentix doctor --repair` quarantines the damage.
+   * @default a process warning (`process.emitWarning`), once per session and backend
+   */
+  onCorruptSession?: (error: CorruptSessionError) => void;
 }
 
-const optionsSchema = z.strictObject({ basePath: z.string().min(1).optional(), fsync: z.boolean().optional() });
+const optionsSchema = z.strictObject({
+  basePath: z.string().min(1).optional(),
+  fsync: z.boolean().optional(),
+  onCorruptSession: z
+    .custom<(error: CorruptSessionError) => void>((v) => typeof v === "function", "must be a function")
+    .optional(),
+});
 
 const TMP_MAX_AGE_MS = 3_600_000;
 const APPEND = fs.constants.O_RDWR | fs.constants.O_APPEND;
@@ -79,6 +95,9 @@ export class FileStorageBackend extends SyncStorageBackend {
   readonly #base: string;
   readonly #fsync: boolean;
   readonly #pages = new PageMarks();
+  readonly #onCorrupt: (error: CorruptSessionError) => void;
+  readonly #warned = new Set<string>();
+  readonly #index: AgentIndex;
   #ready = false;
 
   constructor(options: FileStorageOptions = {}) {
@@ -86,6 +105,24 @@ export class FileStorageBackend extends SyncStorageBackend {
     const o = parseOptions(optionsSchema, options, "FileStorageBackend");
     this.#base = expandHome(o.basePath ?? DEFAULT_BASE_PATH);
     this.#fsync = o.fsync ?? false;
+    this.#onCorrupt =
+      o.onCorruptSession ??
+      ((error) => {
+        if (this.#warned.has(error.sessionId)) return;
+        this.#warned.add(error.sessionId);
+        process.emitWarning(error.message, { code: "AGENTIX_CORRUPT_SESSION" });
+      });
+    this.#index = new AgentIndex({
+      base: this.#base,
+      fsync: this.#fsync,
+      read: (id) => this.#readOrReport(id),
+      lock: (name, run) => {
+        this.#layout();
+        return withLock(join(this.#base, "locks", name), this.#base, name, run);
+      },
+      lockSession: (id, run) => this.#locked(id, run),
+      syncDir: (path) => this.#syncDir(path),
+    });
   }
 
   /** The absolute directory the sessions are stored in. */
@@ -107,18 +144,23 @@ export class FileStorageBackend extends SyncStorageBackend {
   }
 
   protected readSession(sessionId: string): SessionRecord | null {
-    const dir = this.#dir(sessionId);
-    const s = readStored(dir);
-    // The later of the session's own updated_at (creation, fork, import, update) and its last message's timestamp.
-    const updatedAt =
-      s && withFile(join(dir, LOG), "r", (fd) => latest(s.updated_at, logTail(fd, fs.fstatSync(fd).size).last ?? ""));
-    return s && updatedAt ? sessionRecord(s.session_id, s.agent_id, s.created_at, updatedAt, s.metadata) : null;
+    return this.#checked(sessionId, () => {
+      const dir = this.#dir(sessionId);
+      const s = readStored(dir, sessionId);
+      // The later of the session's own updated_at (creation, fork, import, update) and its last message's timestamp.
+      const updatedAt =
+        s && withFile(join(dir, LOG), "r", (fd) => latest(s.updated_at, logTail(fd, fs.fstatSync(fd).size).last ?? ""));
+      return s && updatedAt ? sessionRecord(s.session_id, s.agent_id, s.created_at, updatedAt, s.metadata) : null;
+    });
   }
 
   protected querySessions(agentId: string, query: SessionQuery): SessionRecord[] {
+    const listed = this.#index.list(agentId, query);
+    if (listed !== null) return listed;
+    // Without a listing file that can be trusted (none can be made, or it is damaged): every session is read.
     const matches: SessionRecord[] = [];
     for (const id of sessionIds(this.#agentDir(agentId))) {
-      const record = this.readSession(id);
+      const record = this.#readOrReport(id);
       // Skipped: an entry whose session is not (or no longer) in place, or, after a hash collision, another agent's.
       if (!record || record.agent_id !== agentId) continue;
       if (query.cwd !== undefined && cwdOf(record.metadata) !== query.cwd) continue;
@@ -134,13 +176,15 @@ export class FileStorageBackend extends SyncStorageBackend {
     return this.#locked(sessionId, () => {
       const current = this.readSession(sessionId);
       if (!current) return null; // deleted before we got the lock
-      return this.#writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at), metadata });
+      const updatedAt = latest(current.updated_at, at);
+      this.#index.raise(sessionId, () => current.agent_id, updatedAt);
+      return this.#writeMeta(sessionId, { ...current, updated_at: updatedAt, metadata });
     });
   }
 
   protected copySession(sessionId: string, target: ForkTarget): CopyOutcome {
     const source = this.#dir(sessionId);
-    const stored = readStored(source);
+    const stored = this.#checked(sessionId, () => readStored(source, sessionId));
     if (!stored) return { status: "not-found" };
     if (fs.existsSync(this.#dir(target.session_id))) return { status: "exists" };
     const at = target.created_at;
@@ -148,7 +192,7 @@ export class FileStorageBackend extends SyncStorageBackend {
     const record = sessionRecord(target.session_id, stored.agent_id, at, at, metadata);
     let short: number | undefined;
     const published = this.#publish(record, (log, count) => {
-      const copied = this.#copyLog(source, log, count, target.length);
+      const copied = this.#checked(sessionId, () => this.#copyLog(source, log, count, target.length));
       if (typeof copied === "number") short = copied;
       return copied === true;
     });
@@ -165,9 +209,22 @@ export class FileStorageBackend extends SyncStorageBackend {
       if (ifExists(() => fs.renameSync(this.#dir(sessionId), trash)) === null) return;
       try {
         this.#syncDir(join(this.#base, "sessions"));
-        const { agent_id } = readStored(trash) as SessionRecord;
-        fs.rmSync(join(this.#agentDir(agent_id), sessionId), { force: true });
-        this.#syncDir(this.#agentDir(agent_id));
+        let agentId: string | undefined;
+        try {
+          agentId = readStored(trash, sessionId)?.agent_id;
+        } catch {
+          // A damaged session.json does not say whose the session was: its entry is looked for in every agent's index.
+        }
+        const agentDirs =
+          agentId === undefined
+            ? (ifExists(() => fs.readdirSync(join(this.#base, "agents"))) ?? []).map((n) =>
+                join(this.#base, "agents", n),
+              )
+            : [this.#agentDir(agentId)];
+        for (const agentDir of agentDirs) {
+          if (ifExists(() => fs.rmSync(join(agentDir, sessionId))) !== null) this.#syncDir(agentDir);
+        }
+        if (agentId !== undefined) this.#index.drop(sessionId, agentId, now());
       } finally {
         fs.rmSync(trash, { recursive: true, force: true });
       }
@@ -177,7 +234,12 @@ export class FileStorageBackend extends SyncStorageBackend {
   protected appendMessages(sessionId: string, messages: MessageRecord[]): number | null {
     const dir = this.#dir(sessionId);
     if (!fs.existsSync(dir)) return null;
-    return this.#locked(sessionId, () => {
+    return this.#locked(sessionId, () => this.#checked(sessionId, () => this.#append(sessionId, dir, messages)));
+  }
+
+  /** {@link FileStorageBackend.appendMessages} under the session's lock. */
+  #append(sessionId: string, dir: string, messages: MessageRecord[]): number | null {
+    {
       const log = join(dir, LOG);
       let fd = ifExists(() => fs.openSync(log, APPEND));
       if (fd === null) return null; // deleted before we got the lock
@@ -203,9 +265,10 @@ export class FileStorageBackend extends SyncStorageBackend {
           fd = fs.openSync(log, APPEND);
           ({ size, ino } = fs.fstatSync(fd));
         }
-        const floor = updatedAtFloor(join(dir, META));
+        const floor = updatedAtFloor(join(dir, META), sessionId);
         const timestamp = latest((messages[0] as MessageRecord).timestamp, latest(floor, tail.last ?? floor));
         const batch = encodeBatch(messages, timestamp);
+        this.#index.raise(sessionId, () => this.#agentOf(dir, sessionId), timestamp);
         try {
           writeAll(fd, batch);
           if (this.#fsync) fs.fdatasyncSync(fd);
@@ -220,7 +283,7 @@ export class FileStorageBackend extends SyncStorageBackend {
         if (fd !== null) fs.closeSync(fd);
         if (counter !== null) fs.closeSync(counter);
       }
-    });
+    }
   }
 
   protected readLength(sessionId: string): number | null {
@@ -237,28 +300,39 @@ export class FileStorageBackend extends SyncStorageBackend {
     const dir = this.#dir(sessionId);
     if (!fs.existsSync(dir)) return { status: "not-found" };
     return this.#locked(sessionId, () =>
-      editLog(
-        {
-          dir,
-          fsync: this.#fsync,
-          tmpName: () => this.#tmpName(sessionId),
-          syncDir: (path) => this.#syncDir(path),
-          raiseUpdatedAt: (at) => {
-            const current = readStored(dir) as SessionRecord;
-            this.#writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at) });
+      this.#checked(sessionId, () =>
+        editLog(
+          {
+            dir,
+            sessionId,
+            fsync: this.#fsync,
+            tmpName: () => this.#tmpName(sessionId),
+            syncDir: (path) => this.#syncDir(path),
+            raiseUpdatedAt: (at) => {
+              const current = readStored(dir, sessionId) as SessionRecord;
+              this.#writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at) });
+            },
+            replaceLog: (log, end) => this.#replaceLog(sessionId, log, end),
+            raiseIndex: (at) => this.#index.raise(sessionId, () => this.#agentOf(dir, sessionId), at),
           },
-          replaceLog: (log, end) => this.#replaceLog(sessionId, log, end),
-        },
-        edit,
+          edit,
+        ),
       ),
     );
   }
 
   protected readMessages(sessionId: string, range: MessageRange): MessageRecord[] | null {
+    return this.#checked(sessionId, () => this.#read(sessionId, range));
+  }
+
+  #read(sessionId: string, range: MessageRange): MessageRecord[] | null {
     return withFile(join(this.#dir(sessionId), LOG), "r", (fd) => {
       const { size, ino } = fs.fstatSync(fd);
       const end = committedEnd(fd, size);
-      if ("last" in range) return parseLines(readTail(fd, end, range.last));
+      if ("last" in range) {
+        const tail = readTail(fd, end, range.last);
+        return parseLines(tail, end - tail.length);
+      }
       // A page starts where the previous page of this log ended, when that is known (and still checks out).
       const start = range.offset === 0 ? undefined : this.#pages.find(sessionId, fd, ino, end, range.offset);
       // With a mark, the first chunk is sized for the page from the mean line length so far (plus a margin).
@@ -273,12 +347,14 @@ export class FileStorageBackend extends SyncStorageBackend {
   }
 
   protected override scanPage(after: string | null, limit: number, agentId: string | undefined): SessionRecord[] {
+    const indexed = agentId === undefined ? null : this.#index.scan(agentId, after, limit);
+    if (indexed !== null) return indexed;
     const dir = agentId === undefined ? join(this.#base, "sessions") : this.#agentDir(agentId);
     const page: SessionRecord[] = [];
     for (const id of sessionIds(dir).sort()) {
       if (page.length === limit) break;
       if (after !== null && id <= after) continue;
-      const record = this.readSession(id);
+      const record = this.#readOrReport(id);
       if (record && (agentId === undefined || record.agent_id === agentId)) page.push(record);
     }
     return page;
@@ -321,18 +397,26 @@ export class FileStorageBackend extends SyncStorageBackend {
         this.#syncDir(tmp);
         const agentDir = this.#agentDir(agent_id);
         if (fs.mkdirSync(agentDir, { recursive: true })) this.#syncDir(join(this.#base, "agents"));
+        // Its slot in the listing file holds the new session's updated_at (its last copied message may be later).
+        const last = withFile(join(tmp, LOG), "r", (fd) => logTail(fd, fs.fstatSync(fd).size).last);
+        const slot = this.#index.allocate(agent_id, session_id, latest(record.updated_at, last ?? ""));
         const entry = join(agentDir, session_id);
-        const created = this.#writeNew(entry, [], true);
+        const created = this.#writeNew(entry, slot === null ? [] : [slot], true);
         this.#syncDir(agentDir);
+        // `sessions/` too is made again when removed by hand.
+        if (fs.mkdirSync(dirname(dir), { recursive: true }) !== undefined) this.#syncDir(this.#base);
         try {
           fs.renameSync(tmp, dir);
         } catch (error) {
           // Another writer won (only after taking over a stale lock): its entry stays if it is this agent's.
-          const winner = fs.existsSync(dir) ? (readStored(dir)?.agent_id ?? null) : undefined;
+          const winner = fs.existsSync(dir) ? this.#ownerOf(session_id) : undefined;
           if (created && winner !== agent_id) fs.rmSync(entry, { force: true });
+          this.#index.drop(session_id, agent_id, record.updated_at);
           if (winner === undefined) throw error;
           return "taken";
         }
+        // An entry left by a session of this id deleted in a crash learns the new slot once the session is in place.
+        if (!created && slot !== null) writeEntry(entry, slot, this.#fsync);
         this.#syncDir(join(this.#base, "sessions"));
         return "stored";
       } finally {
@@ -356,6 +440,11 @@ export class FileStorageBackend extends SyncStorageBackend {
       const total = countTo(fd, ino, end, record);
       if (length !== undefined && length > total) return total;
       const bytes = length === undefined ? end : offsetOf(fd, end, total, length);
+      // Every line is checked before anything is copied: a fork never copies a line that is not a message.
+      const reader = new LineReader(fd, 0, bytes);
+      for (let at = reader.offset, line = reader.next(); line !== undefined; at = reader.offset, line = reader.next()) {
+        parseLine(line, at);
+      }
       const out = fs.openSync(log, "wx");
       try {
         const copied = copyPrefix(fd, out, bytes);
@@ -367,6 +456,50 @@ export class FileStorageBackend extends SyncStorageBackend {
       return true;
     });
     return copied ?? false; // null: the source was deleted meanwhile
+  }
+
+  /** The agent of the session in `dir` (which exists: the caller holds its lock). */
+  #agentOf(dir: string, sessionId: string): string {
+    return (readStored(dir, sessionId) as SessionRecord).agent_id;
+  }
+
+  /** The agent of a session in place, `null` when its session.json is missing or damaged. */
+  #ownerOf(sessionId: string): string | null {
+    try {
+      return readStored(this.#dir(sessionId), sessionId)?.agent_id ?? null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** `run()`, with damage met on the way thrown as the {@link CorruptSessionError} it is. */
+  #checked<T>(sessionId: string, run: () => T): T {
+    try {
+      return run();
+    } catch (error) {
+      if (error instanceof DamagedFile) {
+        throw new CorruptSessionError(sessionId, error.file, undefined, error.message);
+      }
+      if (error instanceof DamagedLine) {
+        const log = join(this.#dir(sessionId), LOG);
+        // The line's number is counted only now: the reads that meet damage do not count what they skip.
+        const at = error.at;
+        const line = at === undefined ? null : withFile(log, "r", (fd) => countLines(fd, 0, at) + 1);
+        throw new CorruptSessionError(sessionId, log, line ?? undefined, error.message);
+      }
+      throw error;
+    }
+  }
+
+  /** The session for a listing or a scan: a damaged one is reported and skipped. */
+  #readOrReport(sessionId: string): SessionRecord | null {
+    try {
+      return this.readSession(sessionId);
+    } catch (error) {
+      if (!(error instanceof CorruptSessionError)) throw error;
+      this.#onCorrupt(error);
+      return null;
+    }
   }
 
   /** Rewrites session.json (temp file, rename) and returns the record written. */
@@ -419,7 +552,17 @@ export class FileStorageBackend extends SyncStorageBackend {
   /** Runs `run` holding the session's lock (see src/file/lock.ts). */
   #locked<T>(sessionId: string, run: () => T): T {
     this.#layout();
-    return withLock(join(this.#base, "locks", `${sessionId}.lock`), this.#dir(sessionId), sessionId, run);
+    const locks = join(this.#base, "locks");
+    const lock = () => withLock(join(locks, `${sessionId}.lock`), this.#dir(sessionId), sessionId, run);
+    try {
+      return lock();
+    } catch (error) {
+      // `locks/` (or more) removed by hand since this backend made it: made again, and the lock taken then.
+      if (errno(error) !== "ENOENT" || fs.existsSync(locks)) throw error;
+      this.#ready = false;
+      this.#layout();
+      return lock();
+    }
   }
 
   /** Creates the directories, once, and removes what a crash left in `tmp/`. */
@@ -456,6 +599,9 @@ export class FileStorageBackend extends SyncStorageBackend {
   }
 
   #tmpName(sessionId: string): string {
-    return join(this.#base, "tmp", `${sessionId}.${randomBytes(6).toString("hex")}`);
+    // Made again when removed by hand (rarely on the path of an append: only a repair needs a temporary name).
+    const tmp = join(this.#base, "tmp");
+    if (fs.mkdirSync(tmp, { recursive: true }) !== undefined) this.#syncDir(this.#base);
+    return join(tmp, `${sessionId}.${randomBytes(6).toString("hex")}`);
   }
 }

@@ -10,6 +10,7 @@ export {
   AgentixStorageError,
   BackendClosedError,
   ConflictError,
+  CorruptSessionError,
   SessionExistsError,
   SessionNotFoundError,
   ValidationError,

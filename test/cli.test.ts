@@ -170,7 +170,7 @@ describe("agentix --help and --version", () => {
   });
 
   it.each([
-    [[], ["demo", "sessions", "export", "import", "copy", "migrate", "--storage <url>", "--debug"]],
+    [[], ["demo", "sessions", "export", "import", "copy", "migrate", "doctor", "--storage <url>", "--debug"]],
     [["sessions"], ["list", "show", "fork", "delete"]],
     [
       ["sessions", "list"],
@@ -187,6 +187,7 @@ describe("agentix --help and --version", () => {
     [["import"], ["[file]", "stdin"]],
     [["copy"], ["--from <url>", "--to <url>", "--agent <id>"]],
     [["migrate"], ["Postgres and SQLite"]],
+    [["doctor"], ["--repair", "quarantines"]],
   ])("agentix %j --help", async (command, expected) => {
     const out = await ok([...command, "--help"]);
     expect(out).toContain(`Usage: agentix ${command.join(" ")}`.trimEnd());

@@ -40,7 +40,7 @@ function walk(dir: string): string[] {
 const UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
 const AGENT = "[a-z0-9_-]{1,48}\\.[0-9a-f]{64}";
 const LAYOUT = new RegExp(
-  `^(sessions|agents|locks|tmp|sessions/${UUID}|sessions/${UUID}/(session\\.json|messages\\.jsonl|messages\\.count|keys\\.jsonl)|agents/${AGENT}|agents/${AGENT}/${UUID})$`,
+  `^(sessions|agents|locks|tmp|sessions/${UUID}|sessions/${UUID}/(session\\.json|messages\\.jsonl|messages\\.count|keys\\.jsonl)|agents/${AGENT}|agents/${AGENT}/(${UUID}|index\\.slots))$`,
 );
 
 describe("FileStorageBackend options", () => {
@@ -84,12 +84,19 @@ describe("FileStorageBackend layout", () => {
     expect(lines.slice(0, 2).map((l) => JSON.parse(l))).toStrictEqual(await b.loadMessages(id));
     const agents = readdirSync(join(base, "agents"));
     expect(agents).toEqual([expect.stringMatching(/^my_agent\.[0-9a-f]{64}$/)]);
-    expect(readdirSync(join(base, "agents", agents[0] as string))).toEqual([id]);
+    expect(readdirSync(join(base, "agents", agents[0] as string)).sort()).toEqual([id, "index.slots"]);
     for (const path of walk(base)) expect(path).toMatch(LAYOUT);
     expect(readdirSync(join(base, "locks"))).toEqual([]);
     expect(readdirSync(join(base, "tmp"))).toEqual([]);
     await b.deleteSession(id);
-    expect(walk(base).sort()).toEqual(["agents", `agents/${agents[0]}`, "locks", "sessions", "tmp"]);
+    expect(walk(base).sort()).toEqual([
+      "agents",
+      `agents/${agents[0]}`,
+      `agents/${agents[0]}/index.slots`,
+      "locks",
+      "sessions",
+      "tmp",
+    ]);
     await b.close();
   });
 
@@ -662,7 +669,7 @@ describe("FileStorageBackend sessions by id and metadata updates", () => {
     expect(stored).toStrictEqual(updated);
     expect(Object.keys(stored)).toEqual(["session_id", "created_at", "updated_at", "agent_id", "metadata"]);
     const [agentDir] = readdirSync(join(base, "agents"));
-    expect(readdirSync(join(base, "agents", agentDir as string))).toEqual([id]);
+    expect(readdirSync(join(base, "agents", agentDir as string)).sort()).toEqual([id, "index.slots"]);
     expect(readdirSync(join(base, "tmp"))).toEqual([]);
     expect(await b.listSessions("agent", { cwd: "/b" })).toStrictEqual([updated]);
     await b.close();

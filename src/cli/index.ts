@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { Command } from "commander";
 import { copyCommand } from "./copy.js";
 import { demoCommand } from "./demo.js";
+import { doctorCommand } from "./doctor.js";
 import { exportCommand } from "./export.js";
 import { importCommand } from "./import.js";
 import { migrateCommand } from "./migrate.js";
@@ -32,14 +33,16 @@ Examples:
   $ agentix sessions list my-agent --limit 10
   $ agentix sessions show <session-id> --full
   $ agentix export --out backup.jsonl
-  $ agentix copy --to "postgres://me@db.example/app?schema=agents"`,
+  $ agentix copy --to "postgres://me@db.example/app?schema=agents"
+  $ agentix doctor --repair`,
   )
   .addCommand(demoCommand())
   .addCommand(sessionsCommand())
   .addCommand(exportCommand())
   .addCommand(importCommand())
   .addCommand(copyCommand())
-  .addCommand(migrateCommand());
+  .addCommand(migrateCommand())
+  .addCommand(doctorCommand());
 
 // Commands added with addCommand() keep their own settings: every help page lists --storage and --debug, and
 // commander's own errors ("error: unknown option '--lmit'\n(Did you mean --limit?)") read like ours, on one line.

@@ -49,6 +49,28 @@ export class ConflictError extends AgentixStorageError {
   }
 }
 
+/**
+ * A stored session is damaged: one of its files is not what agentix writes (a hand edit, a sync conflict, a
+ * partial restore). Only that session is affected: listings and scans skip it (and report it), its own calls
+ * throw this error, `deleteSession` still removes it, and `agentix doctor --repair` quarantines the damage.
+ */
+export class CorruptSessionError extends AgentixStorageError {
+  override name = "CorruptSessionError";
+  /** The damaged session's id. */
+  readonly sessionId: string;
+  /** The damaged file (an absolute path, or the store's name for it). */
+  readonly file: string;
+  /** The 1-based line of `file` that is damaged, when the damage is a line (`undefined`: the whole file). */
+  readonly line: number | undefined;
+  constructor(sessionId: string, file: string, line: number | undefined, problem: string, options?: ErrorOptions) {
+    const where = line === undefined ? file : `${file}, line ${line}`;
+    super(`session ${JSON.stringify(sessionId)} is damaged: ${where}: ${problem} (see \`agentix doctor\`)`, options);
+    this.sessionId = sessionId;
+    this.file = file;
+    this.line = line;
+  }
+}
+
 /** An argument or option was rejected before anything was written. `field` names it. */
 export class ValidationError extends AgentixStorageError {
   override name = "ValidationError";

@@ -16,6 +16,7 @@ import { META, updatedAtFloor } from "./session.js";
 export interface EditContext {
   /** The session's directory. */
   dir: string;
+  sessionId: string;
   fsync: boolean;
   /** A new temporary path on the same file system. */
   tmpName(): string;
@@ -24,6 +25,8 @@ export interface EditContext {
   raiseUpdatedAt(at: string): void;
   /** Replaces the log by its first `end` bytes (the repair of a torn log). */
   replaceLog(log: string, end: number): void;
+  /** Before a write that moves `updated_at` to `at`: the agent index told (src/file/agents.ts). */
+  raiseIndex(at: string): void;
 }
 
 /** Runs `edit` as `StorageBackend.editMessages` documents it; the caller holds the session's lock. */
@@ -45,7 +48,7 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
       return { status: "conflict", length: count };
     if (edit.from !== undefined && edit.from > count) return { status: "out-of-range", length: count };
     const keep = edit.pop ? Math.max(0, count - 1) : (edit.from ?? count);
-    const floor = updatedAtFloor(join(ctx.dir, META));
+    const floor = updatedAtFloor(join(ctx.dir, META), ctx.sessionId);
     const updatedAt = latest(floor, tail.last ?? floor);
     const length = keep + edit.messages.length;
     const remember = (popped: MessageRecord | null, check?: Parameters<KeyFile["write"]>[2]) => {
@@ -63,7 +66,9 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
         fd = fs.openSync(log, fs.constants.O_RDWR | fs.constants.O_APPEND);
         ({ size, ino } = fs.fstatSync(fd));
       }
-      const batch = encodeBatch(edit.messages, latest((edit.messages[0] as MessageRecord).timestamp, updatedAt));
+      const stamp = latest((edit.messages[0] as MessageRecord).timestamp, updatedAt);
+      const batch = encodeBatch(edit.messages, stamp);
+      ctx.raiseIndex(stamp);
       remember(null, { ino, from: size, to: size + batch.length, hash: hashOf(batch) });
       try {
         writeAll(fd, batch);
@@ -76,9 +81,10 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
       if (counter !== null) writeCountAt(counter, { count: length, bytes: size + batch.length, ino });
     } else {
       const at = offsetOf(fd, tail.end, count, keep);
-      const popped = edit.pop ? parseLine(readAt(fd, at, tail.end)) : null;
+      const popped = edit.pop ? parseLine(readAt(fd, at, tail.end), at) : null;
       const stamp = latest(edit.at, updatedAt);
       const batch = edit.messages.length === 0 ? Buffer.alloc(0) : encodeBatch(edit.messages, stamp);
+      ctx.raiseIndex(stamp);
       rewrite(ctx, fd, log, at, batch, (newIno, bytes) => {
         // A truncation leaves older messages last: session.json carries the edit's time (first: a kill before the
         // rename leaves updated_at moved forward, never the list changed with updated_at moved back).

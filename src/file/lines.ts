@@ -1,6 +1,7 @@
 // Reading a log's lines by position without holding the log in memory: forward a chunk at a time, or back from
 // its end. A log may be larger than a Buffer can be (4 GiB), so nothing here reads a whole range at once.
 import type { MessageRecord } from "../core/types.js";
+import { parseMessage } from "./damage.js";
 import { readAt } from "./io.js";
 
 const NL = 0x0a;
@@ -77,18 +78,19 @@ export class LineReader {
   }
 }
 
-/** Parses a log line (which may end in the space that continues a batch). */
-export function parseLine(line: Buffer): MessageRecord {
-  return JSON.parse(line.toString("utf8")) as MessageRecord;
+/** Parses a log line (which may end in the space that continues a batch) that starts at byte `at` of the log. */
+export function parseLine(line: Buffer, at: number | undefined): MessageRecord {
+  return parseMessage(line.toString("utf8"), at);
 }
 
 /** Up to `limit` messages (all when `undefined`) from the reader's position on. */
 export function readLines(reader: LineReader, limit: number | undefined): MessageRecord[] {
   const messages: MessageRecord[] = [];
   while (limit === undefined || messages.length < limit) {
+    const at = reader.offset;
     const line = reader.next();
     if (line === undefined) break;
-    messages.push(parseLine(line));
+    messages.push(parseLine(line, at));
   }
   return messages;
 }

@@ -21,6 +21,7 @@
  */
 import * as fs from "node:fs";
 import type { MessageRecord } from "../core/types.js";
+import { parseMessage } from "./damage.js";
 import { copyRange, readAt, writeAll } from "./io.js";
 
 export const LOG = "messages.jsonl";
@@ -59,7 +60,9 @@ export function logTail(fd: number, size: number): { end: number; last: string |
   if (fast !== undefined) return { end: size, last: fast };
   // A torn end, or a line not written by agentix: the last committed line is parsed.
   const end = committedEnd(fd, size);
-  return { end, last: end === 0 ? undefined : parseLines(readTail(fd, end, 1))[0]?.timestamp };
+  if (end === 0) return { end, last: undefined };
+  const line = readTail(fd, end, 1);
+  return { end, last: parseLines(line, end - line.length)[0]?.timestamp };
 }
 
 /** The end of the committed log: just after the last "\n" not preceded by a space (0 when there is none). */
@@ -95,11 +98,11 @@ export function readTail(fd: number, end: number, n: number): Buffer {
   return Buffer.concat(chunks);
 }
 
-/** Parses whole lines one at a time, so that no log has to fit in one string. */
-export function parseLines(buffer: Buffer): MessageRecord[] {
+/** Parses whole lines one at a time, so that no log has to fit in one string; `base`: the buffer's log offset. */
+export function parseLines(buffer: Buffer, base: number): MessageRecord[] {
   const messages: MessageRecord[] = [];
   for (let from = 0, i = buffer.indexOf(NL); i !== -1; from = i + 1, i = buffer.indexOf(NL, from)) {
-    messages.push(JSON.parse(buffer.toString("utf8", from, i)) as MessageRecord);
+    messages.push(parseMessage(buffer.toString("utf8", from, i), base + from));
   }
   return messages;
 }
@@ -120,7 +123,8 @@ function endsLine(fd: number, at: number, end: number): boolean {
   return bytes.at(-1) === NL && (bytes.length < 2 || bytes[0] !== SPACE);
 }
 
-function countLines(fd: number, from: number, to: number): number {
+/** The number of "\\n" in `[from, to)` of an open file, read a MiB at a time. */
+export function countLines(fd: number, from: number, to: number): number {
   let lines = 0;
   for (let at = from; at < to; at += 1 << 20) {
     const buffer = readAt(fd, at, Math.min(to, at + (1 << 20)));

@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import { join } from "node:path";
 import type { SessionRecord } from "../core/types.js";
 import { isSessionId } from "../core/validation.js";
+import { parseStored } from "./damage.js";
 import { ifExists, readAt, withFile } from "./io.js";
 
 export const META = "session.json";
@@ -29,9 +30,14 @@ export function metaJson(r: SessionRecord): string {
   return `${JSON.stringify({ session_id, created_at, updated_at, agent_id, metadata }, null, 2)}\n`;
 }
 
-/** A session's session.json, or `null` when it is not (or no longer) there. */
-export function readStored(dir: string): SessionRecord | null {
-  return ifExists(() => JSON.parse(fs.readFileSync(join(dir, META), "utf8")) as SessionRecord);
+/**
+ * A session's session.json, or `null` when it is not (or no longer) there; {@link DamagedFile} when it is not
+ * one agentix wrote for `sessionId`.
+ */
+export function readStored(dir: string, sessionId: string): SessionRecord | null {
+  const path = join(dir, META);
+  const text = ifExists(() => fs.readFileSync(path, "utf8"));
+  return text === null ? null : parseStored(text, path, sessionId);
 }
 
 /** The session ids in a directory: anything else there (a temporary name) is not one. */
@@ -40,7 +46,7 @@ export function sessionIds(dir: string): string[] {
 }
 
 /** The session's own `updated_at`, read from the head of session.json (parsed whole only if edited by hand). */
-export function updatedAtFloor(path: string): string {
+export function updatedAtFloor(path: string, sessionId: string): string {
   const head = withFile(path, "r", (fd) => HEAD_UPDATED_AT.exec(readAt(fd, 0, 160).toString("latin1"))?.[1]);
-  return head ?? (JSON.parse(fs.readFileSync(path, "utf8")) as SessionRecord).updated_at;
+  return head ?? parseStored(fs.readFileSync(path, "utf8"), path, sessionId).updated_at;
 }
