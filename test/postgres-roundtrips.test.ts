@@ -239,7 +239,7 @@ describe.skipIf(!url)("PostgresStorageBackend round trips", () => {
     const id = await b.createSession(`rt-${randomUUID()}`);
     const [save] = await statements(() => b.saveMessage(id, "assistant", "hello"));
     expect(save?.query).toMatch(
-      /update .*"sessions" set updated_at = greatest\(updated_at, \$\d\)[\s\S]*insert into .*"messages"/,
+      /update .*"sessions" set "updated_at" = greatest\("updated_at", \$\d\)[\s\S]*insert into .*"messages"/,
     );
     expect((await b.getSession(id))?.updated_at).toBe((await b.loadMessages(id))[0]?.timestamp);
 

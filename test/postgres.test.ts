@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { drizzle } from "drizzle-orm/postgres-js";
 import postgres from "postgres";
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it, vi } from "vitest";
 import { AgentixStorageError, ValidationError } from "../src/core/errors.js";
@@ -44,11 +45,14 @@ describe.skipIf(!url)("PostgresStorageBackend", () => {
     };
     const field = "PostgresStorageBackend options";
 
-    it("needs exactly one of url and client", async () => {
+    it("needs exactly one of url, client and db", async () => {
       const client = postgres(pgUrl);
-      expect(rejected(undefined).message).toMatch(/either url or client/);
-      expect(rejected({ schema }).message).toMatch(/either url or client/);
-      expect(rejected({ url: pgUrl, client }).message).toMatch(/either url or client/);
+      const db = drizzle({ client });
+      expect(rejected(undefined).message).toMatch(/either url, client or db/);
+      expect(rejected({ schema }).message).toMatch(/either url, client or db/);
+      expect(rejected({ url: pgUrl, client }).message).toMatch(/either url, client or db/);
+      expect(rejected({ url: pgUrl, db }).message).toMatch(/either url, client or db/);
+      expect(rejected({ client, db }).message).toMatch(/either url, client or db/);
       await client.end();
     });
 
@@ -60,6 +64,10 @@ describe.skipIf(!url)("PostgresStorageBackend", () => {
       ["max", { url: "postgres://x/db", max: 0 }],
       ["max", { url: "postgres://x/db", max: 1.5 }],
       ["max", { client: postgres("postgres://x/db"), max: 2 }],
+      ["max", { url: "pglite:memory:", max: 2 }],
+      ["url", { url: "pglite" }],
+      ["db", { db: {} }],
+      ["db", { db: postgres("postgres://x/db") }],
       ["migrate", { url: "postgres://x/db", migrate: "yes" }],
       ["schema", { url: "postgres://x/db", schema: "" }],
       ["schema", { url: "postgres://x/db", schema: "pg_tenant" }],
