@@ -17,6 +17,7 @@ export const STORAGE_URL_ENV = "AGENTIX_STORAGE_URL";
  * | `file:<dir>`, `file:///abs/dir` or a bare directory | `FileStorageBackend` (`~` expanded) |
  * | `sqlite:<path>`, `sqlite:///abs/path.db`, `sqlite::memory:` | `SqliteStorageBackend` |
  * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema) | `PostgresStorageBackend` |
+ * | `pglite:<dir>`, `pglite:///abs/dir`, `pglite:memory:` (`?schema=` too) | `PostgresStorageBackend` on PGlite (in process) |
  * | `redis://...` / `rediss://...` (`?prefix=myapp` picks the key prefix) | `RedisStorageBackend` |
  *
  * Query parameters besides `schema` and `prefix`: `application_name`, `sslmode` and `connect_timeout` on Postgres,
@@ -43,6 +44,17 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
       const { PostgresStorageBackend } = await import("./postgres.js");
       return new PostgresStorageBackend(param === undefined ? { url: base } : { url: base, schema: param });
     }
+    case "pglite": {
+      // Not a WHATWG URL (a path may hold anything but "?"): the query is split off by hand.
+      const [base = url, query = ""] = url.split(/\?(.*)/s);
+      const params = new URLSearchParams(query);
+      const unknown = [...new Set(params.keys())].filter((key) => key !== "schema");
+      if (unknown.length > 0)
+        throw new ValidationError("url", `unknown query parameter "${unknown[0]}" (a pglite: URL takes schema)`);
+      const schema = params.get("schema") ?? undefined;
+      const { PostgresStorageBackend } = await import("./postgres.js");
+      return new PostgresStorageBackend(schema === undefined ? { url: base } : { url: base, schema });
+    }
     case "redis": {
       const { base, param } = takeParam(url, "prefix", REDIS_PARAMS);
       const { RedisStorageBackend } = await import("./redis.js");
@@ -51,13 +63,14 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
   }
 }
 
-type Scheme = "memory" | "file" | "sqlite" | "postgres" | "redis";
+type Scheme = "memory" | "file" | "sqlite" | "postgres" | "pglite" | "redis";
 const SCHEMES: Record<string, Scheme> = {
   memory: "memory",
   file: "file",
   sqlite: "sqlite",
   postgres: "postgres",
   postgresql: "postgres",
+  pglite: "pglite",
   redis: "redis",
   rediss: "redis",
 };
@@ -72,7 +85,7 @@ export function storageScheme(url: string): Scheme {
   if (!known) {
     throw new ValidationError(
       "url",
-      `unknown scheme "${scheme}:" (expected memory:, file:, sqlite:, postgres://, postgresql://, redis:// or rediss://)`,
+      `unknown scheme "${scheme}:" (expected memory:, file:, sqlite:, postgres://, postgresql://, pglite:, redis:// or rediss://)`,
     );
   }
   return known;
