@@ -30,9 +30,10 @@ import type { AnyPgDatabase, CopyRow, EditRow, InsertRow, MessageRow, SessionRow
 import type { PgTables } from "./schema/pg.js";
 
 // drizzle-orm always; a driver only for what is given: postgres.js for a postgres:// url or a client, PGlite for a
-// pglite: url (loaded then). A db passed in brings its own.
+// pglite: url (loaded then). A db passed in brings its own. Without drizzle-orm, the message names postgres.js too,
+// the default driver.
 const PACKAGES = ["drizzle-orm"];
-await importDriver<typeof import("drizzle-orm")>("drizzle-orm", "agentix/postgres", PACKAGES);
+await importDriver<typeof import("drizzle-orm")>("drizzle-orm", "agentix/postgres", ["postgres", ...PACKAGES]);
 const { is } = await import("drizzle-orm");
 const { PgDatabase, PgDialect, PgTransaction } = await import("drizzle-orm/pg-core");
 const { PostgresJsSession } = await import("drizzle-orm/postgres-js/session");
