@@ -39,6 +39,8 @@ function define<S extends string | undefined>(table: PgTableFn<S>) {
       index("sessions_agent_updated_idx").on(t.agentId, t.updatedAt.desc(), t.id.desc()),
       // md5(cwd), not cwd: a btree row holds at most ~2.7 kB, and a path may be 4 kB. Queries match both.
       index("sessions_agent_cwd_updated_idx").on(t.agentId, sql`md5(${t.cwd})`, t.updatedAt.desc(), t.id.desc()),
+      // Scans of one agent in id order (export, copy --agent): each page a range of this index, O(page).
+      index("sessions_agent_id_idx").on(t.agentId, t.id),
     ],
   );
 
