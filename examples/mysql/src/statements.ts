@@ -17,7 +17,7 @@ import {
   sql,
 } from "drizzle-orm";
 import type { MySql2Database } from "drizzle-orm/mysql2";
-import type { Pool, PoolConnection } from "mysql2/promise";
+import type { Connection, Pool, PoolConnection } from "mysql2/promise";
 // In your own project, all of these come from "agentix".
 import {
   cwdOf,
@@ -35,7 +35,7 @@ export const KEYS_KEPT = 1000;
 
 /** A Drizzle database on the pool, or on the connection of a transaction, with its mysql2 client. */
 export type Db = Pick<MySql2Database, "select" | "insert" | "update" | "delete" | "execute"> & {
-  $client: Pool | PoolConnection;
+  $client: Pool | PoolConnection | Connection;
 };
 
 /** DATETIME(3) as `2024-01-15T14:30:00.123Z`, formatted by the server whatever the pool's date options. */
@@ -115,20 +115,21 @@ export function listSessions(
 }
 
 /** A page of sessions in id order (of one agent: along `(agent_id, id)`), after `after`. */
+export const scanQuery = (db: Db, after: string | null, limit: number, agentId: string | undefined) =>
+  db
+    .select(sessionFields)
+    .from(sessions)
+    .where(
+      and(
+        agentId === undefined ? undefined : eq(sessions.agentId, agentId),
+        after === null ? undefined : gt(sessions.id, after),
+      ),
+    )
+    .orderBy(asc(sessions.id))
+    .limit(limit);
+
 export const scanSessions = (db: Db, after: string | null, limit: number, agentId: string | undefined) =>
-  run(
-    db
-      .select(sessionFields)
-      .from(sessions)
-      .where(
-        and(
-          agentId === undefined ? undefined : eq(sessions.agentId, agentId),
-          after === null ? undefined : gt(sessions.id, after),
-        ),
-      )
-      .orderBy(asc(sessions.id))
-      .limit(limit),
-  );
+  run(scanQuery(db, after, limit, agentId));
 
 export function insertRow(db: Db, record: SessionRecord, messageCount: number) {
   const { session_id, agent_id, metadata, created_at, updated_at } = record;
