@@ -242,7 +242,10 @@ export function postgresTarget(url: string, driver: "postgres" | "pg" = "postgre
         const pool = new pg.Pool({ connectionString: url, max: POOL });
         // Every statement goes through the pool's query() (Drizzle's and the baseline's): one round trip each.
         const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
-        pool.query = ((...args: unknown[]) => (sent(), query(...args))) as typeof pool.query;
+        pool.query = ((...args: unknown[]) => {
+          sent();
+          return query(...args);
+        }) as typeof pool.query;
         if (side === "agentix") backend = new PostgresStorageBackend({ db: drizzle({ client: pool }), schema });
         else raw = new RawPostgres(nodePgDriver(pool, q, schema.slice(-10)));
         end = () => pool.end();

@@ -95,10 +95,25 @@ function define<S extends string | undefined>(table: PgTableFn<S>) {
 }
 
 // drizzle-kit reads these (drizzle.config.ts): the migrations are written for unqualified names.
-export const { sessions, messages, idempotencyKeys } = define(pgTable);
+const unqualified = define(pgTable);
+/** One row per session (unqualified: the tables drizzle-kit generates the migrations from). See {@link pgTables}. */
+export const sessions = unqualified.sessions;
+/** One row per message, at its `position` in the session (unqualified). See {@link pgTables}. */
+export const messages = unqualified.messages;
+/** The idempotency keys a session remembers, with what each write did (unqualified). See {@link pgTables}. */
+export const idempotencyKeys = unqualified.idempotencyKeys;
+
+type Defined = ReturnType<typeof define<string>>;
 
 /** The tables of {@link pgTables}: `sessions`, `messages` and `idempotencyKeys` of one Postgres schema. */
-export type PgTables = ReturnType<typeof define<string>>;
+export interface PgTables {
+  /** {@link sessions}, in the schema. */
+  sessions: Defined["sessions"];
+  /** {@link messages}, in the schema. */
+  messages: Defined["messages"];
+  /** {@link idempotencyKeys}, in the schema. */
+  idempotencyKeys: Defined["idempotencyKeys"];
+}
 
 /**
  * The same tables inside the Postgres schema `schema` (a tenant's): every statement built from them names the schema
