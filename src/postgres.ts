@@ -68,9 +68,21 @@ export type PostgresStorageOptions = PostgresSchemaOptions &
          * `drizzle-orm/pglite`, `drizzle-orm/neon-serverless` (not a transaction). The backend never closes its
          * client, and its `...Sync` methods are unavailable.
          */
-        db: AnyPgDatabase;
+        db: PostgresDatabase;
       }
   );
+
+/**
+ * A Drizzle Postgres database, as the `db` option takes it: `drizzle()` of `drizzle-orm/node-postgres`,
+ * `drizzle-orm/postgres-js`, `drizzle-orm/pglite`, `drizzle-orm/neon-serverless`, .... Described by what agentix
+ * uses of it, so that agentix's declarations need no drizzle-orm types; the constructor checks that it is one.
+ */
+export interface PostgresDatabase {
+  /** Drizzle's internals: the session that agentix prepares and runs its statements on. */
+  readonly _: { readonly session: object };
+  /** Drizzle's transactions, for the migrations. */
+  transaction(...args: never[]): Promise<unknown>;
+}
 
 /** Options every PostgresStorageBackend takes, with `url`, `client` or `db`. */
 export interface PostgresSchemaOptions {
@@ -84,8 +96,6 @@ export interface PostgresSchemaOptions {
   /** Apply pending migrations on first use (once per backend; one query when they are applied already). @default true */
   migrate?: boolean;
 }
-
-export type { AnyPgDatabase } from "./postgres-statements.js";
 
 const SCHEMA_NAME = z
   .string()
