@@ -79,7 +79,10 @@ export type PostgresStorageOptions = PostgresSchemaOptions &
  */
 export interface PostgresDatabase {
   /** Drizzle's internals: the session that agentix prepares and runs its statements on. */
-  readonly _: { readonly session: object };
+  readonly _: {
+    /** Drizzle's session of the driver (`NodePgSession`, `PostgresJsSession`, ...). */
+    readonly session: object;
+  };
   /** Drizzle's transactions, for the migrations. */
   transaction(...args: never[]): Promise<unknown>;
 }
