@@ -81,6 +81,7 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
       "messages_session_idx:i",
       "sessions:r",
       "sessions_agent_cwd_updated_idx:i",
+      "sessions_agent_id_idx:i",
       "sessions_agent_updated_idx:i",
       "sessions_pkey:i",
     ]);
