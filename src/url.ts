@@ -125,6 +125,11 @@ export function storagePath(url: string): string | undefined {
       return url.startsWith("file:") ? filePath(url.slice(5)) : expandHome(url);
     case "sqlite":
       return url.slice(7) === ":memory:" ? undefined : filePath(url.slice(7));
+    case "pglite": {
+      // As PostgresStorageBackend opens it: `pglite:` and `pglite:memory:` in memory, else a directory.
+      const rest = decodeURIComponent((url.split("?")[0] as string).slice("pglite:".length));
+      return rest === "" || rest === "memory:" ? undefined : expandHome(rest.replace(/^\/\/(?=\/)/, ""));
+    }
     default:
       return undefined;
   }
