@@ -186,7 +186,7 @@ describe("agentix --help and --version", () => {
     [["export"], ["--agent <id>", "--out <file>", "JSON Lines"]],
     [["import"], ["[file]", "stdin"]],
     [["copy"], ["--from <url>", "--to <url>", "--agent <id>"]],
-    [["migrate"], ["Postgres and SQLite"]],
+    [["migrate"], ["Postgres, PGlite and SQLite"]],
   ])("agentix %j --help", async (command, expected) => {
     const out = await ok([...command, "--help"]);
     expect(out).toContain(`Usage: agentix ${command.join(" ")}`.trimEnd());
