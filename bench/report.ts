@@ -85,6 +85,7 @@ const large: Record<string, Target> = {
 /** The targets of issues 8 and 14. */
 export const TARGETS: Record<BackendName, Record<string, Target>> = {
   postgres: { ...server, list: relTime(1.5), list_deep: relTime(1.5), fork: relTime(1.25), ...large },
+  pg: { ...server, list: relTime(1.5), list_deep: relTime(1.5), fork: relTime(1.25), ...large },
   redis: { ...server, list: relTime(1.5), list_deep: relTime(1.5), fork: relTime(1.25), ...large },
   sqlite: {
     append_seq: rel(0.8),
@@ -169,7 +170,13 @@ function label(metric: string, scale: Scale): string {
   return labels[metric] ?? metric;
 }
 
-const NAMES: Record<BackendName, string> = { postgres: "Postgres", redis: "Redis", sqlite: "SQLite", file: "File" };
+const NAMES: Record<BackendName, string> = {
+  postgres: "Postgres",
+  pg: "Postgres (node-postgres)",
+  redis: "Redis",
+  sqlite: "SQLite",
+  file: "File",
+};
 
 function group(n: number): string {
   return Math.round(n).toLocaleString("en-US");

@@ -33,7 +33,7 @@ import {
 const USAGE = `Usage: npm run bench -- [options]
 
   --quick              smaller workloads and fewer repetitions (under a minute)
-  --only <names>       comma-separated backends: postgres,redis,sqlite,file
+  --only <names>       comma-separated backends: postgres,pg,redis,sqlite,file (pg: Postgres on node-postgres)
   --workloads <names>  comma-separated workloads (default: all): ${WORKLOADS.map((w) => w.name).join(",")};
                        opt-in (Redis only): stall (another client's worst PING during a load, iterate, fork, delete)
   --docs / --no-docs   write docs/benchmarks.md and .svg (default: after a complete full run, all workloads)
@@ -69,6 +69,7 @@ const postgresUrl =
 const redisUrl = process.env.AGENTIX_BENCH_REDIS_URL ?? process.env.AGENTIX_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 const ALL: Record<BackendName, () => BenchTarget> = {
   postgres: () => postgresTarget(postgresUrl, (client, schema) => new FloorPostgres(client, schema)),
+  pg: () => postgresTarget(postgresUrl, undefined, "pg"),
   redis: () => redisTarget(redisUrl, (client, prefix) => new FloorRedis(client, prefix)),
   sqlite: () => sqliteTarget(),
   file: () => fileTarget(),
@@ -284,7 +285,7 @@ async function main(): Promise<number> {
         results.push(...(await runWorkload(target, workload)));
         log(`  ${name} ${workload.name}: ${((performance.now() - t) / 1000).toFixed(1)} s`);
       }
-      if (name === "postgres" || name === "redis") roundTrips.push(...(await countRoundTrips(target)));
+      if (name === "postgres" || name === "pg" || name === "redis") roundTrips.push(...(await countRoundTrips(target)));
     } finally {
       await target.close();
     }

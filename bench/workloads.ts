@@ -88,7 +88,7 @@ export interface Namespace {
   drop(): Promise<void>;
 }
 
-export type BackendName = "postgres" | "redis" | "sqlite" | "file";
+export type BackendName = "postgres" | "pg" | "redis" | "sqlite" | "file";
 
 export interface BenchTarget {
   name: BackendName;

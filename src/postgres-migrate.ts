@@ -1,8 +1,18 @@
 /**
- * The Postgres migrations as one script, sent in one message: internal to `agentix/postgres`.
+ * The Postgres backend's migrations: drizzle-kit's files of migrations/postgres, applied to one schema under an
+ * advisory lock as one script in one message, through any Drizzle Postgres database. Internal to `agentix/postgres`.
  * @module
  */
-import type { MigrationMeta } from "drizzle-orm/migrator";
+import { fileURLToPath } from "node:url";
+import { DrizzleQueryError, sql } from "drizzle-orm";
+import { type MigrationMeta, readMigrationFiles } from "drizzle-orm/migrator";
+import { migrationTags } from "./core/migrations.js";
+import { runStatement } from "./postgres-retry.js";
+import type { AnyPgDatabase } from "./postgres-statements.js";
+
+// Shipped beside src/ and dist/ alike; drizzle's migrator reads meta/_journal.json from disk.
+const MIGRATIONS_FOLDER = fileURLToPath(new URL("../migrations/postgres", import.meta.url));
+let migrationFiles: MigrationMeta[] | undefined;
 
 /** Advisory lock namespace ("agtx") of the migrations, keyed on the schema within it. */
 const MIGRATION_LOCK = 0x61677478;
@@ -10,6 +20,81 @@ const MIGRATION_LOCK = 0x61677478;
 const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
 /** A string literal that reads the same whatever `standard_conforming_strings` says (an E'' string). */
 const literal = (text: string) => `E'${text.replaceAll("\\", "\\\\").replaceAll("'", "''")}'`;
+
+/** Rows of one result: postgres.js returns an array, node-postgres and PGlite `{ rows }`. */
+function rowsOf(result: unknown): Record<string, unknown>[] {
+  return (Array.isArray(result) ? result : ((result as { rows?: unknown[] } | undefined)?.rows ?? [])) as Record<
+    string,
+    unknown
+  >[];
+}
+
+/** The error the driver threw, out of Drizzle's `DrizzleQueryError` (whose message holds the query and parameters). */
+export function driverError(error: unknown): unknown {
+  return error instanceof DrizzleQueryError && error.cause !== undefined ? error.cause : error;
+}
+
+/**
+ * Whether the schema has every migration: one query, and no lock. `false` also when the schema or the bookkeeping
+ * table does not exist yet.
+ */
+export async function isMigrated(db: AnyPgDatabase, schema: string): Promise<boolean> {
+  migrationFiles ??= readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
+  const newest = migrationFiles.at(-1)?.folderMillis ?? 0;
+  const journal = sql`${sql.identifier(schema)}.${sql.identifier("__agentix_migrations")}`;
+  try {
+    const [row] = rowsOf(
+      await runStatement(() =>
+        unwrapped(db.execute(sql`select exists (select from ${journal} where created_at >= ${newest}) as ok`)),
+      ),
+    );
+    return row?.ok === true;
+  } catch (error) {
+    // Undefined table or schema: not migrated yet. Anything else is a real failure.
+    const code = (error as { code?: string }).code ?? "";
+    if (["42P01", "3F000"].includes(code)) return false;
+    throw error;
+  }
+}
+
+/**
+ * Applies the pending migrations to `schema` and returns their tags: {@link migrationScript}, sent as one message
+ * (simple query protocol) through the database's driver. drizzle's own `migrate()` cannot do this: it runs its own
+ * transaction, outside the lock and on the pool's `search_path` (a database passed in must not be changed).
+ */
+export async function migrateSchema(db: AnyPgDatabase, schema: string): Promise<string[]> {
+  if (await isMigrated(db, schema)) return [];
+  migrationFiles ??= readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
+  const script = migrationScript(schema, migrationFiles);
+  const results = await runStatement(() => runScript(db, script));
+  const tags = migrationTags(MIGRATIONS_FOLDER);
+  // The first column of each row (whatever a client's column transform names it): a migration's created_at.
+  return rowsOf(results.at(-1)).map((row) => {
+    const millis = String(Object.values(row)[0]);
+    return tags.get(Number(millis)) ?? millis;
+  });
+}
+
+/**
+ * Runs a multi-statement script in one message and returns each statement's result. Drizzle's `execute` without
+ * parameters takes the simple query protocol on postgres.js, node-postgres and Neon's Pool; PGlite's `query` is
+ * always the extended protocol (one statement), so there the script goes to its `exec`.
+ */
+async function runScript(db: AnyPgDatabase, script: string): Promise<unknown[]> {
+  const client = (db as unknown as { $client?: { exec?: unknown } }).$client;
+  const exec = typeof client?.exec === "function" ? (client.exec as (query: string) => Promise<unknown[]>) : undefined;
+  const results = exec ? await exec.call(client, script) : await unwrapped(db.execute(sql.raw(script)));
+  return Array.isArray(results) ? results : [results];
+}
+
+/** A query's outcome, its error as the driver threw it. */
+async function unwrapped<T>(query: PromiseLike<T>): Promise<T> {
+  try {
+    return await query;
+  } catch (error) {
+    throw driverError(error);
+  }
+}
 
 /**
  * The whole migration as one multi-statement script, for the simple query protocol: the server runs it as one

@@ -1,70 +1,67 @@
 /**
- * The Postgres backend (postgres.js and drizzle-orm).
+ * The Postgres backend: Drizzle over any Postgres driver (postgres.js, node-postgres, PGlite, Neon).
  * @module agentix/postgres
  */
-import { fileURLToPath } from "node:url";
-import type { MigrationMeta } from "drizzle-orm/migrator";
-import type { PendingQuery, Row, Sql } from "postgres";
+import { createHash } from "node:crypto";
+import type { PGlite } from "@electric-sql/pglite";
+import type { SQLWrapper } from "drizzle-orm";
+import type { PgPreparedQuery, PreparedQueryConfig } from "drizzle-orm/pg-core";
+import type { Sql } from "postgres";
 import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
 import { AgentixStorageError, BackendClosedError, toStorageError } from "./core/errors.js";
-import { migrationTags } from "./core/migrations.js";
-import { cwdOf, sessionRecord } from "./core/records.js";
+import { expandHome } from "./core/paths.js";
+import { cwdOf } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
 import type {
   CopyOutcome,
   EditOutcome,
   JsonObject,
-  MessageContent,
   MessageEdit,
   MessageRange,
   MessageRecord,
-  Role,
   SessionQuery,
   SessionRecord,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
-import { migrationScript } from "./postgres-migrate.js";
-import { runStatement } from "./postgres-retry.js";
-import {
-  appendStatement,
-  type CopyRow,
-  copyStatement,
-  type EditRow,
-  editStatement,
-  importStatement,
-  iso,
-  json,
-  type MessageRow,
-  readStatement,
-  type Tables,
-} from "./postgres-statements.js";
+import { editOutcome, json, message, roleAndContent, sessionValues, toSession } from "./postgres-rows.js";
+import type { AnyPgDatabase, CopyRow, EditRow, InsertRow, MessageRow, SessionRow } from "./postgres-statements.js";
+import type { PgTables } from "./schema/pg.js";
 
-const PACKAGES = ["postgres", "drizzle-orm"];
-const { default: postgres } = await importDriver<{ default: typeof import("postgres") }>(
+// drizzle-orm always; a driver only for what is given: postgres.js for a postgres:// url or a client, PGlite for a
+// pglite: url (loaded then). A db passed in brings its own. Without drizzle-orm, the message names postgres.js too,
+// the default driver.
+const PACKAGES = ["drizzle-orm"];
+await importDriver<typeof import("drizzle-orm")>("drizzle-orm", "agentix/postgres", ["postgres", ...PACKAGES]);
+const { is } = await import("drizzle-orm");
+const { PgDatabase, PgDialect, PgTransaction } = await import("drizzle-orm/pg-core");
+const { PostgresJsSession } = await import("drizzle-orm/postgres-js/session");
+const { pgTables } = await import("./schema/pg.js");
+const q = await import("./postgres-statements.js");
+const { driverError, migrateSchema } = await import("./postgres-migrate.js");
+const { runStatement } = await import("./postgres-retry.js");
+const postgresJs = await importDriver<{ default: typeof import("postgres") }>("postgres", "agentix/postgres", [
   "postgres",
-  "agentix/postgres",
-  PACKAGES,
-);
-const { readMigrationFiles } = await importDriver<typeof import("drizzle-orm/migrator")>(
-  "drizzle-orm/migrator",
-  "agentix/postgres",
-  PACKAGES,
-);
+  ...PACKAGES,
+]).catch((error: unknown) => error as AgentixStorageError);
 
-/** Options of {@link PostgresStorageBackend}: a `url` or a `client`, plus the schema to work in. */
+/** Options of {@link PostgresStorageBackend}: a `url`, a postgres.js `client` or a Drizzle `db`, plus the schema. */
 export type PostgresStorageOptions = PostgresSchemaOptions &
   (
     | {
-        /** A connection string, `postgres://user:pass@host:5432/db`: the backend opens (and closes) its own pool. */
+        /**
+         * `postgres://user:pass@host:5432/db`: the backend opens (and closes) its own postgres.js pool. Or
+         * `pglite:<dir>` / `pglite:memory:`: an in-process PGlite database (package `@electric-sql/pglite`), in that
+         * directory or in memory, opened and closed by the backend.
+         */
         url: string;
-        /** Pool size, passed to postgres.js. @default 10 */
+        /** Pool size, passed to postgres.js (not with `pglite:`). @default 10 */
         max?: number;
         /**
-         * Whether postgres.js uses named prepared statements. Set `false` behind a transaction pooler (PgBouncer in
-         * transaction mode, RDS Proxy, Supavisor), which cannot route them; with a `client`, make it with
-         * `postgres(url, { prepare: false })` instead. Also `?prepare=false` in a URL.
+         * Whether postgres.js uses named prepared statements (not with `pglite:`). Set `false` behind a transaction
+         * pooler (PgBouncer in transaction mode, RDS Proxy, Supavisor), which cannot route them; with a `client`,
+         * make it with `postgres(url, { prepare: false })` instead. Also `?prepare=false` in a URL.
          * @default true
          */
         prepare?: boolean;
@@ -73,9 +70,32 @@ export type PostgresStorageOptions = PostgresSchemaOptions &
         /** A client made by `postgres()`. The backend never closes it, and its `...Sync` methods are unavailable. */
         client: Sql;
       }
+    | {
+        /**
+         * A Drizzle Postgres database you already have: `drizzle-orm/node-postgres`, `drizzle-orm/postgres-js`,
+         * `drizzle-orm/pglite`, `drizzle-orm/neon-serverless` (not a transaction). The backend never closes its
+         * client, and its `...Sync` methods are unavailable.
+         */
+        db: PostgresDatabase;
+      }
   );
 
-/** Options every PostgresStorageBackend takes, with `url` or with `client`. */
+/**
+ * A Drizzle Postgres database, as the `db` option takes it: `drizzle()` of `drizzle-orm/node-postgres`,
+ * `drizzle-orm/postgres-js`, `drizzle-orm/pglite`, `drizzle-orm/neon-serverless`, .... Described by what agentix
+ * uses of it, so that agentix's declarations need no drizzle-orm types; the constructor checks that it is one.
+ */
+export interface PostgresDatabase {
+  /** Drizzle's internals: the session that agentix prepares and runs its statements on. */
+  readonly _: {
+    /** Drizzle's session of the driver (`NodePgSession`, `PostgresJsSession`, ...). */
+    readonly session: object;
+  };
+  /** Drizzle's transactions, for the migrations. */
+  transaction(...args: never[]): Promise<unknown>;
+}
+
+/** Options every PostgresStorageBackend takes, with `url`, `client` or `db`. */
 export interface PostgresSchemaOptions {
   /**
    * The Postgres schema that holds everything this backend creates (tables, indexes, the migrations'
@@ -100,14 +120,22 @@ const isClient = (v: unknown): v is Sql =>
   typeof v === "function" &&
   ["unsafe", "begin", "end"].every((k) => typeof (v as unknown as Record<string, unknown>)[k] === "function");
 
+const PGLITE = /^pglite:/i;
+
 const OPTIONS = z
   .strictObject({
     url: z
       .string()
-      .regex(/^postgres(ql)?:\/\//, "must be a postgres:// or postgresql:// URL")
+      .regex(/^(postgres(ql)?:\/\/|pglite:)/i, "must be a postgres://, postgresql:// or pglite: URL")
       .optional(),
     client: z
       .custom<Sql>(isClient, "expected a client made by postgres() (not a transaction or reserved connection)")
+      .optional(),
+    db: z
+      .custom<AnyPgDatabase>(
+        (v) => is(v, PgDatabase) && !is(v, PgTransaction),
+        "expected a Drizzle Postgres database, such as drizzle(pool) of drizzle-orm/node-postgres (not a transaction)",
+      )
       .optional(),
     max: z.number().int().positive().optional(),
     prepare: z.boolean().optional(),
@@ -115,108 +143,163 @@ const OPTIONS = z
     migrate: z.boolean().optional(),
   })
   .superRefine((o, ctx) => {
-    if ((o.url === undefined) === (o.client === undefined))
-      ctx.addIssue({ code: "custom", message: "give either url or client" });
-    if (o.client !== undefined && o.max !== undefined)
-      ctx.addIssue({ code: "custom", path: ["max"], message: "sizes the pool opened from url; not with client" });
-    if (o.client !== undefined && o.prepare !== undefined)
+    if ([o.url, o.client, o.db].filter((v) => v !== undefined).length !== 1)
+      ctx.addIssue({ code: "custom", message: "give either url, client or db" });
+    if (o.max !== undefined && (o.url === undefined || PGLITE.test(o.url)))
+      ctx.addIssue({ code: "custom", path: ["max"], message: "sizes the pool opened from a postgres:// url only" });
+    if (o.prepare !== undefined && (o.url === undefined || PGLITE.test(o.url)))
       ctx.addIssue({
         code: "custom",
         path: ["prepare"],
-        message: "configures the pool opened from url; make the client with postgres(url, { prepare }) instead",
+        message:
+          "configures the pool opened from a postgres:// url only; make a client with postgres(url, { prepare }) instead",
       });
   });
 
-// Shipped beside src/ and dist/ alike; drizzle's migrator reads meta/_journal.json from disk.
-const MIGRATIONS_FOLDER = fileURLToPath(new URL("../migrations/postgres", import.meta.url));
-let migrationFiles: MigrationMeta[] | undefined;
+/** A database the backend works through, and how to close it when the backend opened it. */
+interface Connection {
+  db: AnyPgDatabase;
+  close: (() => Promise<void>) | undefined;
+}
 
-const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
+/** What {@link connect} makes a connection of. */
+interface DriverOptions {
+  url: string | undefined;
+  client: Sql | undefined;
+  db: AnyPgDatabase | undefined;
+  max: number | undefined;
+  prepare: boolean | undefined;
+}
 
-type SessionRow = [id: string, agentId: string, createdAt: string, updatedAt: string, metadata: string | null];
-/** A row of a left join that found nothing. */
-type Nulls<T extends unknown[]> = { [K in keyof T]: null };
+/** A database on a postgres.js client, without drizzle()'s changes to the client's own date parsers. */
+function postgresJsDatabase(client: Sql): AnyPgDatabase {
+  const dialect = new PgDialect();
+  return new PgDatabase(dialect, new PostgresJsSession(client, dialect, undefined), undefined);
+}
 
 /**
- * Sessions in Postgres through postgres.js: every operation is one prepared statement (one round trip),
- * `forkSession` copies on the server, listings and message loads follow their indexes (messages by
- * `(session_id, position)`). The statements that touch messages are in postgres-statements.ts. The `...Sync` methods
- * run on a worker thread, on a twin built from the same `url`.
+ * The one place where the backend makes a client: from `url` (postgres.js, or PGlite for `pglite:`, which loads
+ * asynchronously), or around a client or db passed in. Options of the driver go here.
+ */
+function connect(o: DriverOptions): Connection | Promise<Connection> {
+  if (o.db) return { db: o.db, close: undefined };
+  if (o.url !== undefined && PGLITE.test(o.url)) return openPglite(o.url);
+  if (postgresJs instanceof Error) throw postgresJs;
+  const client =
+    o.client ??
+    postgresJs.default(o.url as string, {
+      ...(o.max === undefined ? {} : { max: o.max }),
+      ...(o.prepare === undefined ? {} : { prepare: o.prepare }),
+      // With named statements, no pipelining (postgres.js's `max_pipeline`, 100 by default, missing from its
+      // types): a statement's first run sends Parse/Describe/Flush without a Sync, and queued behind queries in
+      // flight, a transaction pooler hands the server connection on at their ReadyForQuery while the describe
+      // is still answered there. Replies then reach the wrong client: calls hung, one's failure was another's
+      // (which postgres.js ran again: duplicated) and its success another's (lost). One query in flight per
+      // connection keeps every exchange on one server connection; postgres.js then re-prepares a statement
+      // the pooler lost (26000) by itself, which is safe, since the Bind failed before anything ran.
+      ...(o.prepare === false ? {} : ({ max_pipeline: 0 } as object)),
+      connection: { application_name: "agentix" },
+      // postgres.js prints server notices to stdout by default; a library must not.
+      onnotice: () => {},
+    });
+  return { db: postgresJsDatabase(client), close: o.client ? undefined : () => client.end({ timeout: 5 }) };
+}
+
+/** `pglite:memory:` (or `pglite:`) in memory; `pglite:<dir>`, `pglite:///abs/dir` in that directory (`~` expanded). */
+async function openPglite(url: string): Promise<Connection> {
+  const packages = ["@electric-sql/pglite", ...PACKAGES];
+  const { PGlite } = await importDriver<typeof import("@electric-sql/pglite")>(
+    "@electric-sql/pglite",
+    "agentix/postgres with a pglite: url",
+    packages,
+  );
+  const { drizzle } = await import("drizzle-orm/pglite");
+  const rest = decodeURIComponent(url.slice("pglite:".length));
+  const dir = rest === "" || rest === "memory:" ? undefined : expandHome(rest.replace(/^\/\/(?=\/)/, ""));
+  const client: PGlite = await PGlite.create(dir);
+  return { db: drizzle({ client }) as unknown as AnyPgDatabase, close: () => client.close() };
+}
+
+type Values = Record<string, unknown>;
+type Prepared = PgPreparedQuery<PreparedQueryConfig & { execute: unknown[][] }>;
+const dialect = new PgDialect();
+
+/**
+ * Sessions in Postgres, through Drizzle: the tables are src/schema/pg.ts's, built inside the tenant's schema, and
+ * every statement names them with it (`"tenant"."sessions"`) instead of relying on the connection's `search_path`,
+ * so that tenants can share one pool, including a database passed in. Every operation is one statement (one round
+ * trip), prepared once per shape; `forkSession` copies on the server; listings and message loads follow their
+ * indexes (messages by `(session_id, position)`). The statements are in postgres-statements.ts. The `...Sync`
+ * methods run on a worker thread, on a twin built from the same `url`.
  *
- * Every statement names its tables with the schema (`"tenant"."sessions"`) instead of relying on the
- * connection's `search_path`, so that tenants can share one pool, including a client passed in.
+ * @example
+ * // The Drizzle database an app already has (node-postgres here):
+ * const storage = new PostgresStorageBackend({ db: drizzle(pool), schema: "agents" });
  */
 export class PostgresStorageBackend extends StorageBackend {
-  readonly #sql: Sql;
-  readonly #url: string | undefined;
-  readonly #max: number | undefined;
-  readonly #prepare: boolean | undefined;
+  readonly #options: DriverOptions;
   readonly #schema: string;
   readonly #migrate: boolean;
-  // Qualified names and column lists as postgres.js fragments: constant text, so each statement is prepared once per connection.
-  readonly #sessions: PendingQuery<Row[]>;
-  readonly #tables: Tables;
-  readonly #sessionColumns: PendingQuery<Row[]>;
+  readonly #tables: PgTables;
+  readonly #prepared = new Map<string, Prepared>();
+  /** The connection once open; `#opening` while it opens (PGlite loads on first use). */
+  #connection: Connection | undefined;
+  #opening: Promise<Connection> | undefined;
   #migrated: Promise<void> | undefined;
 
   constructor(options: PostgresStorageOptions) {
     super();
     const o = parseOptions(OPTIONS, options, "PostgresStorageBackend");
-    this.#url = o.url;
-    this.#max = o.max;
-    this.#prepare = o.prepare;
+    this.#options = { url: o.url, client: o.client, db: o.db, max: o.max, prepare: o.prepare };
     this.#schema = o.schema ?? "public";
     this.#migrate = o.migrate ?? true;
-    this.#sql =
-      o.client ??
-      postgres(o.url as string, {
-        ...(o.max === undefined ? {} : { max: o.max }),
-        ...(o.prepare === undefined ? {} : { prepare: o.prepare }),
-        // With named statements, no pipelining (postgres.js's `max_pipeline`, 100 by default, missing from its
-        // types): a statement's first run sends Parse/Describe/Flush without a Sync, and queued behind queries in
-        // flight, a transaction pooler hands the server connection on at their ReadyForQuery while the describe
-        // is still answered there. Replies then reach the wrong client: calls hung, one's failure was another's
-        // (which postgres.js ran again: duplicated) and its success another's (lost). One query in flight per
-        // connection keeps every exchange on one server connection; postgres.js then re-prepares a statement
-        // the pooler lost (26000) by itself, which is safe, since the Bind failed before anything ran.
-        ...(o.prepare === false ? {} : ({ max_pipeline: 0 } as object)),
-        connection: { application_name: "agentix" },
-        // postgres.js prints server notices to stdout by default; a library must not.
-        onnotice: () => {},
-      });
-    const s = quote(this.#schema);
-    this.#sessions = this.#sql.unsafe(`${s}."sessions"`);
-    this.#tables = {
-      sql: this.#sql,
-      sessions: this.#sessions,
-      messages: this.#sql.unsafe(`${s}."messages"`),
-      keys: this.#sql.unsafe(`${s}."idempotency_keys"`),
-    };
-    this.#sessionColumns = this.#sql.unsafe(`id, agent_id, ${iso("created_at")}, ${iso("updated_at")}, metadata`);
+    this.#tables = pgTables(this.#schema);
+    // postgres.js and a db passed in are ready at once (a missing driver is an error here); PGlite opens on first use.
+    if (o.url === undefined || !PGLITE.test(o.url)) this.#connection = connect(this.#options) as Connection;
+  }
+
+  get #db(): AnyPgDatabase {
+    return (this.#connection as Connection).db;
+  }
+
+  /**
+   * Every statement of the operations goes through here: its prepared query (made once per shape and backend:
+   * `build` renders it, `key` names the shape), run with `values`, one round trip; rows as arrays, so that column
+   * names never matter (a postgres.js client with `transform: postgres.camel` reads the same). Errors come out as
+   * the driver threw them. Serialization failures and deadlocks are run again ({@link runStatement}), a fresh
+   * query each time.
+   */
+  async #run<R>(key: string, build: () => SQLWrapper, values: Values): Promise<R[]> {
+    let prepared = this.#prepared.get(key);
+    if (prepared === undefined) {
+      const query = dialect.sqlToQuery(build().getSQL());
+      // A name per text: node-postgres and Neon prepare under it per connection (tenants sharing a pool have
+      // different texts); postgres.js prepares whenever a name is given; PGlite ignores it. With `prepare: false`,
+      // no name: every driver then sends unnamed statements, which a transaction pooler can route.
+      const name =
+        this.#options.prepare === false
+          ? undefined
+          : `agentix_${createHash("sha256").update(query.sql).digest("base64url").slice(0, 22)}`;
+      prepared = this.#db._.session.prepareQuery(query, undefined, name, true, (rows) => rows) as Prepared;
+      this.#prepared.set(key, prepared);
+    }
+    const run = prepared;
+    return runStatement(async () => {
+      try {
+        return (await run.execute(values)) as R[];
+      } catch (error) {
+        throw driverError(error);
+      }
+    });
   }
 
   protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
     await this.#ready();
-    const id = record.session_id;
-    // One row: [true] when stored, [false, ...the existing row] when the id is taken. But the select reads the
-    // statement's snapshot: when a concurrent transaction stored the id and committed after it was taken, ON
-    // CONFLICT sees that row and the select does not, [false, null, ...]. Only then is the statement run again,
-    // with a new snapshot (rare: it takes two calls for one new id at the same moment).
+    const values = { ...sessionValues(record), id: record.session_id };
+    // Run again only when the id was stored by a transaction that committed after the statement began (see insertSession).
     for (;;) {
-      const [row] = await values<[stored: boolean, ...existing: SessionRow | Nulls<SessionRow>]>(
-        () =>
-          this.#sql`
-        with inserted as (
-          insert into ${this.#sessions} (id, agent_id, cwd, metadata, created_at, updated_at)
-          values (${id}, ${record.agent_id}, ${cwdOf(record.metadata)}, ${json(record.metadata)},
-                  ${record.created_at}, ${record.updated_at})
-          on conflict (id) do nothing
-          returning id
-        )
-        select exists (select from inserted), ${this.#sessionColumns}
-        from (select) one left join ${this.#sessions} on id = ${id} and not exists (select from inserted)`,
-      );
-      const [stored, ...existing] = row as [boolean, ...(SessionRow | Nulls<SessionRow>)];
+      const [row] = await this.#run<InsertRow>("insert", () => q.insertSession(this.#db, this.#tables), values);
+      const [stored, ...existing] = row as InsertRow;
       if (stored) return null;
       if (existing[0] !== null) return toSession(existing as SessionRow);
     }
@@ -224,27 +307,18 @@ export class PostgresStorageBackend extends StorageBackend {
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
     await this.#ready();
-    const [row] = await values<SessionRow>(
-      () => this.#sql`select ${this.#sessionColumns} from ${this.#sessions} where id = ${sessionId}`,
-    );
+    const [row] = await this.#run<SessionRow>("read", () => q.readSession(this.#db, this.#tables), { id: sessionId });
     return row ? toSession(row) : null;
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
     await this.#ready();
     const { cwd, before, limit } = query;
-    const sql = this.#sql;
-    // One statement per combination of filters (never `$2 is null or cwd = $2`), so that each plan can use its index.
-    // NULLS LAST as in the indexes: the columns are NOT NULL, but the planner matches an index by its declared order.
-    const rows = await values<SessionRow>(
-      () =>
-        sql`
-      select ${this.#sessionColumns} from ${this.#sessions}
-      where agent_id = ${agentId}
-      ${cwd === undefined ? sql`` : sql`and md5(cwd) = md5(${cwd}) and cwd = ${cwd}`}
-      ${before === undefined ? sql`` : this.#afterCursor(before.updated_at, before.session_id)}
-      order by updated_at desc nulls last, id desc nulls last
-      ${limit === undefined ? sql`` : sql`limit ${limit}`}`,
+    const shape = { cwd: cwd !== undefined, before: before !== undefined, limit: limit !== undefined };
+    const rows = await this.#run<SessionRow>(
+      `list:${shape.cwd}:${shape.before}:${shape.limit}`,
+      () => q.listSessions(this.#db, this.#tables, shape),
+      { agent: agentId, cwd, updatedAt: before?.updated_at, id: before?.session_id, limit },
     );
     return rows.map(toSession);
   }
@@ -255,67 +329,109 @@ export class PostgresStorageBackend extends StorageBackend {
     at: string,
   ): Promise<SessionRecord | null> {
     await this.#ready();
-    const [row] = await values<SessionRow>(
-      () =>
-        this.#sql`
-      update ${this.#sessions}
-      set metadata = ${json(metadata)}, cwd = ${cwdOf(metadata)}, updated_at = greatest(updated_at, ${at})
-      where id = ${sessionId}
-      returning ${this.#sessionColumns}`,
-    );
+    const [row] = await this.#run<SessionRow>("update", () => q.replaceMetadata(this.#db, this.#tables), {
+      id: sessionId,
+      metadata: json(metadata),
+      cwd: cwdOf(metadata),
+      at,
+    });
     return row ? toSession(row) : null;
   }
 
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
     await this.#ready();
-    const [row] = await values<CopyRow>(() => copyStatement(this.#tables, sessionId, target));
+    const { length, metadata } = target;
+    const shape = { length: length !== undefined, metadata: metadata !== undefined };
+    const [row] = await this.#run<CopyRow>(
+      `copy:${shape.length}:${shape.metadata}`,
+      () => q.copySession(this.#tables, shape),
+      {
+        id: sessionId,
+        target: target.session_id,
+        createdAt: target.created_at,
+        length: length ?? null,
+        cwd: metadata === undefined ? null : cwdOf(metadata),
+        metadata: metadata === undefined ? null : json(metadata),
+      },
+    );
     const [count, copied, taken] = row as CopyRow;
     if (count === null) return { status: "not-found" };
     if (copied) return { status: "copied" };
     // Not inserted: the id was taken (ON CONFLICT), or the length is beyond the count (then a taken id comes first).
-    return !taken && target.length !== undefined && target.length > count
+    return !taken && length !== undefined && length > count
       ? { status: "out-of-range", length: count }
       : { status: "exists" };
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
     await this.#ready();
-    // The messages and idempotency keys go with it: ON DELETE CASCADE, served by indexes leading with session_id.
-    await values(() => this.#sql`delete from ${this.#sessions} where id = ${sessionId}`);
+    await this.#run("remove", () => q.removeSession(this.#db, this.#tables), { id: sessionId });
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
     await this.#ready();
-    const [row] = await values<[number]>(() => appendStatement(this.#tables, sessionId, messages));
+    const [first] = messages as [MessageRecord];
+    const batch = messages.length > 1;
+    const [row] = await this.#run<[number]>(
+      batch ? "append:n" : "append:1",
+      () => q.appendMessages(this.#tables, batch),
+      {
+        id: sessionId,
+        at: first.timestamp,
+        count: messages.length,
+        role: first.role,
+        content: batch ? null : JSON.stringify(first.content),
+        batch: batch ? roleAndContent(messages) : null,
+      },
+    );
     return row ? row[0] : null;
   }
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
     await this.#ready();
-    // Run again when writers of the session collided (see editStatement): nothing was written, and the next
-    // run has a newer snapshot.
+    const shape = q.editShape(edit);
+    const key = `edit:${shape.pop}:${shape.from}:${shape.key}:${shape.appends}`;
+    const values = {
+      id: sessionId,
+      from: edit.from ?? null,
+      expected: edit.expectedLength ?? null,
+      at: edit.at,
+      count: edit.messages.length,
+      batch: roleAndContent(edit.messages),
+      key: edit.idempotency?.key ?? null,
+      fingerprint: edit.idempotency?.fingerprint ?? null,
+      kept: q.KEYS_KEPT,
+    };
+    // Run again when writers of the session collided (see editMessages in postgres-statements.ts): nothing was
+    // written, and the next run has a newer snapshot.
     for (let attempt = 1; ; attempt++) {
       try {
-        const [row] = await values<EditRow>(() => editStatement(this.#tables, sessionId, edit));
+        const [row] = await this.#run<EditRow>(key, () => q.editMessages(this.#tables, shape), values);
         if (row?.[0] !== "stale") return editOutcome(row as EditRow);
       } catch (error) {
-        const { code, constraint_name } = error as { code?: string; constraint_name?: string };
-        if (code !== "23505" || constraint_name !== "idempotency_keys_pkey" || attempt >= 3) throw error;
+        // postgres.js names the constraint `constraint_name`, node-postgres and PGlite `constraint`.
+        const { code, constraint_name, constraint } = error as Record<string, unknown>;
+        const violated = constraint_name ?? constraint;
+        if (code !== "23505" || violated !== "idempotency_keys_pkey" || attempt >= 3) throw error;
       }
     }
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
     await this.#ready();
-    const [row] = await values<[number]>(
-      () => this.#sql`select message_count from ${this.#sessions} where id = ${sessionId}`,
-    );
+    const [row] = await this.#run<[number]>("length", () => q.readLength(this.#db, this.#tables), { id: sessionId });
     return row ? row[0] : null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
     await this.#ready();
-    const rows = await values<MessageRow>(() => readStatement(this.#tables, sessionId, range));
+    const shape = q.readShape(range);
+    const rows = await this.#run<MessageRow>(`messages:${shape}`, () => q.readMessages(this.#tables, shape), {
+      id: sessionId,
+      last: "last" in range ? range.last : null,
+      offset: "offset" in range ? range.offset : null,
+      limit: "limit" in range ? (range.limit ?? null) : null,
+    });
     if (rows.length === 0) return null;
     const messages: MessageRecord[] = [];
     for (const [role, content, timestamp] of rows) {
@@ -330,46 +446,48 @@ export class PostgresStorageBackend extends StorageBackend {
     agentId: string | undefined,
   ): Promise<SessionRecord[]> {
     await this.#ready();
-    const sql = this.#sql;
-    const rows = await values<SessionRow>(
-      () =>
-        sql`
-      select ${this.#sessionColumns} from ${this.#sessions}
-      where true
-      ${agentId === undefined ? sql`` : sql`and agent_id = ${agentId}`}
-      ${after === null ? sql`` : sql`and id > ${after}`}
-      order by id
-      limit ${limit}`,
+    const shape = { agent: agentId !== undefined, after: after !== null };
+    const rows = await this.#run<SessionRow>(
+      `scan:${shape.agent}:${shape.after}`,
+      () => q.scanSessions(this.#db, this.#tables, shape),
+      { agent: agentId, after, limit },
     );
     return rows.map(toSession);
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
     await this.#ready();
-    const [row] = await values<[boolean]>(() => importStatement(this.#tables, record, messages));
+    const payload = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content), m.timestamp]));
+    const [row] = await this.#run<[boolean]>("import", () => q.importSession(this.#tables), {
+      ...sessionValues(record),
+      id: record.session_id,
+      count: messages.length,
+      batch: payload,
+    });
     return row?.[0] === true;
   }
 
   protected async dispose(): Promise<void> {
-    if (this.#url !== undefined) await this.#sql.end({ timeout: 5 });
+    // A PGlite still opening is closed once open; one that never opened has nothing to close.
+    const connection = this.#connection ?? (await this.#opening?.catch(() => undefined));
+    await connection?.close?.();
   }
 
   protected override syncTwin(): SyncTwin {
-    if (this.#url === undefined) {
+    const { url, max, prepare } = this.#options;
+    if (url === undefined || PGLITE.test(url)) {
       throw new AgentixStorageError(
-        "PostgresStorageBackend: the ...Sync methods run on a worker thread, which cannot share a client passed in; " +
-          "build the backend from { url } to use them",
+        url === undefined
+          ? "PostgresStorageBackend: the ...Sync methods run on a worker thread, which cannot share a client or db " +
+              "passed in; build the backend from { url } to use them"
+          : "PostgresStorageBackend: the ...Sync methods run on a worker thread, and a PGlite database lives in this " +
+              "thread only (one process, one connection); use the async methods",
       );
     }
-    const options: PostgresStorageOptions = { url: this.#url, schema: this.#schema, migrate: this.#migrate };
-    if (this.#max !== undefined) options.max = this.#max;
-    if (this.#prepare !== undefined) options.prepare = this.#prepare;
+    const options: PostgresStorageOptions = { url, schema: this.#schema, migrate: this.#migrate };
+    if (max !== undefined) options.max = max;
+    if (prepare !== undefined) options.prepare = prepare;
     return { module: import.meta.url, exportName: "PostgresStorageBackend", options };
-  }
-
-  /** Sessions after `(updatedAt, id)` in the listing order (newest first): the keyset condition of a page. */
-  #afterCursor(updatedAt: string, id: string): PendingQuery<Row[]> {
-    return this.#sql`and (updated_at, id) < (${updatedAt}, ${id})`;
   }
 
   /**
@@ -381,7 +499,7 @@ export class PostgresStorageBackend extends StorageBackend {
   async migrate(): Promise<string[]> {
     if (this.closed) throw new BackendClosedError("PostgresStorageBackend");
     try {
-      const applied = await this.#migrateSchema();
+      const applied = await migrateSchema((await this.#open()).db, this.#schema);
       this.#migrated ??= Promise.resolve();
       return applied;
     } catch (error) {
@@ -389,82 +507,27 @@ export class PostgresStorageBackend extends StorageBackend {
     }
   }
 
-  /** Applies pending migrations once per backend, on first use; a failed attempt is retried by the next call. */
+  /** The connection, opened on first use. */
+  #open(): Promise<Connection> {
+    if (this.#connection) return Promise.resolve(this.#connection);
+    this.#opening ??= Promise.resolve(connect(this.#options)).then((c) => (this.#connection = c));
+    return this.#opening;
+  }
+
+  /** Opens the connection and applies pending migrations, once per backend; a failed attempt is retried by the next call. */
   #ready(): Promise<void> {
-    if (!this.#migrate) return Promise.resolve();
-    this.#migrated ??= this.#migrateSchema().then(
-      () => {},
-      (error: unknown) => {
-        this.#migrated = undefined;
-        throw error;
-      },
-    );
+    if (this.#migrated === undefined) {
+      const migrating = this.#open().then((c) => (this.#migrate ? migrateSchema(c.db, this.#schema) : []));
+      this.#migrated = migrating.then(
+        () => {},
+        (error: unknown) => {
+          this.#migrated = undefined;
+          // A PGlite that failed to open is opened again by the next call.
+          if (this.#connection === undefined) this.#opening = undefined;
+          throw error;
+        },
+      );
+    }
     return this.#migrated;
   }
-
-  /**
-   * Applies the pending migrations from drizzle-kit's files (read with drizzle's `readMigrationFiles`), under an
-   * advisory lock on the schema, as one script in one message: see {@link migrationScript}. drizzle's own
-   * `migrate()` cannot do this: it runs its own transaction, outside the lock and on the pool's `search_path` (a
-   * client passed in must not be changed).
-   */
-  async #migrateSchema(): Promise<string[]> {
-    migrationFiles ??= readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER });
-    const files = migrationFiles;
-    const newest = files.at(-1)?.folderMillis ?? 0;
-    const journal = this.#sql.unsafe(`${quote(this.#schema)}."__agentix_migrations"`);
-    try {
-      // The usual case, once deployed: everything applied already, one query and no lock.
-      const [row] = await values<[boolean]>(
-        () => this.#sql`select exists (select from ${journal} where created_at >= ${newest})`,
-      );
-      if (row?.[0] === true) return [];
-    } catch (error) {
-      // Undefined table or schema: not migrated yet. Anything else is a real failure.
-      if (!["42P01", "3F000"].includes((error as { code?: string }).code ?? "")) throw error;
-    }
-    const tags = migrationTags(MIGRATIONS_FOLDER);
-    const results = await runStatement(() => this.#sql.unsafe(migrationScript(this.#schema, files)).values());
-    const applied = (results.at(-1) ?? []) as unknown as [string][];
-    return applied.map(([millis]) => tags.get(Number(millis)) ?? millis);
-  }
-}
-
-/**
- * Rows as arrays: column names never matter, so a client passed in with a column transform
- * (`transform: postgres.camel`) reads the same.
- */
-async function values<T>(query: () => PendingQuery<Row[]>): Promise<T[]> {
-  return (await runStatement(() => query().values())) as unknown as T[];
-}
-
-/** What {@link editStatement}'s row says (never `stale`: that is run again). */
-function editOutcome([status, length, fingerprint, role, content, timestamp]: EditRow): EditOutcome {
-  const popped = role === null ? null : message(role, content as string, timestamp as string);
-  switch (status) {
-    case "written":
-      return { status, length: length as number, popped };
-    case "replayed":
-      return { status, fingerprint: fingerprint as string, length: length as number, popped };
-    case "conflict":
-    case "out-of-range":
-      return { status, length: length as number };
-    default:
-      return { status: "not-found" };
-  }
-}
-
-/** A message record from a row: content is stored as JSON text. */
-function message(role: string, content: string, timestamp: string): MessageRecord {
-  return { role: role as Role, content: JSON.parse(content) as MessageContent, timestamp };
-}
-
-function toSession([id, agentId, createdAt, updatedAt, metadata]: SessionRow): SessionRecord {
-  return sessionRecord(
-    id,
-    agentId,
-    createdAt,
-    updatedAt,
-    metadata === null ? null : (JSON.parse(metadata) as JsonObject),
-  );
 }

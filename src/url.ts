@@ -17,6 +17,7 @@ export const STORAGE_URL_ENV = "AGENTIX_STORAGE_URL";
  * | `file:<dir>`, `file:///abs/dir` or a bare directory | `FileStorageBackend` (`~` expanded) |
  * | `sqlite:<path>`, `sqlite:///abs/path.db`, `sqlite::memory:` | `SqliteStorageBackend` |
  * | `postgres://...` / `postgresql://...` (`?schema=tenant` picks the schema; `?prepare=false` behind a transaction pooler) | `PostgresStorageBackend` |
+ * | `pglite:<dir>`, `pglite:///abs/dir`, `pglite:memory:` (`?schema=` too) | `PostgresStorageBackend` on PGlite (in process) |
  * | `redis://...` / `rediss://...` (`?prefix=myapp` picks the key prefix) | `RedisStorageBackend` |
  * | `redis+cluster://host:port,host:port` / `rediss+cluster://...` (`?prefix=myapp`) | `RedisStorageBackend`, cluster mode |
  *
@@ -51,6 +52,17 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
         ...(prepare === undefined ? {} : { prepare: prepare === "true" }),
       });
     }
+    case "pglite": {
+      // Not a WHATWG URL (a path may hold anything but "?"): the query is split off by hand.
+      const [base = url, query = ""] = url.split(/\?(.*)/s);
+      const params = new URLSearchParams(query);
+      const unknown = [...new Set(params.keys())].filter((key) => key !== "schema");
+      if (unknown.length > 0)
+        throw new ValidationError("url", `unknown query parameter "${unknown[0]}" (a pglite: URL takes schema)`);
+      const schema = params.get("schema") ?? undefined;
+      const { PostgresStorageBackend } = await import("./postgres.js");
+      return new PostgresStorageBackend(schema === undefined ? { url: base } : { url: base, schema });
+    }
     case "redis": {
       const { base, param } = /^rediss?\+cluster:/i.test(url)
         ? clusterParam(url)
@@ -61,13 +73,14 @@ export async function createStorageBackend(url: string): Promise<StorageBackend>
   }
 }
 
-type Scheme = "memory" | "file" | "sqlite" | "postgres" | "redis";
+type Scheme = "memory" | "file" | "sqlite" | "postgres" | "pglite" | "redis";
 const SCHEMES: Record<string, Scheme> = {
   memory: "memory",
   file: "file",
   sqlite: "sqlite",
   postgres: "postgres",
   postgresql: "postgres",
+  pglite: "pglite",
   redis: "redis",
   rediss: "redis",
   "redis+cluster": "redis",
@@ -84,7 +97,7 @@ export function storageScheme(url: string): Scheme {
   if (!known) {
     throw new ValidationError(
       "url",
-      `unknown scheme "${scheme}:" (expected memory:, file:, sqlite:, postgres://, postgresql://, redis://, rediss:// or redis+cluster://)`,
+      `unknown scheme "${scheme}:" (expected memory:, file:, sqlite:, postgres://, postgresql://, pglite:, redis://, rediss:// or redis+cluster://)`,
     );
   }
   return known;
@@ -112,6 +125,11 @@ export function storagePath(url: string): string | undefined {
       return url.startsWith("file:") ? filePath(url.slice(5)) : expandHome(url);
     case "sqlite":
       return url.slice(7) === ":memory:" ? undefined : filePath(url.slice(7));
+    case "pglite": {
+      // As PostgresStorageBackend opens it: `pglite:` and `pglite:memory:` in memory, else a directory.
+      const rest = decodeURIComponent((url.split("?")[0] as string).slice("pglite:".length));
+      return rest === "" || rest === "memory:" ? undefined : expandHome(rest.replace(/^\/\/(?=\/)/, ""));
+    }
     default:
       return undefined;
   }

@@ -186,7 +186,7 @@ describe("agentix --help and --version", () => {
     [["export"], ["--agent <id>", "--out <file>", "JSON Lines"]],
     [["import"], ["[file]", "stdin"]],
     [["copy"], ["--from <url>", "--to <url>", "--agent <id>"]],
-    [["migrate"], ["Postgres and SQLite"]],
+    [["migrate"], ["Postgres, PGlite and SQLite"]],
     [["doctor"], ["--repair", "quarantines"]],
   ])("agentix %j --help", async (command, expected) => {
     const out = await ok([...command, "--help"]);
@@ -606,6 +606,13 @@ describe("agentix migrate", () => {
     expect(rows.map((r) => r.table_name)).toEqual(expect.arrayContaining(["sessions", "messages"]));
   });
 
+  it("PGlite: creates the schema in the directory of a pglite: URL, then reads from it", async () => {
+    const url = `pglite:${join(work, "migrate-pglite")}`;
+    expect(await ok(["migrate", "--storage", url])).toBe(`Postgres schema at ${url}: applied ${shipped("postgres")}\n`);
+    expect(await ok(["migrate", "--storage", url])).toBe(`Postgres schema at ${url} is up to date\n`);
+    expect(await ok(["sessions", "list", "a", "--json", "--storage", url])).toBe("[]\n");
+  });
+
   it("File, memory: nothing to migrate", async () => {
     expect(await ok(["migrate", "--storage", join(work, "m")])).toMatch(
       /^Nothing to migrate: a file store has no schema/,
@@ -640,6 +647,27 @@ describe("reads that create nothing: on a missing store one line, exit code 1", 
       `agentix: no agentix tables in ${empty}: run \`agentix migrate --storage sqlite:${empty}\``,
     );
     expect((await stat(empty)).size).toBe(0);
+  });
+
+  it("PGlite: a missing directory stays missing; a missing schema gets no tables", async () => {
+    const dir = join(work, "nowhere-pglite", "data");
+    const message = `agentix: no agentix database at ${dir}: run \`agentix migrate --storage pglite:${dir}\``;
+    expect(await fails(["sessions", "list", "a", "--storage", `pglite:${dir}`])).toBe(message);
+    expect(await fails(["copy", "--from", `pglite:${dir}`, "--to", "memory:"])).toBe(message);
+    expect(existsSync(join(work, "nowhere-pglite"))).toBe(false);
+    const store = join(work, "probe-pglite");
+    await ok(["migrate", "--storage", `pglite:${store}`]);
+    const url = `pglite:${store}?schema=other`;
+    expect(await fails(["export", "--storage", url])).toBe(
+      `agentix: no agentix tables in schema other: run \`agentix migrate --storage ${url}\``,
+    );
+    const { PGlite } = await import("@electric-sql/pglite");
+    const db = await PGlite.create(store);
+    const { rows } = await db.query<{ n: number }>(
+      "select count(*)::int as n from pg_namespace where nspname = 'other'",
+    );
+    await db.close();
+    expect(rows[0]?.n).toBe(0);
   });
 
   it.skipIf(!pgUrl)("Postgres: a missing schema is neither created nor filled", async () => {

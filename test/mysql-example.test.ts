@@ -16,6 +16,7 @@ import mysql, { type RowDataPacket } from "mysql2/promise";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import config from "../examples/mysql/drizzle.config.js";
 import { MySqlStorageBackend, type MySqlStorageOptions } from "../examples/mysql/src/mysql.js";
+import { scanQuery } from "../examples/mysql/src/statements.js";
 import { AgentixStorageError, ConflictError, SessionNotFoundError, ValidationError } from "../src/core/errors.js";
 import type { NewMessage, SessionRecord } from "../src/core/types.js";
 import { runConformanceSuite } from "../src/testing/index.js";
@@ -207,6 +208,25 @@ describe.skipIf(maxPacket === null)("MySqlStorageBackend (examples/mysql)", () =
       await b.saveMessage(id, "user", "after");
       expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["before", "after"]);
     });
+    it("scans one agent's sessions along (agent_id, id): no filesort, a page's rows", async () => {
+      const b = open();
+      const agent = `scan-${randomUUID()}`;
+      const ids: string[] = [];
+      for (let i = 0; i < 12; i++) ids.push(await b.createSession(i % 3 === 0 ? agent : `other-${randomUUID()}`));
+      const mine = ids.filter((_, i) => i % 3 === 0).sort();
+      expect((await b.scanSessions({ agentId: agent, limit: 3 })).map((s) => s.session_id)).toEqual(mine.slice(0, 3));
+      await admin.query(`analyze table \`${database}\`.sessions`);
+      const db = drizzle({ client: admin });
+      for (const after of [null, mine[1] as string]) {
+        const { sql, params } = scanQuery(db, after, 3, agent).toSQL();
+        const [plan] = await admin
+          .query<RowDataPacket[]>(`use \`${database}\``)
+          .then(() => admin.query<RowDataPacket[]>(`explain ${sql}`, params as string[]));
+        expect(plan.map((row) => row.key)).toEqual(["sessions_agent_id_idx"]);
+        expect(String(plan[0]?.Extra)).not.toMatch(/filesort/);
+      }
+    });
+
     it("keeps message_count equal to the messages stored, through batches, forks and imports", async () => {
       const b = open();
       const id = await b.createSession(`agent-${randomUUID()}`);

@@ -291,6 +291,40 @@ describe.skipIf(!url)("PostgresStorageBackend query plans", () => {
     }
   });
 
+  it("scans of one agent read each page along (agent_id, id): the last page reads only its rows, custom plan or generic", async () => {
+    // "agent-1" has 10 of the 4,002 sessions, their ids spread over the table: pages of 3 in id order. Without an
+    // index leading with agent_id, a page walks the primary key filtering out other agents' rows, and the last
+    // (not full) walks it to the end of the table.
+    const ids = (await client`select id from ${client(schema)}.sessions where agent_id = 'agent-1' order by id`).map(
+      (r) => r.id as string,
+    );
+    expect(ids).toHaveLength(10);
+    const pages: Array<[string, string | undefined, number]> = [
+      ["first", undefined, 3],
+      ["middle", ids[2], 3],
+      ["last", ids[8], 1],
+    ];
+    for (const [which, after, returned] of pages) {
+      const statement = await statementOf(async () => {
+        const page = await b.scanSessions({ agentId: "agent-1", limit: 3, ...(after ? { after } : {}) });
+        const from = after === undefined ? 0 : ids.indexOf(after) + 1;
+        expect(page.map((p) => p.session_id)).toEqual(ids.slice(from, from + 3));
+      });
+      for (const generic of [false, true]) {
+        const label = `${which} page, ${generic ? "generic" : "custom"} plan`;
+        const nodes = await explain(statement, { analyze: true, generic });
+        expect(indexes(nodes), label).toEqual(["sessions_agent_id_idx"]);
+        const [scan] = nodes.filter((n) => n["Index Name"] === "sessions_agent_id_idx");
+        // The page's rows (one more when the limit stops the scan there), never other rows of the table; a few
+        // index pages and a heap page per row. The planner may fetch a few rows by bitmap and sort them: the page.
+        expect(rowsRead(scan as PlanNode), label).toBeLessThanOrEqual(returned + 1);
+        expect(blocks(nodes[0] as PlanNode), label).toBeLessThanOrEqual(6 + 2 * returned);
+        for (const sort of nodes.filter((n) => n["Node Type"].includes("Sort")))
+          expect(rowsRead(sort), label).toBeLessThanOrEqual(returned);
+      }
+    }
+  });
+
   it("a whole fork reads its source along (session_id, position), unsorted, when sorting is priced out", async () => {
     const nodes = await plan(() => b.forkSession(session), true);
     expect(sorts(nodes)).toEqual([]);

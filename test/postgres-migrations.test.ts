@@ -3,6 +3,8 @@
 import { randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { readMigrationFiles } from "drizzle-orm/migrator";
+import { drizzle } from "drizzle-orm/node-postgres";
+import pg from "pg";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AgentixStorageError, SessionNotFoundError } from "../src/core/errors.js";
@@ -81,6 +83,7 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
       "messages_session_idx:i",
       "sessions:r",
       "sessions_agent_cwd_updated_idx:i",
+      "sessions_agent_id_idx:i",
       "sessions_agent_updated_idx:i",
       "sessions_pkey:i",
     ]);
@@ -274,5 +277,24 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
       }
       await admin.unsafe(`drop role "${role}"`);
     }
+  });
+
+  it("through a node-postgres db, the migration is one message: sessions that kill an idle transaction at 1 ms", async () => {
+    // A transaction of several round trips waits for the client between them, and the server ends such sessions.
+    const pool = new pg.Pool({ connectionString: pgUrl, max: 4, options: "-c idle_in_transaction_session_timeout=1" });
+    const errors: unknown[] = [];
+    pool.on("error", (error) => errors.push(error));
+    try {
+      const schemas = [fresh("idle"), fresh("idle"), fresh("idle")];
+      const tenants = schemas.map((schema) => open({ db: drizzle({ client: pool }), schema }));
+      const applied = await Promise.all(tenants.map((b) => b.migrate()));
+      for (const tags of applied) expect(tags).toEqual(journal.map(() => expect.stringMatching(/^\d{4}_/)));
+      for (const b of tenants) expect(await b.countMessages(await b.createSession("idle"))).toBe(0);
+      const [row] = (await pool.query("show idle_in_transaction_session_timeout")).rows;
+      expect(row?.idle_in_transaction_session_timeout).toBe("1ms");
+    } finally {
+      await pool.end();
+    }
+    expect(errors).toEqual([]);
   });
 });

@@ -1,17 +1,19 @@
-// Every operation is one statement: counted on a client passed in, whose `debug` hook sees each query it sends.
+// Every operation is one statement: counted at the driver of a client or db passed in (postgres.js's `debug` hook,
+// the `pg` Pool's and PGlite's query methods), on each driver.
 import { randomUUID } from "node:crypto";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { SessionNotFoundError } from "../src/core/errors.js";
 import { fingerprint } from "../src/core/validation.js";
 import { PostgresStorageBackend } from "../src/postgres.js";
+import { type DriverConnection, pgDrivers, type Sent } from "./support/pg-drivers.js";
 
 const url = inject("postgresUrl");
-const schema = `agentix_test_${randomUUID().slice(0, 8)}`;
 
-describe.skipIf(!url)("PostgresStorageBackend round trips", () => {
-  const sent: Array<{ query: string; parameters: unknown[] }> = [];
-  let client: postgres.Sql;
+describe.each(pgDrivers(url))("PostgresStorageBackend round trips on $name", (driver) => {
+  const schema = `agentix_test_${randomUUID().slice(0, 8)}`;
+  let sent: Sent[] = [];
+  let connection: DriverConnection;
   let b: PostgresStorageBackend;
 
   /** The statements that `run` sends. */
@@ -22,20 +24,23 @@ describe.skipIf(!url)("PostgresStorageBackend round trips", () => {
   };
 
   beforeAll(async () => {
-    client = postgres(url as string, {
-      onnotice: () => {},
-      debug: (_connection, query, parameters) => sent.push({ query, parameters }),
-    });
-    b = new PostgresStorageBackend({ client, schema });
-    // The first call applies the migrations (a transaction of several statements), once for this backend.
+    connection = await driver.open(url);
+    sent = connection.sent;
+    b = new PostgresStorageBackend({ ...connection.options, schema });
+    // The first call checks the migrations and applies them (a transaction of several statements, on its own
+    // connection with node-postgres and PGlite, where the hook does not see it), once for this backend.
     const first = await statements(() => b.listSessions("warm-up"));
-    expect(first.some((s) => /pg_advisory_xact_lock/.test(s.query))).toBe(true);
-    expect(first.some((s) => /create table "sessions"/i.test(s.query))).toBe(true);
+    expect(first.some((s) => /__agentix_migrations/.test(s.query))).toBe(true);
+    if (driver.name === "postgres.js") {
+      expect(first.some((s) => /pg_advisory_xact_lock/.test(s.query))).toBe(true);
+      expect(first.some((s) => /create table "sessions"/i.test(s.query))).toBe(true);
+    }
+    expect(await statements(() => b.listSessions("warm-up"))).toHaveLength(1);
   });
   afterAll(async () => {
     await b?.close();
-    await client?.unsafe(`drop schema if exists "${schema}" cascade`);
-    await client?.end();
+    await connection?.admin.exec(`drop schema if exists "${schema}" cascade`);
+    await connection?.close();
   });
 
   it("one statement for each operation, also the first time it is prepared", async () => {
@@ -122,124 +127,127 @@ describe.skipIf(!url)("PostgresStorageBackend round trips", () => {
     ]);
   });
 
-  /**
-   * Runs `call` while a rival transaction holds the session row after `prepare` (what another writer's statement
-   * does), commits the rival once `call`'s statement waits for the lock, and returns what `call` sent.
-   */
-  const racing = async (prepare: (tx: postgres.TransactionSql) => Promise<unknown>, call: () => Promise<unknown>) => {
-    const rival = postgres(url as string, { onnotice: () => {}, max: 2 });
-    try {
-      let calling: Promise<unknown> | undefined;
-      await rival.begin(async (tx) => {
-        await prepare(tx);
-        sent.length = 0;
-        calling = call();
-        let waiting = false;
-        for (let i = 0; i < 400 && !waiting; i++) {
-          const [row] = await rival`select count(*)::int as n from pg_stat_activity
-            where wait_event_type = 'Lock' and position(${`"${schema}"."sessions"`} in query) > 0`;
-          waiting = row?.n === 1;
-          if (!waiting) await new Promise((r) => setTimeout(r, 10));
-        }
-        expect(waiting).toBe(true);
-      });
-      return { result: await calling, sent: sent.splice(0) };
-    } finally {
-      await rival.end();
-    }
-  };
+  // A statement waiting for another writer's lock: only with several connections (PGlite has one, and queues).
+  if (driver.concurrent) {
+    /**
+     * Runs `call` while a rival transaction holds the session row after `prepare` (what another writer's statement
+     * does), commits the rival once `call`'s statement waits for the lock, and returns what `call` sent.
+     */
+    const racing = async (prepare: (tx: postgres.TransactionSql) => Promise<unknown>, call: () => Promise<unknown>) => {
+      const rival = postgres(url as string, { onnotice: () => {}, max: 2 });
+      try {
+        let calling: Promise<unknown> | undefined;
+        await rival.begin(async (tx) => {
+          await prepare(tx);
+          sent.length = 0;
+          calling = call();
+          let waiting = false;
+          for (let i = 0; i < 400 && !waiting; i++) {
+            const [row] = await rival`select count(*)::int as n from pg_stat_activity
+              where wait_event_type = 'Lock' and position(${`"${schema}"."sessions"`} in query) > 0`;
+            waiting = row?.n === 1;
+            if (!waiting) await new Promise((r) => setTimeout(r, 10));
+          }
+          expect(waiting).toBe(true);
+        });
+        return { result: await calling, sent: sent.splice(0) };
+      } finally {
+        await rival.end();
+      }
+    };
 
-  it("an edit that waited for another writer of the session, with a snapshot lacking its messages, runs again", async () => {
-    // The statement's snapshot lacks the rival's message: it writes nothing and is run again (with a new snapshot).
-    const id = await b.createSession(`rt-${randomUUID()}`);
-    await b.saveMessages(id, [
-      { role: "user", content: "m0" },
-      { role: "user", content: "m1" },
-    ]);
-    const { result, sent: queries } = await racing(
-      async (tx) => {
-        await tx`update ${tx(schema)}.sessions set message_count = 3 where id = ${id}`;
-        await tx`insert into ${tx(schema)}.messages (session_id, position, role, content, created_at)
-               values (${id}, 2, 'assistant', '"rival"', now())`;
-      },
-      () => b.popMessage(id),
-    );
-    expect(result).toMatchObject({ role: "assistant", content: "rival" });
-    expect(queries).toHaveLength(2);
-    expect(queries[1]?.query).toBe(queries[0]?.query);
-    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["m0", "m1"]);
-    expect(await b.countMessages(id)).toBe(2);
-  });
-
-  it("a keyed write racing another call with the same key runs again and answers as that call did, writing nothing", async () => {
-    // The rival remembers the key after the statement's snapshot: remembering it again fails the statement whole.
-    const id = await b.createSession(`rt-${randomUUID()}`);
-    const batch = [{ role: "user" as const, content: "once" }];
-    // The rival's write, as the backend would make it for this very call (same fingerprint).
-    const key = fingerprint("saveMessages", [null], batch as never);
-    const { result, sent: queries } = await racing(
-      async (tx) => {
-        await tx`update ${tx(schema)}.sessions set message_count = 1, key_seq = 1 where id = ${id}`;
-        await tx`insert into ${tx(schema)}.messages (session_id, position, role, content, created_at)
-               values (${id}, 0, 'user', '"once"', now())`;
-        await tx`insert into ${tx(schema)}.idempotency_keys (session_id, key, fingerprint, seq, length)
-               values (${id}, 'k', ${key}, 1, 1)`;
-      },
-      () => b.saveMessages(id, batch, { idempotencyKey: "k" }),
-    );
-    expect(result).toEqual({ length: 1 });
-    expect(queries).toHaveLength(2);
-    expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["once"]);
-  });
-
-  it("openSession racing a transaction that stores the id and commits after the statement began: the existing record, from the statement run again", async () => {
-    // Deterministic: the rival's insert is uncommitted when openSession's statement starts, so ON CONFLICT waits
-    // for it, and the row it then conflicts with is not in that statement's snapshot.
-    const rival = postgres(url as string, { onnotice: () => {}, max: 2 });
-    try {
-      const agent = `rt-${randomUUID()}`;
-      const id = randomUUID();
-      let opening: ReturnType<typeof b.openSession> | undefined;
-      await rival.begin(async (tx) => {
-        await tx`insert into ${tx(schema)}.sessions (id, agent_id, metadata, created_at, updated_at)
-                 values (${id}, ${agent}, '{"by":"rival"}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')`;
-        sent.length = 0;
-        opening = b.openSession(agent, id, { by: "me" });
-        // Committed only once openSession's statement waits for this transaction's row.
-        let waiting = false;
-        for (let i = 0; i < 400 && !waiting; i++) {
-          const [row] = await rival`select count(*)::int as n from pg_stat_activity
-            where wait_event_type = 'Lock' and position(${`"${schema}"."sessions"`} in query) > 0`;
-          waiting = row?.n === 1;
-          if (!waiting) await new Promise((r) => setTimeout(r, 10));
-        }
-        expect(waiting).toBe(true);
-      });
-      const opened = await opening;
-      const sentWhileRacing = sent.splice(0);
-      expect(opened).toEqual({
-        created: false,
-        session: {
-          session_id: id,
-          agent_id: agent,
-          created_at: "2026-01-01T00:00:00.000Z",
-          updated_at: "2026-01-01T00:00:00.000Z",
-          metadata: { by: "rival" },
+    it("an edit that waited for another writer of the session, with a snapshot lacking its messages, runs again", async () => {
+      // The statement's snapshot lacks the rival's message: it writes nothing and is run again (with a new snapshot).
+      const id = await b.createSession(`rt-${randomUUID()}`);
+      await b.saveMessages(id, [
+        { role: "user", content: "m0" },
+        { role: "user", content: "m1" },
+      ]);
+      const { result, sent: queries } = await racing(
+        async (tx) => {
+          await tx`update ${tx(schema)}.sessions set message_count = 3 where id = ${id}`;
+          await tx`insert into ${tx(schema)}.messages (session_id, position, role, content, created_at)
+                 values (${id}, 2, 'assistant', '"rival"', now())`;
         },
-      });
-      // The same statement twice: the second, with a new snapshot, sees the row.
-      expect(sentWhileRacing).toHaveLength(2);
-      expect(sentWhileRacing[1]?.query).toBe(sentWhileRacing[0]?.query);
-    } finally {
-      await rival.end();
-    }
-  });
+        () => b.popMessage(id),
+      );
+      expect(result).toMatchObject({ role: "assistant", content: "rival" });
+      expect(queries).toHaveLength(2);
+      expect(queries[1]?.query).toBe(queries[0]?.query);
+      expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["m0", "m1"]);
+      expect(await b.countMessages(id)).toBe(2);
+    });
+
+    it("a keyed write racing another call with the same key runs again and answers as that call did, writing nothing", async () => {
+      // The rival remembers the key after the statement's snapshot: remembering it again fails the statement whole.
+      const id = await b.createSession(`rt-${randomUUID()}`);
+      const batch = [{ role: "user" as const, content: "once" }];
+      // The rival's write, as the backend would make it for this very call (same fingerprint).
+      const key = fingerprint("saveMessages", [null], batch as never);
+      const { result, sent: queries } = await racing(
+        async (tx) => {
+          await tx`update ${tx(schema)}.sessions set message_count = 1, key_seq = 1 where id = ${id}`;
+          await tx`insert into ${tx(schema)}.messages (session_id, position, role, content, created_at)
+                 values (${id}, 0, 'user', '"once"', now())`;
+          await tx`insert into ${tx(schema)}.idempotency_keys (session_id, key, fingerprint, seq, length)
+                 values (${id}, 'k', ${key}, 1, 1)`;
+        },
+        () => b.saveMessages(id, batch, { idempotencyKey: "k" }),
+      );
+      expect(result).toEqual({ length: 1 });
+      expect(queries).toHaveLength(2);
+      expect((await b.loadMessages(id)).map((m) => m.content)).toEqual(["once"]);
+    });
+
+    it("openSession racing a transaction that stores the id and commits after the statement began: the existing record, from the statement run again", async () => {
+      // Deterministic: the rival's insert is uncommitted when openSession's statement starts, so ON CONFLICT waits
+      // for it, and the row it then conflicts with is not in that statement's snapshot.
+      const rival = postgres(url as string, { onnotice: () => {}, max: 2 });
+      try {
+        const agent = `rt-${randomUUID()}`;
+        const id = randomUUID();
+        let opening: ReturnType<typeof b.openSession> | undefined;
+        await rival.begin(async (tx) => {
+          await tx`insert into ${tx(schema)}.sessions (id, agent_id, metadata, created_at, updated_at)
+                   values (${id}, ${agent}, '{"by":"rival"}', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')`;
+          sent.length = 0;
+          opening = b.openSession(agent, id, { by: "me" });
+          // Committed only once openSession's statement waits for this transaction's row.
+          let waiting = false;
+          for (let i = 0; i < 400 && !waiting; i++) {
+            const [row] = await rival`select count(*)::int as n from pg_stat_activity
+              where wait_event_type = 'Lock' and position(${`"${schema}"."sessions"`} in query) > 0`;
+            waiting = row?.n === 1;
+            if (!waiting) await new Promise((r) => setTimeout(r, 10));
+          }
+          expect(waiting).toBe(true);
+        });
+        const opened = await opening;
+        const sentWhileRacing = sent.splice(0);
+        expect(opened).toEqual({
+          created: false,
+          session: {
+            session_id: id,
+            agent_id: agent,
+            created_at: "2026-01-01T00:00:00.000Z",
+            updated_at: "2026-01-01T00:00:00.000Z",
+            metadata: { by: "rival" },
+          },
+        });
+        // The same statement twice: the second, with a new snapshot, sees the row.
+        expect(sentWhileRacing).toHaveLength(2);
+        expect(sentWhileRacing[1]?.query).toBe(sentWhileRacing[0]?.query);
+      } finally {
+        await rival.end();
+      }
+    });
+  }
 
   it("saveMessage is one statement that appends and bumps updated_at, and none for a session that is gone", async () => {
     const id = await b.createSession(`rt-${randomUUID()}`);
     const [save] = await statements(() => b.saveMessage(id, "assistant", "hello"));
     expect(save?.query).toMatch(
-      /update .*"sessions" set updated_at = greatest\(updated_at, \$\d\)[\s\S]*insert into .*"messages"/,
+      /update .*"sessions" set "updated_at" = greatest\("updated_at", \$\d\)[\s\S]*insert into .*"messages"/,
     );
     expect((await b.getSession(id))?.updated_at).toBe((await b.loadMessages(id))[0]?.timestamp);
 
@@ -250,7 +258,9 @@ describe.skipIf(!url)("PostgresStorageBackend round trips", () => {
     );
     expect(error).toBeInstanceOf(SessionNotFoundError);
     expect(
-      (await client`select count(*)::int as n from ${client(schema)}.messages where session_id = ${id}`)[0]?.n,
+      (
+        await connection.admin.query(`select count(*)::int as n from "${schema}".messages where session_id = $1`, [id])
+      )[0]?.n,
     ).toBe(0);
     expect(await statements(() => b.loadMessages(id).catch(() => {}))).toHaveLength(1);
   });
@@ -268,12 +278,12 @@ describe.skipIf(!url)("PostgresStorageBackend round trips", () => {
   });
 
   it("a new backend on a migrated schema checks it with one query, once", async () => {
-    const again = new PostgresStorageBackend({ client, schema });
+    const again = new PostgresStorageBackend({ ...connection.options, schema });
     const first = await statements(() => again.getSession(randomUUID()));
     expect(first).toHaveLength(2);
-    expect(first[0]?.query).toMatch(/__agentix_migrations/);
+    expect(first.some((s) => /__agentix_migrations/.test(s.query))).toBe(true);
     expect(await statements(() => again.getSession(randomUUID()))).toHaveLength(1);
-    const unchecked = new PostgresStorageBackend({ client, schema, migrate: false });
+    const unchecked = new PostgresStorageBackend({ ...connection.options, schema, migrate: false });
     expect(await statements(() => unchecked.getSession(randomUUID()))).toHaveLength(1);
     await Promise.all([again.close(), unchecked.close()]);
   });

@@ -4,7 +4,7 @@
 // one indexed select, a read one select along (session_id, position) with a second look only when it is empty.
 import type { Sql } from "postgres";
 import type { MessageRecord, Role, SessionCursor, SessionRecord } from "../../src/core/types.js";
-import { RawPostgres } from "./postgres.js";
+import { statements as mirrorStatements, postgresJsDriver, RawPostgres } from "./postgres.js";
 
 const iso = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
@@ -33,7 +33,7 @@ export class FloorPostgres extends RawPostgres {
   readonly #q: ReturnType<typeof statements>;
 
   constructor(sql: Sql, schema: string) {
-    super(sql, schema);
+    super(postgresJsDriver(sql, mirrorStatements(`"${schema}"`)));
     this.#sql = sql;
     this.#q = statements(`"${schema}"`);
   }

@@ -1,6 +1,10 @@
-// The Postgres baseline: the workloads written by hand against postgres.js, the fastest correct way we found,
-// on the backend's own tables (a fresh schema migrated once by the backend). One statement per operation.
+// The Postgres baselines: the workloads written by hand against postgres.js and against node-postgres (`pg`), the
+// fastest correct way we found with each, on the backend's own tables (a fresh schema migrated once by the backend).
+// One prepared statement per operation. The agentix side runs on the same driver: a postgres.js client passed in,
+// or a Drizzle db on a `pg` Pool.
 import { randomBytes } from "node:crypto";
+import { drizzle } from "drizzle-orm/node-postgres";
+import pg from "pg";
 import postgres, { type Sql } from "postgres";
 import { uuidv7 } from "uuidv7";
 import { cwdOf } from "../../src/core/records.js";
@@ -21,27 +25,64 @@ const POOL = 10;
 const iso = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
 type Row = string[];
+type Statements = ReturnType<typeof statements>;
+
+/** How a baseline sends a prepared statement (named by its key in {@link statements}) with one driver. */
+export interface RawDriver {
+  /** The rows, as arrays, and how many rows the statement wrote or returned. */
+  run(name: keyof Statements, params: unknown[]): Promise<{ rows: Row[]; count: number }>;
+  /** Every row of `iterate`, `batchSize` at a time. */
+  batches(sessionId: string, batchSize: number): AsyncIterable<Row[]>;
+}
+
+/** postgres.js: `unsafe(text, params, { prepare: true })`, a server-side cursor to iterate. */
+export function postgresJsDriver(sql: Sql, q: Statements): RawDriver {
+  return {
+    async run(name, params) {
+      const result = await sql.unsafe(q[name], params as never[], { prepare: true }).values();
+      return { rows: result as unknown as Row[], count: result.count };
+    },
+    batches: (sessionId, batchSize) =>
+      sql.unsafe(q.iterate, [sessionId], { prepare: true }).values().cursor(batchSize) as AsyncIterable<Row[]>,
+  };
+}
+
+/** node-postgres: named statements (`{ name, text, values, rowMode: "array" }`); pages along the index to iterate. */
+function nodePgDriver(pool: pg.Pool, q: Statements, schema: string): RawDriver {
+  const names = new Map(Object.keys(q).map((name) => [name, `raw_${schema}_${name}`]));
+  const run: RawDriver["run"] = async (name, params) => {
+    const result = await pool.query({ name: names.get(name), text: q[name], values: params, rowMode: "array" });
+    return { rows: result.rows as Row[], count: result.rowCount ?? 0 };
+  };
+  return {
+    run,
+    async *batches(sessionId, batchSize) {
+      for (let from = 0; ; from += batchSize) {
+        const { rows } = await run("iteratePage", [sessionId, from, from + batchSize]);
+        if (rows.length > 0) yield rows;
+        if (rows.length < batchSize) return;
+      }
+    },
+  };
+}
 
 export class RawPostgres implements Subject {
-  readonly #sql: Sql;
-  readonly #q: ReturnType<typeof statements>;
+  readonly #driver: RawDriver;
 
-  constructor(sql: Sql, schema: string) {
-    this.#sql = sql;
-    this.#q = statements(`"${schema}"`);
+  constructor(driver: RawDriver) {
+    this.#driver = driver;
   }
 
   async saveMessage(sessionId: string, role: Role, content: MessageContent): Promise<void> {
     const params = [sessionId, new Date().toISOString(), role, JSON.stringify(content)];
-    const result = await this.#sql.unsafe(this.#q.append, params, { prepare: true });
+    const result = await this.#driver.run("append", params);
     if (result.count !== 1) throw new Error(`session not found: ${sessionId}`);
   }
 
   async loadMessages(sessionId: string, last?: number): Promise<MessageRecord[]> {
-    const rows = (await (last === undefined
-      ? this.#sql.unsafe(this.#q.load, [sessionId], { prepare: true })
-      : this.#sql.unsafe(this.#q.loadLast, [sessionId, last], { prepare: true })
-    ).values()) as unknown as Row[];
+    const { rows } = await (last === undefined
+      ? this.#driver.run("load", [sessionId])
+      : this.#driver.run("loadLast", [sessionId, last]));
     if (rows.length === 0) throw new Error(`session not found: ${sessionId}`);
     const messages = messagesOf(rows);
     return last === undefined ? messages : messages.reverse();
@@ -50,39 +91,33 @@ export class RawPostgres implements Subject {
   async saveMessages(sessionId: string, messages: NewMessage[], expectedLength?: number): Promise<number | null> {
     const batch = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content)]));
     const params = [sessionId, new Date().toISOString(), batch, messages.length, expectedLength ?? null];
-    const [row] = (await this.#sql.unsafe(this.#q.appendBatch, params, { prepare: true }).values()) as unknown as [
-      [number | null, boolean],
-    ];
+    const [row] = (await this.#driver.run("appendBatch", params)).rows as unknown as [[number | null, boolean]];
     if (row?.[1] !== true) throw new Error(`session not found: ${sessionId}`);
     return row[0];
   }
 
   async countMessages(sessionId: string): Promise<number> {
-    const [row] = (await this.#sql.unsafe(this.#q.count, [sessionId], { prepare: true }).values()) as unknown as [
-      [number],
-    ];
+    const [row] = (await this.#driver.run("count", [sessionId])).rows as unknown as [[number]];
     if (row === undefined) throw new Error(`session not found: ${sessionId}`);
     return row[0];
   }
 
   async loadPage(sessionId: string, offset: number, limit: number): Promise<MessageRecord[]> {
     const params = [sessionId, offset, offset + limit];
-    const rows = (await this.#sql.unsafe(this.#q.loadPage, params, { prepare: true }).values()) as unknown as Row[];
+    const { rows } = await this.#driver.run("loadPage", params);
     if (rows.length === 0) throw new Error(`session not found: ${sessionId}`);
     return messagesOf(rows);
   }
 
-  /** A server-side cursor (postgres.js `cursor`): one statement and one snapshot, `batchSize` rows per fetch. */
+  /** postgres.js: a server-side cursor, one statement and one snapshot; node-postgres: pages along the index. */
   async *iterateMessages(sessionId: string, batchSize: number): AsyncIterable<MessageRecord> {
-    const cursor = this.#sql.unsafe(this.#q.iterate, [sessionId], { prepare: true }).values().cursor(batchSize);
-    for await (const rows of cursor as AsyncIterable<Row[]>) yield* messagesOf(rows);
+    for await (const rows of this.#driver.batches(sessionId, batchSize)) yield* messagesOf(rows);
   }
 
   async listSessions(agentId: string, limit: number, before?: SessionCursor): Promise<SessionRecord[]> {
-    const query = before
-      ? this.#sql.unsafe(this.#q.listBefore, [agentId, before.updated_at, before.session_id, limit], { prepare: true })
-      : this.#sql.unsafe(this.#q.list, [agentId, limit], { prepare: true });
-    const rows = (await query.values()) as unknown as Row[];
+    const { rows } = await (before
+      ? this.#driver.run("listBefore", [agentId, before.updated_at, before.session_id, limit])
+      : this.#driver.run("list", [agentId, limit]));
     return rows.map(([session_id, agent_id, created_at, updated_at, metadata]) => ({
       session_id: session_id as string,
       agent_id: agent_id as string,
@@ -95,7 +130,7 @@ export class RawPostgres implements Subject {
   async forkSession(sessionId: string): Promise<string> {
     const id = uuidv7();
     const params = [sessionId, id, new Date().toISOString()];
-    const [row] = (await this.#sql.unsafe(this.#q.fork, params, { prepare: true }).values()) as unknown as boolean[][];
+    const [row] = (await this.#driver.run("fork", params)).rows as unknown as boolean[][];
     if (row?.[0] !== true) throw new Error(`session not found: ${sessionId}`);
     return id;
   }
@@ -111,7 +146,7 @@ function messagesOf(rows: Row[]): MessageRecord[] {
   return messages;
 }
 
-function statements(s: string) {
+export function statements(s: string) {
   const columns = `id, agent_id, ${iso("created_at")}, ${iso("updated_at")}, metadata`;
   // NULLS LAST, as the index is declared: `desc` alone means NULLS FIRST, which the index cannot serve.
   const order = "order by updated_at desc nulls last, id desc nulls last";
@@ -150,6 +185,8 @@ function statements(s: string) {
         where session_id = s.id and position >= $2 and position < $3 order by position
       ) m on true where s.id = $1`,
     iterate: `select role, content, ${iso("created_at")} from ${s}.messages where session_id = $1 order by position`,
+    iteratePage: `select role, content, ${iso("created_at")} from ${s}.messages
+        where session_id = $1 and position >= $2 and position < $3 order by position`,
     list: `select ${columns} from ${s}.sessions where agent_id = $1 ${order} limit $2`,
     listBefore: `select ${columns} from ${s}.sessions where agent_id = $1 and (updated_at, id) < ($2, $3) ${order} limit $4`,
     // One statement is one transaction: the session row (its count) and its messages with their positions are
@@ -167,12 +204,19 @@ function statements(s: string) {
   };
 }
 
-/** `floor` makes the floor side's subject (bench/baselines/floor-postgres.ts, which builds on this module). */
-export function postgresTarget(url: string, floor: (client: Sql, schema: string) => Subject): BenchTarget {
+/**
+ * The Postgres target on postgres.js (`"postgres"`) or on node-postgres (`"pg"`). `floor` makes the floor side's
+ * subject (bench/baselines/floor-postgres.ts, which builds on this module), on postgres.js only.
+ */
+export function postgresTarget(
+  url: string,
+  floor: ((client: Sql, schema: string) => Subject) | undefined,
+  driver: "postgres" | "pg" = "postgres",
+): BenchTarget {
   const root = postgres(url, { max: 2, onnotice: () => {} });
   return {
-    name: "postgres",
-    floor: true,
+    name: driver,
+    floor: floor !== undefined && driver === "postgres",
     async probe() {
       try {
         await root`select 1`;
@@ -183,7 +227,9 @@ export function postgresTarget(url: string, floor: (client: Sql, schema: string)
     },
     async versions() {
       const [row] = await root`show server_version`;
-      return { Postgres: String(row?.server_version), "postgres.js": packageVersion("postgres") };
+      return driver === "pg"
+        ? { Postgres: String(row?.server_version), pg: packageVersion("pg") }
+        : { Postgres: String(row?.server_version), "postgres.js": packageVersion("postgres") };
     },
     async open(side: Side, count = false): Promise<Namespace> {
       const schema = `agentix_bench_${randomBytes(5).toString("hex")}`;
@@ -191,21 +237,38 @@ export function postgresTarget(url: string, floor: (client: Sql, schema: string)
       const admin = new PostgresStorageBackend({ url, schema, max: 4 });
       await admin.listSessions("migrate");
       const wire = { roundTrips: 0, commands: 0 };
-      // `debug` is called once for every statement sent; only when counting: with it set, postgres.js captures a
-      // stack trace (new Error()) for every query and every fragment of a tagged template, tens of µs each.
-      const debug = () => {
+      const sent = () => {
         wire.roundTrips++;
         wire.commands++;
       };
-      const client = postgres(url, { max: POOL, onnotice: () => {}, ...(count ? { debug } : {}) });
-      const backend = side === "agentix" ? new PostgresStorageBackend({ client, schema }) : undefined;
       const quoted = `"${schema}"`;
+      const q = statements(quoted);
+      let backend: PostgresStorageBackend | undefined;
+      let raw: Subject | undefined;
+      let end: () => Promise<unknown>;
+      if (driver === "pg") {
+        const pool = new pg.Pool({ connectionString: url, max: POOL });
+        // Every statement goes through the pool's query() (Drizzle's and the baseline's): one round trip each.
+        const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+        if (count)
+          pool.query = ((...args: unknown[]) => {
+            sent();
+            return query(...args);
+          }) as typeof pool.query;
+        if (side === "agentix") backend = new PostgresStorageBackend({ db: drizzle({ client: pool }), schema });
+        else raw = new RawPostgres(nodePgDriver(pool, q, schema.slice(-10)));
+        end = () => pool.end();
+      } else {
+        // `debug` is called once for every statement sent; only when counting: with it set, postgres.js captures a
+        // stack trace (new Error()) for every query and every fragment of a tagged template, tens of µs each.
+        const client = postgres(url, { max: POOL, onnotice: () => {}, ...(count ? { debug: sent } : {}) });
+        if (side === "agentix") backend = new PostgresStorageBackend({ client, schema });
+        else if (side === "floor" && floor) raw = floor(client, schema);
+        else raw = new RawPostgres(postgresJsDriver(client, q));
+        end = () => client.end({ timeout: 5 });
+      }
       return {
-        subject: backend
-          ? agentixSubject(backend)
-          : side === "floor"
-            ? floor(client, schema)
-            : new RawPostgres(client, schema),
+        subject: backend ? agentixSubject(backend) : (raw as Subject),
         ...(backend ? { backend } : {}),
         admin,
         ...(count ? { wire } : {}),
@@ -231,7 +294,7 @@ export function postgresTarget(url: string, floor: (client: Sql, schema: string)
         },
         async drop() {
           await backend?.close();
-          await client.end({ timeout: 5 });
+          await end();
           await admin.close();
           await root.unsafe(`drop schema if exists ${quoted} cascade`);
         },

@@ -1,12 +1,13 @@
 import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { storagePath, storageScheme } from "../url.js";
 import { CliError, redact } from "./shared.js";
 
 /**
  * For the commands that only read (`sessions list/show`, `export`, `copy --from`): fails with one line when the
  * store does not exist, before any backend is built, since building one and reading through it creates what is
- * missing (the File directory, the SQLite file and its directory, the Postgres schema and tables, by migrating on
- * first use). A person who only wanted to look must not get a new, empty store, e.g. from a mistyped path or
+ * missing (the File directory, the SQLite file and its directory, the PGlite directory, the Postgres schema and
+ * tables, by migrating on first use). A person who only wanted to look must not get a new, empty store, e.g. from a mistyped path or
  * `?schema=`. Memory and Redis stores have nothing to create.
  */
 export async function requireStore(url: string): Promise<void> {
@@ -27,6 +28,24 @@ export async function requireStore(url: string): Promise<void> {
       if (found === undefined) throw new CliError(`no agentix tables in ${path}: ${migrate}`);
     } finally {
       db.close();
+    }
+  } else if (scheme === "pglite") {
+    const dir = storagePath(url);
+    if (dir === undefined) return; // in memory: nothing to create
+    if (!existsSync(join(dir, "PG_VERSION"))) throw new CliError(`no agentix database at ${dir}: ${migrate}`);
+    const schema = new URLSearchParams(url.split(/\?(.*)/s)[1] ?? "").get("schema") ?? "public";
+    const { PGlite } = await import("@electric-sql/pglite").catch(() => ({ PGlite: undefined }));
+    if (PGlite === undefined) return; // the backend names the package to install
+    // Closed before the backend opens the directory: one PGlite per directory at a time.
+    const db = await PGlite.create(dir);
+    try {
+      const { rows } = await db.query<{ found: boolean }>(
+        "select to_regclass(format('%I.%I', $1::text, 'sessions')) is not null as found",
+        [schema],
+      );
+      if (rows[0]?.found !== true) throw new CliError(`no agentix tables in schema ${schema}: ${migrate}`);
+    } finally {
+      await db.close();
     }
   } else if (scheme === "postgres") {
     const parsed = new URL(url);

@@ -1,7 +1,8 @@
 import { fileURLToPath } from "node:url";
-import { drizzle } from "drizzle-orm/mysql2";
+import { and, eq, type SQL, sql } from "drizzle-orm";
+import { drizzle, type MySql2Database } from "drizzle-orm/mysql2";
 import { migrate } from "drizzle-orm/mysql2/migrator";
-import mysql, { type Pool, type PoolConnection, type RowDataPacket } from "mysql2/promise";
+import mysql, { type Pool, type RowDataPacket } from "mysql2/promise";
 import { z } from "zod";
 // In your own project, all of these come from "agentix".
 import {
@@ -20,22 +21,25 @@ import {
   StorageBackend,
   type SyncTwin,
 } from "../../../src/index.js";
+import { messages as messageTable, sessions } from "./schema.js";
 import {
+  type Db,
   datetime,
+  driverError,
+  errno,
   fromRow,
   insertMessages,
   insertRow,
   iso,
   json,
-  MESSAGE_COLUMNS,
-  type MessageRow,
-  type Param,
+  listSessions,
+  messageFields,
+  messageRange,
+  raisedTo,
   remember,
   rememberedWrite,
-  rows,
   run,
-  SESSION_COLUMNS,
-  type SessionRow,
+  scanSessions,
   sessionById,
   toSession,
 } from "./statements.js";
@@ -80,14 +84,19 @@ const OPTIONS = z
 const MIGRATIONS_FOLDER = fileURLToPath(new URL("../migrations", import.meta.url));
 const ER_DUP_ENTRY = 1062;
 
+/** A column's bare name (`\`message_count\``), for column lists. */
+const name = (column: { name: string }): SQL => sql`${sql.identifier(column.name)}`;
+
 /**
- * Sessions in MySQL or MariaDB through mysql2: the design of the Postgres backend in a dialect without
- * RETURNING or data-modifying CTEs. An append, an edit, a metadata update and a fork are short transactions
- * instead of one statement; everything else is one prepared statement (two to open an existing session or to
- * load a page that holds no messages). The `...Sync` methods run on a worker thread, on a twin built from the same `url`.
+ * Sessions in MySQL or MariaDB through Drizzle and mysql2: the design of the Postgres backend in a dialect without
+ * RETURNING or data-modifying CTEs. The tables are schema.ts's and every statement is built with Drizzle from them
+ * (statements.ts). An append, an edit, a metadata update and a fork are short transactions instead of one
+ * statement; everything else is one statement (two to open an existing session or to load a page that holds no
+ * messages). The `...Sync` methods run on a worker thread, on a twin built from the same `url`.
  */
 export class MySqlStorageBackend extends StorageBackend {
   readonly #pool: Pool;
+  readonly #db: MySql2Database & { $client: Pool };
   readonly #url: string | undefined;
   readonly #connectionLimit: number | undefined;
   readonly #migrate: boolean;
@@ -101,6 +110,7 @@ export class MySqlStorageBackend extends StorageBackend {
     this.#migrate = o.migrate ?? true;
     // A pool connects on first use, so nothing is opened here.
     this.#pool = o.pool ?? mysql.createPool({ uri: o.url as string, connectionLimit: o.connectionLimit ?? 10 });
+    this.#db = drizzle({ client: this.#pool });
   }
 
   protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
@@ -111,44 +121,27 @@ export class MySqlStorageBackend extends StorageBackend {
     // other errors into warnings. Not ON DUPLICATE KEY UPDATE: its affectedRows depends on CLIENT_FOUND_ROWS.
     for (;;) {
       try {
-        await insertRow(this.#pool, record, 0);
+        await insertRow(this.#db, record, 0);
         return null;
       } catch (error) {
-        if ((error as { errno?: number }).errno !== ER_DUP_ENTRY) throw error;
+        if (errno(error) !== ER_DUP_ENTRY) throw error;
       }
-      const existing = await sessionById(this.#pool, record.session_id);
+      const existing = await sessionById(this.#db, record.session_id);
       if (existing) return existing;
     }
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
     await this.#ready();
-    return sessionById(this.#pool, sessionId);
+    return sessionById(this.#db, sessionId);
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
     await this.#ready();
     const { cwd, before, limit } = query;
     // One statement per combination of filters, each served by its index (a backward range scan, no sort).
-    let sql = `select ${SESSION_COLUMNS} from sessions where agent_id = ?`;
-    const params: Param[] = [agentId];
-    if (cwd !== undefined) {
-      sql += " and cwd_hash = unhex(sha2(?, 256)) and cwd = ?";
-      params.push(cwd, cwd);
-    }
-    if (before !== undefined) {
-      // Not `(updated_at, id) < (?, ?)`: MariaDB reads that by walking the index from the newest session down to
-      // the cursor, so deep pages would cost more. This form is two index ranges.
-      sql += " and (updated_at < ? or (updated_at = ? and id < ?))";
-      const at = datetime(before.updated_at);
-      params.push(at, at, before.session_id);
-    }
-    sql += " order by updated_at desc, id desc";
-    if (limit !== undefined) {
-      sql += " limit ?";
-      params.push(limit);
-    }
-    return (await rows<SessionRow>(this.#pool, sql, params)).map(toSession);
+    const cursor = before && { updatedAt: datetime(before.updated_at), id: before.session_id };
+    return (await listSessions(this.#db, agentId, { cwd, before: cursor, limit })).map(toSession);
   }
 
   protected async replaceMetadata(
@@ -160,12 +153,8 @@ export class MySqlStorageBackend extends StorageBackend {
     // No UPDATE ... RETURNING in MySQL: the SELECT reads the row that the UPDATE changed and keeps locked until
     // COMMIT, so it returns exactly what this call wrote. cwd_hash follows cwd (a generated column).
     return this.#transaction(undefined, async (db) => {
-      await run(
-        db,
-        `update sessions set metadata = ?, cwd = ?, updated_at = greatest(updated_at, cast(? as datetime(3)))
-         where id = ?`,
-        [json(metadata), cwdOf(metadata), datetime(at), sessionId],
-      );
+      const set = { metadata: json(metadata), cwd: cwdOf(metadata), updatedAt: raisedTo(at) };
+      await run(db.update(sessions).set(set).where(eq(sessions.id, sessionId)));
       return sessionById(db, sessionId);
     });
   }
@@ -178,37 +167,43 @@ export class MySqlStorageBackend extends StorageBackend {
     // auto-increment value from storage engine"). The source session row itself is locked (LOCK IN SHARE MODE)
     // until COMMIT, so that no append, edit or delete lands between the statements. Nobody sees the fork before COMMIT.
     return this.#transaction("read committed", async (db): Promise<CopyOutcome> => {
-      const sql = "select message_count from sessions where id = ? lock in share mode";
-      const [source] = await rows<[count: number]>(db, sql, [sessionId]);
+      // LOCK IN SHARE MODE in MariaDB's words (Drizzle's `.for("share")` writes MySQL 8's FOR SHARE).
+      const [[source]] = (await run(
+        db.execute(
+          sql`select ${sessions.messageCount} as n from ${sessions} where ${sessions.id} = ${sessionId} lock in share mode`,
+        ),
+      )) as unknown as [Array<{ n: number }>];
       if (!source) return { status: "not-found" };
-      const length = target.length ?? source[0];
-      if (length > source[0]) {
+      const length = target.length ?? source.n;
+      if (length > source.n) {
         // Nothing is written either way; a taken id is the answer first, as for a fork in range.
-        const [taken] = await rows(db, "select 1 from sessions where id = ?", [target.session_id]);
-        return taken ? { status: "exists" } : { status: "out-of-range", length: source[0] };
+        const [taken] = await run(db.select({ one: sql`1` }).from(sessions).where(eq(sessions.id, target.session_id)));
+        return taken ? { status: "exists" } : { status: "out-of-range", length: source.n };
       }
       // The copied cwd and metadata, or the caller's (cwd_hash follows cwd, a generated column).
-      const [cwd, metadata, params] =
+      const [cwd, metadata] =
         target.metadata === undefined
-          ? ["cwd", "metadata", []]
-          : ["?", "?", [cwdOf(target.metadata), json(target.metadata)]];
+          ? [name(sessions.cwd), name(sessions.metadata)]
+          : [sql`${cwdOf(target.metadata)}`, sql`${json(target.metadata)}`];
+      const s = sessions;
       try {
         await run(
-          db,
-          `insert into sessions (id, agent_id, cwd, metadata, created_at, updated_at, message_count)
-           select ?, agent_id, ${cwd}, ${metadata}, ?, ?, ? from sessions where id = ?`,
-          [target.session_id, ...params, at, at, length, sessionId],
+          db.execute(sql`insert into ${s} (${name(s.id)}, ${name(s.agentId)}, ${name(s.cwd)}, ${name(s.metadata)},
+                           ${name(s.createdAt)}, ${name(s.updatedAt)}, ${name(s.messageCount)})
+            select ${target.session_id}, ${name(s.agentId)}, ${cwd}, ${metadata}, ${at}, ${at}, ${length}
+            from ${s} where ${name(s.id)} = ${sessionId}`),
         );
       } catch (error) {
         // A refused statement writes nothing, and leaves the transaction open: the COMMIT commits nothing.
-        if ((error as { errno?: number }).errno === ER_DUP_ENTRY) return { status: "exists" };
+        if (errno(error) === ER_DUP_ENTRY) return { status: "exists" };
         throw error;
       }
+      const m = messageTable;
+      const columns = [m.position, m.role, m.content, m.createdAt].map(name);
       await run(
-        db,
-        `insert into messages (session_id, position, role, content, created_at)
-         select ?, position, role, content, created_at from messages where session_id = ? and position < ?`,
-        [target.session_id, sessionId, length],
+        db.execute(sql`insert into ${m} (${name(m.sessionId)}, ${sql.join(columns, sql`, `)})
+          select ${target.session_id}, ${sql.join(columns, sql`, `)} from ${m}
+          where ${name(m.sessionId)} = ${sessionId} and ${name(m.position)} < ${length}`),
       );
       return { status: "copied" };
     });
@@ -217,7 +212,7 @@ export class MySqlStorageBackend extends StorageBackend {
   protected async removeSession(sessionId: string): Promise<void> {
     await this.#ready();
     // The messages go with it: ON DELETE CASCADE.
-    await this.#pool.execute("delete from sessions where id = ?", [sessionId]);
+    await run(this.#db.delete(sessions).where(eq(sessions.id, sessionId)));
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
@@ -228,18 +223,20 @@ export class MySqlStorageBackend extends StorageBackend {
     // tell: it counts rows found or rows changed, depending on the CLIENT_FOUND_ROWS flag). The transaction makes
     // the batch all or nothing, also when it takes several INSERTs.
     return this.#transaction(undefined, async (db) => {
-      await run(
-        db,
-        `update sessions set updated_at = greatest(updated_at, cast(? as datetime(3))),
-         message_count = message_count + ? where id = ?`,
-        [datetime((messages[0] as MessageRecord).timestamp), messages.length, sessionId],
+      const set = {
+        updatedAt: raisedTo((messages[0] as MessageRecord).timestamp),
+        messageCount: sql`${sessions.messageCount} + ${messages.length}`,
+      };
+      await run(db.update(sessions).set(set).where(eq(sessions.id, sessionId)));
+      const [row] = await run(
+        db
+          .select({ at: iso(sessions.updatedAt), count: sessions.messageCount })
+          .from(sessions)
+          .where(eq(sessions.id, sessionId)),
       );
-      const sql = `select ${iso("updated_at")}, message_count from sessions where id = ?`;
-      const [row] = await rows<[at: string, count: number]>(db, sql, [sessionId]);
       if (!row) return null;
-      const [at, count] = row;
-      await insertMessages(db, sessionId, messages, count - messages.length, datetime(at));
-      return count;
+      await insertMessages(db, sessionId, messages, row.count - messages.length, datetime(row.at));
+      return row.count;
     });
   }
 
@@ -250,10 +247,15 @@ export class MySqlStorageBackend extends StorageBackend {
     // session wait, so the checks below hold until the writes are committed. READ COMMITTED: every later read
     // sees what the writers before committed, and the DELETE locks the rows it drops, not the gaps after them.
     return this.#transaction("read committed", async (db): Promise<EditOutcome> => {
-      const sql = `select message_count, ${iso("updated_at")} from sessions where id = ? for update`;
-      const [row] = await rows<[count: number, updatedAt: string]>(db, sql, [sessionId]);
+      const [row] = await run(
+        db
+          .select({ length: sessions.messageCount, updatedAt: iso(sessions.updatedAt) })
+          .from(sessions)
+          .where(eq(sessions.id, sessionId))
+          .for("update"),
+      );
       if (!row) return { status: "not-found" };
-      const [length, updatedAt] = row;
+      const { length, updatedAt } = row;
       const remembered = idempotency && (await rememberedWrite(db, sessionId, idempotency.key));
       if (remembered) return { status: "replayed", ...remembered };
       if (expectedLength !== undefined && expectedLength !== length) return { status: "conflict", length };
@@ -261,11 +263,15 @@ export class MySqlStorageBackend extends StorageBackend {
       const keep = pop ? Math.max(0, length - 1) : (from ?? length);
       let popped: MessageRecord | null = null;
       if (keep < length) {
+        const m = messageTable;
         if (pop) {
-          const last = `select ${MESSAGE_COLUMNS} from messages where session_id = ? and position = ?`;
-          popped = (await rows<MessageRow>(db, last, [sessionId, keep])).map(fromRow)[0] ?? null;
+          const last = db
+            .select(messageFields)
+            .from(m)
+            .where(and(eq(m.sessionId, sessionId), eq(m.position, keep)));
+          popped = (await run(last)).map(fromRow)[0] ?? null;
         }
-        await run(db, "delete from messages where session_id = ? and position >= ?", [sessionId, keep]);
+        await run(db.delete(m).where(and(eq(m.sessionId, sessionId), sql`${m.position} >= ${keep}`)));
       }
       const written = keep + messages.length;
       if (keep < length || messages.length > 0) {
@@ -274,8 +280,7 @@ export class MySqlStorageBackend extends StorageBackend {
         // biome-ignore lint/complexity/useMathMinMax: strings, which Math.max would turn into NaN
         const at = datetime(edit.at > updatedAt ? edit.at : updatedAt);
         await insertMessages(db, sessionId, messages, keep, at);
-        const update = "update sessions set message_count = ?, updated_at = ? where id = ?";
-        await run(db, update, [written, at, sessionId]);
+        await run(db.update(sessions).set({ messageCount: written, updatedAt: at }).where(eq(sessions.id, sessionId)));
       }
       if (idempotency) {
         await remember(db, sessionId, idempotency.key, {
@@ -290,8 +295,10 @@ export class MySqlStorageBackend extends StorageBackend {
 
   protected async readLength(sessionId: string): Promise<number | null> {
     await this.#ready();
-    const [row] = await rows<[number]>(this.#pool, "select message_count from sessions where id = ?", [sessionId]);
-    return row ? row[0] : null;
+    const [row] = await run(
+      this.#db.select({ n: sessions.messageCount }).from(sessions).where(eq(sessions.id, sessionId)),
+    );
+    return row ? row.n : null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
@@ -299,22 +306,9 @@ export class MySqlStorageBackend extends StorageBackend {
     // Along the (session_id, position) index: a range of positions, or backwards for `last` (then reversed here).
     // Not joined with sessions to tell "no session" from "no messages" in one statement as in Postgres: MariaDB
     // sorts the joined rows with a filesort.
-    let sql = `select ${MESSAGE_COLUMNS} from messages where session_id = ?`;
-    const params: Param[] = [sessionId];
-    if ("last" in range) {
-      sql += " order by position desc limit ?";
-      params.push(range.last);
-    } else {
-      sql += " and position >= ? order by position";
-      params.push(range.offset);
-      if (range.limit !== undefined) {
-        sql += " limit ?";
-        params.push(range.limit);
-      }
-    }
-    const found = (await rows<MessageRow>(this.#pool, sql, params)).map(fromRow);
+    const found = (await messageRange(this.#db, sessionId, range)).map(fromRow);
     if (found.length === 0) {
-      const [exists] = await rows(this.#pool, "select 1 from sessions where id = ?", [sessionId]);
+      const [exists] = await run(this.#db.select({ one: sql`1` }).from(sessions).where(eq(sessions.id, sessionId)));
       return exists ? [] : null;
     }
     return "last" in range ? found.reverse() : found;
@@ -326,18 +320,7 @@ export class MySqlStorageBackend extends StorageBackend {
     agentId: string | undefined,
   ): Promise<SessionRecord[]> {
     await this.#ready();
-    let sql = `select ${SESSION_COLUMNS} from sessions where true`;
-    const params: Param[] = [];
-    if (agentId !== undefined) {
-      sql += " and agent_id = ?";
-      params.push(agentId);
-    }
-    if (after !== null) {
-      sql += " and id > ?";
-      params.push(after);
-    }
-    params.push(limit);
-    return (await rows<SessionRow>(this.#pool, `${sql} order by id limit ?`, params)).map(toSession);
+    return (await scanSessions(this.#db, after, limit, agentId)).map(toSession);
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
@@ -346,7 +329,7 @@ export class MySqlStorageBackend extends StorageBackend {
       try {
         await insertRow(db, record, messages.length);
       } catch (error) {
-        if ((error as { errno?: number }).errno === ER_DUP_ENTRY) return false;
+        if (errno(error) === ER_DUP_ENTRY) return false;
         throw error;
       }
       await insertMessages(db, record.session_id, messages, 0);
@@ -370,21 +353,21 @@ export class MySqlStorageBackend extends StorageBackend {
     return { module: import.meta.url, exportName: "MySqlStorageBackend", options };
   }
 
-  /** Runs `work` in a transaction on one connection of the pool. */
-  async #transaction<T>(isolation: "read committed" | undefined, work: (db: PoolConnection) => Promise<T>): Promise<T> {
-    const db = await this.#pool.getConnection();
+  /** Runs `work` in a transaction on one connection of the pool, through a Drizzle database on that connection. */
+  async #transaction<T>(isolation: "read committed" | undefined, work: (db: Db) => Promise<T>): Promise<T> {
+    const connection = await this.#pool.getConnection();
     try {
       // Without SESSION, SET TRANSACTION applies to the next transaction only.
-      if (isolation) await db.query(`set transaction isolation level ${isolation}`);
-      await db.beginTransaction();
-      const result = await work(db);
-      await db.commit();
+      if (isolation) await connection.query(`set transaction isolation level ${isolation}`);
+      await connection.beginTransaction();
+      const result = await work(drizzle({ client: connection }));
+      await connection.commit();
       return result;
     } catch (error) {
-      await db.rollback().catch(() => {});
-      throw error;
+      await connection.rollback().catch(() => {});
+      throw driverError(error);
     } finally {
-      db.release();
+      connection.release();
     }
   }
 

@@ -53,6 +53,8 @@ export const sessions = mysqlTable(
   (t) => [
     index("sessions_agent_updated_idx").on(t.agentId, t.updatedAt, t.id),
     index("sessions_agent_cwd_updated_idx").on(t.agentId, t.cwdHash, t.updatedAt, t.id),
+    // Scans of one agent in id order (export, copy --agent): each page a range of this index, O(page).
+    index("sessions_agent_id_idx").on(t.agentId, t.id),
   ],
 );
 

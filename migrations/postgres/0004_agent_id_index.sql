@@ -1,0 +1,1 @@
+CREATE INDEX "sessions_agent_id_idx" ON "sessions" USING btree ("agent_id","id");
