@@ -222,6 +222,8 @@ describe.each(backends)("AgentixChatMessageHistory on $name", (backend) => {
       const two = history("two", storage, agent);
       await one.setContext({ title: "Best vocalist" });
       await one.addMessages([new HumanMessage("Who is the best vocalist?")]);
+      // "Newest first" by updated_at: two writes in one millisecond would tie, and ties go by session id.
+      await new Promise((resolve) => setTimeout(resolve, 3));
       await two.addMessages([new HumanMessage("Who is the best guitarist?")]);
       await history("one", storage, `${agent}-other`).addMessages([new HumanMessage("elsewhere")]);
       // Sessions of the agent written otherwise: one without the LangChain key, one claiming a name it is not.
