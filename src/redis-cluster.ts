@@ -21,7 +21,7 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { clusterCommands, type clusterScripts } from "./redis-cluster-scripts.js";
-import { CHUNK, type Fields, fieldsRecord, heads, toRecord } from "./redis-scripts.js";
+import { CHUNK, editOutcome, type Fields, fieldsRecord, heads, toRecord } from "./redis-scripts.js";
 import { parseClusterUrl } from "./redis-server.js";
 
 type Arg = string | number | string[];
@@ -179,15 +179,7 @@ export class ClusterStore {
     if (reply === null) return { status: "not-found" };
     const [status, value, agent, cwd, updated, moved] = reply;
     if (moved === 1 && agent && updated) await this.#indexed(id, agent, updated, cwd, false);
-    if (status === "conflict" || status === "out-of-range") return { status, length: value as number };
-    const written = JSON.parse(value as string) as {
-      fingerprint: string;
-      length: number;
-      popped: MessageRecord | null;
-    };
-    return status === "replayed"
-      ? { status, ...written }
-      : { status: "written", length: written.length, popped: written.popped };
+    return editOutcome(status, value);
   }
 
   async replaceMetadata(id: string, metadata: JsonObject | null, at: string): Promise<SessionRecord | null> {

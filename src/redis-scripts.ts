@@ -4,7 +4,7 @@
  * @internal
  */
 import { sessionRecord } from "./core/records.js";
-import type { CopyOutcome, JsonObject, MessageRecord, SessionRecord } from "./core/types.js";
+import type { CopyOutcome, EditOutcome, JsonObject, MessageRecord, SessionRecord } from "./core/types.js";
 
 /**
  * A writer's op bitmaps: one key per hour (and per 2^20 ops, 128 KiB at most), which expires an hour after its
@@ -358,6 +358,15 @@ export function heads(messages: MessageRecord[]): string[] {
 /** A copy script's reply as the core's outcome. */
 export function copyOutcome([status, total]: [string, number?, ...unknown[]]): CopyOutcome {
   return status === "out-of-range" ? { status, length: total as number } : ({ status } as CopyOutcome);
+}
+
+/** An edit script's status and value (a length, or the JSON of what was written) as the core's outcome. */
+export function editOutcome(status: EditOutcome["status"], value: string | number): EditOutcome {
+  if (status === "conflict" || status === "out-of-range") return { status, length: value as number };
+  const written = JSON.parse(value as string) as { fingerprint: string; length: number; popped: MessageRecord | null };
+  return status === "replayed"
+    ? { status, ...written }
+    : { status: "written", length: written.length, popped: written.popped };
 }
 
 /** A session hash as a record, or `null` for a missing (empty) hash. */

@@ -26,6 +26,7 @@ import { buildIds, exec, type IdScripts, readRange } from "./redis-reads.js";
 import {
   CHUNK,
   copyOutcome,
+  editOutcome,
   type Fields,
   fieldsRecord,
   heads,
@@ -332,15 +333,7 @@ export class RedisStorageBackend extends StorageBackend {
     )) as [EditOutcome["status"], string | number] | null;
     if (reply === null) return { status: "not-found" };
     const [status, value] = reply;
-    if (status === "conflict" || status === "out-of-range") return { status, length: value as number };
-    const written = JSON.parse(value as string) as {
-      fingerprint: string;
-      length: number;
-      popped: MessageRecord | null;
-    };
-    return status === "replayed"
-      ? { status, ...written }
-      : { status: "written", length: written.length, popped: written.popped };
+    return editOutcome(status, value);
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
