@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import { dirname, join } from "node:path";
 import { z } from "zod";
@@ -19,31 +18,27 @@ import type {
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
 import { AgentIndex, writeEntry } from "./file/agents.js";
-import { DamagedFile, DamagedLine } from "./file/damage.js";
+import { appendLog } from "./file/append.js";
+import { checked } from "./file/checked.js";
+import { copyLog } from "./file/copy.js";
 import { editLog } from "./file/edit.js";
-import { errno, ifExists, withFile, writeAll } from "./file/io.js";
-import { KeyFile } from "./file/keys.js";
-import { LineReader, offsetOf, PageMarks, parseLine, readLines } from "./file/lines.js";
+import { ifExists, withFile } from "./file/io.js";
+import { Layout } from "./file/layout.js";
+import { LineReader, PageMarks, readLines } from "./file/lines.js";
 import { withLock } from "./file/lock.js";
 import {
   COUNT,
   committedEnd,
-  copyPrefix,
-  countLines,
   countTo,
-  encodeBatch,
   LOG,
   logTail,
-  openCount,
   parseLines,
   readCount,
-  readCountAt,
   readTail,
   toLine,
   writeCount,
-  writeCountAt,
 } from "./file/log.js";
-import { agentKey, META, metaJson, readStored, sessionIds, updatedAtFloor } from "./file/session.js";
+import { META, metaJson, readStored, sessionIds } from "./file/session.js";
 
 /** Options of {@link FileStorageBackend}. */
 export interface FileStorageOptions {
@@ -75,8 +70,6 @@ const optionsSchema = z.strictObject({
     .optional(),
 });
 
-const TMP_MAX_AGE_MS = 3_600_000;
-const APPEND = fs.constants.O_RDWR | fs.constants.O_APPEND;
 /** What making a session exist came to: stored, the id taken already, or the source of a copy gone. */
 type Published = "stored" | "taken" | "gone";
 
@@ -93,18 +86,17 @@ type Published = "stored" | "taken" | "gone";
  */
 export class FileStorageBackend extends SyncStorageBackend {
   readonly #base: string;
-  readonly #fsync: boolean;
+  readonly #fs: Layout;
   readonly #pages = new PageMarks();
   readonly #onCorrupt: (error: CorruptSessionError) => void;
   readonly #warned = new Set<string>();
   readonly #index: AgentIndex;
-  #ready = false;
 
   constructor(options: FileStorageOptions = {}) {
     super();
     const o = parseOptions(optionsSchema, options, "FileStorageBackend");
     this.#base = expandHome(o.basePath ?? DEFAULT_BASE_PATH);
-    this.#fsync = o.fsync ?? false;
+    this.#fs = new Layout(this.#base, o.fsync ?? false);
     this.#onCorrupt =
       o.onCorruptSession ??
       ((error) => {
@@ -114,14 +106,14 @@ export class FileStorageBackend extends SyncStorageBackend {
       });
     this.#index = new AgentIndex({
       base: this.#base,
-      fsync: this.#fsync,
+      fsync: this.#fs.fsync,
       read: (id) => this.#readOrReport(id),
       lock: (name, run) => {
-        this.#layout();
+        this.#fs.prepare();
         return withLock(join(this.#base, "locks", name), this.#base, name, run);
       },
       lockSession: (id, run) => this.#locked(id, run),
-      syncDir: (path) => this.#syncDir(path),
+      syncDir: (path) => this.#fs.syncDir(path),
     });
   }
 
@@ -178,7 +170,7 @@ export class FileStorageBackend extends SyncStorageBackend {
       if (!current) return null; // deleted before we got the lock
       const updatedAt = latest(current.updated_at, at);
       this.#index.raise(sessionId, () => current.agent_id, updatedAt);
-      return this.#writeMeta(sessionId, { ...current, updated_at: updatedAt, metadata });
+      return this.#fs.writeMeta(sessionId, { ...current, updated_at: updatedAt, metadata });
     });
   }
 
@@ -192,7 +184,7 @@ export class FileStorageBackend extends SyncStorageBackend {
     const record = sessionRecord(target.session_id, stored.agent_id, at, at, metadata);
     let short: number | undefined;
     const published = this.#publish(record, (log, count) => {
-      const copied = this.#checked(sessionId, () => this.#copyLog(source, log, count, target.length));
+      const copied = this.#checked(sessionId, () => copyLog(source, log, count, target.length, this.#fs.fsync));
       if (typeof copied === "number") short = copied;
       return copied === true;
     });
@@ -205,10 +197,10 @@ export class FileStorageBackend extends SyncStorageBackend {
     if (!fs.existsSync(this.#dir(sessionId))) return;
     this.#locked(sessionId, () => {
       // Renamed away first, so that the session disappears at once, then removed.
-      const trash = this.#tmpName(sessionId);
+      const trash = this.#fs.tmpName(sessionId);
       if (ifExists(() => fs.renameSync(this.#dir(sessionId), trash)) === null) return;
       try {
-        this.#syncDir(join(this.#base, "sessions"));
+        this.#fs.syncDir(join(this.#base, "sessions"));
         let agentId: string | undefined;
         try {
           agentId = readStored(trash, sessionId)?.agent_id;
@@ -222,7 +214,7 @@ export class FileStorageBackend extends SyncStorageBackend {
               )
             : [this.#agentDir(agentId)];
         for (const agentDir of agentDirs) {
-          if (ifExists(() => fs.rmSync(join(agentDir, sessionId))) !== null) this.#syncDir(agentDir);
+          if (ifExists(() => fs.rmSync(join(agentDir, sessionId))) !== null) this.#fs.syncDir(agentDir);
         }
         if (agentId !== undefined) this.#index.drop(sessionId, agentId, now());
       } finally {
@@ -234,56 +226,10 @@ export class FileStorageBackend extends SyncStorageBackend {
   protected appendMessages(sessionId: string, messages: MessageRecord[]): number | null {
     const dir = this.#dir(sessionId);
     if (!fs.existsSync(dir)) return null;
-    return this.#locked(sessionId, () => this.#checked(sessionId, () => this.#append(sessionId, dir, messages)));
-  }
-
-  /** {@link FileStorageBackend.appendMessages} under the session's lock. */
-  #append(sessionId: string, dir: string, messages: MessageRecord[]): number | null {
-    {
-      const log = join(dir, LOG);
-      let fd = ifExists(() => fs.openSync(log, APPEND));
-      if (fd === null) return null; // deleted before we got the lock
-      const counter = openCount(join(dir, COUNT), fs.constants.O_RDWR | fs.constants.O_CREAT);
-      try {
-        // Only the tail of the log, its count record and the head of session.json are read: an append costs the
-        // same at any log size.
-        let { size, ino } = fs.fstatSync(fd);
-        const tail = logTail(fd, size);
-        let count = countTo(fd, ino, tail.end, counter === null ? null : readCountAt(counter));
-        if (tail.end < size) {
-          // A writer was killed mid-append: its partial batch goes before anything is written after it (and a
-          // keyed write left pending is settled first, from the log as it was: see src/file/keys.ts).
-          const keys = new KeyFile(dir, false);
-          try {
-            keys.settle({ fd, ino, end: tail.end });
-          } finally {
-            keys.close();
-          }
-          fs.closeSync(fd);
-          fd = null;
-          this.#replaceLog(sessionId, log, tail.end);
-          fd = fs.openSync(log, APPEND);
-          ({ size, ino } = fs.fstatSync(fd));
-        }
-        const floor = updatedAtFloor(join(dir, META), sessionId);
-        const timestamp = latest((messages[0] as MessageRecord).timestamp, latest(floor, tail.last ?? floor));
-        const batch = encodeBatch(messages, timestamp);
-        this.#index.raise(sessionId, () => this.#agentOf(dir, sessionId), timestamp);
-        try {
-          writeAll(fd, batch);
-          if (this.#fsync) fs.fdatasyncSync(fd);
-        } catch (error) {
-          fs.ftruncateSync(fd, size); // leave no partial batch behind a failed write
-          throw error;
-        }
-        count += messages.length;
-        if (counter !== null) writeCountAt(counter, { count, bytes: size + batch.length, ino });
-        return count;
-      } finally {
-        if (fd !== null) fs.closeSync(fd);
-        if (counter !== null) fs.closeSync(counter);
-      }
-    }
+    const raiseIndex = (at: string) => this.#index.raise(sessionId, () => this.#agentOf(dir, sessionId), at);
+    return this.#locked(sessionId, () =>
+      this.#checked(sessionId, () => appendLog({ layout: this.#fs, raiseIndex }, sessionId, dir, messages)),
+    );
   }
 
   protected readLength(sessionId: string): number | null {
@@ -305,14 +251,14 @@ export class FileStorageBackend extends SyncStorageBackend {
           {
             dir,
             sessionId,
-            fsync: this.#fsync,
-            tmpName: () => this.#tmpName(sessionId),
-            syncDir: (path) => this.#syncDir(path),
+            fsync: this.#fs.fsync,
+            tmpName: () => this.#fs.tmpName(sessionId),
+            syncDir: (path) => this.#fs.syncDir(path),
             raiseUpdatedAt: (at) => {
               const current = readStored(dir, sessionId) as SessionRecord;
-              this.#writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at) });
+              this.#fs.writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at) });
             },
-            replaceLog: (log, end) => this.#replaceLog(sessionId, log, end),
+            replaceLog: (log, end) => this.#fs.replaceLog(sessionId, log, end),
             raiseIndex: (at) => this.#index.raise(sessionId, () => this.#agentOf(dir, sessionId), at),
           },
           edit,
@@ -389,22 +335,22 @@ export class FileStorageBackend extends SyncStorageBackend {
     const publish = (): Published => {
       const dir = this.#dir(session_id);
       if (fs.existsSync(dir)) return "taken";
-      const tmp = this.#tmpName(session_id);
+      const tmp = this.#fs.tmpName(session_id);
       fs.mkdirSync(tmp);
       try {
         this.#writeNew(join(tmp, META), [metaJson(record)]);
         if (!fillLog(join(tmp, LOG), join(tmp, COUNT))) return "gone";
-        this.#syncDir(tmp);
+        this.#fs.syncDir(tmp);
         const agentDir = this.#agentDir(agent_id);
-        if (fs.mkdirSync(agentDir, { recursive: true })) this.#syncDir(join(this.#base, "agents"));
+        if (fs.mkdirSync(agentDir, { recursive: true })) this.#fs.syncDir(join(this.#base, "agents"));
         // Its slot in the listing file holds the new session's updated_at (its last copied message may be later).
         const last = withFile(join(tmp, LOG), "r", (fd) => logTail(fd, fs.fstatSync(fd).size).last);
         const slot = this.#index.allocate(agent_id, session_id, latest(record.updated_at, last ?? ""));
         const entry = join(agentDir, session_id);
         const created = this.#writeNew(entry, slot === null ? [] : [slot], true);
-        this.#syncDir(agentDir);
+        this.#fs.syncDir(agentDir);
         // `sessions/` too is made again when removed by hand.
-        if (fs.mkdirSync(dirname(dir), { recursive: true }) !== undefined) this.#syncDir(this.#base);
+        if (fs.mkdirSync(dirname(dir), { recursive: true }) !== undefined) this.#fs.syncDir(this.#base);
         try {
           fs.renameSync(tmp, dir);
         } catch (error) {
@@ -416,46 +362,14 @@ export class FileStorageBackend extends SyncStorageBackend {
           return "taken";
         }
         // An entry left by a session of this id deleted in a crash learns the new slot once the session is in place.
-        if (!created && slot !== null) writeEntry(entry, slot, this.#fsync);
-        this.#syncDir(join(this.#base, "sessions"));
+        if (!created && slot !== null) writeEntry(entry, slot, this.#fs.fsync);
+        this.#fs.syncDir(join(this.#base, "sessions"));
         return "stored";
       } finally {
         fs.rmSync(tmp, { recursive: true, force: true });
       }
     };
     return this.#locked(session_id, publish);
-  }
-
-  /**
-   * Fills a fork's log with the first `length` messages (all when `undefined`) of the source's committed log, a
-   * byte prefix copied unparsed from one open log (the source may be replaced meanwhile), and writes its count
-   * (from the source's record when that is the log's). `false` when the source is gone; its length when that is
-   * less than `length`.
-   */
-  #copyLog(source: string, log: string, count: string, length: number | undefined): boolean | number {
-    const record = readCount(join(source, COUNT));
-    const copied = withFile(join(source, LOG), "r", (fd) => {
-      const { size, ino } = fs.fstatSync(fd);
-      const end = committedEnd(fd, size);
-      const total = countTo(fd, ino, end, record);
-      if (length !== undefined && length > total) return total;
-      const bytes = length === undefined ? end : offsetOf(fd, end, total, length);
-      // Every line is checked before anything is copied: a fork never copies a line that is not a message.
-      const reader = new LineReader(fd, 0, bytes);
-      for (let at = reader.offset, line = reader.next(); line !== undefined; at = reader.offset, line = reader.next()) {
-        parseLine(line, at);
-      }
-      const out = fs.openSync(log, "wx");
-      try {
-        const copied = copyPrefix(fd, out, bytes);
-        if (this.#fsync) fs.fsyncSync(out);
-        writeCount(count, { count: length ?? total, bytes: copied, ino: fs.fstatSync(out).ino });
-      } finally {
-        fs.closeSync(out);
-      }
-      return true;
-    });
-    return copied ?? false; // null: the source was deleted meanwhile
   }
 
   /** The agent of the session in `dir` (which exists: the caller holds its lock). */
@@ -474,21 +388,7 @@ export class FileStorageBackend extends SyncStorageBackend {
 
   /** `run()`, with damage met on the way thrown as the {@link CorruptSessionError} it is. */
   #checked<T>(sessionId: string, run: () => T): T {
-    try {
-      return run();
-    } catch (error) {
-      if (error instanceof DamagedFile) {
-        throw new CorruptSessionError(sessionId, error.file, undefined, error.message);
-      }
-      if (error instanceof DamagedLine) {
-        const log = join(this.#dir(sessionId), LOG);
-        // The line's number is counted only now: the reads that meet damage do not count what they skip.
-        const at = error.at;
-        const line = at === undefined ? null : withFile(log, "r", (fd) => countLines(fd, 0, at) + 1);
-        throw new CorruptSessionError(sessionId, log, line ?? undefined, error.message);
-      }
-      throw error;
-    }
+    return checked(this.#dir(sessionId), sessionId, run);
   }
 
   /** The session for a listing or a scan: a damaged one is reported and skipped. */
@@ -502,106 +402,20 @@ export class FileStorageBackend extends SyncStorageBackend {
     }
   }
 
-  /** Rewrites session.json (temp file, rename) and returns the record written. */
-  #writeMeta(sessionId: string, record: SessionRecord): SessionRecord {
-    const dir = this.#dir(sessionId);
-    const json = metaJson(record);
-    const tmp = this.#tmpName(sessionId);
-    this.#writeNew(tmp, [json]);
-    try {
-      fs.renameSync(tmp, join(dir, META));
-    } catch (error) {
-      fs.rmSync(tmp, { force: true });
-      throw error;
-    }
-    this.#syncDir(dir);
-    const s = JSON.parse(json) as SessionRecord;
-    return sessionRecord(s.session_id, s.agent_id, s.created_at, s.updated_at, s.metadata);
-  }
-
-  /** Replaces the log by its first `end` bytes (with a rename, never truncated: readers may have it open). */
-  #replaceLog(sessionId: string, log: string, end: number): void {
-    const fixed = this.#tmpName(sessionId);
-    fs.copyFileSync(log, fixed, fs.constants.COPYFILE_FICLONE);
-    withFile(fixed, "r+", (fd) => {
-      fs.ftruncateSync(fd, end);
-      if (this.#fsync) fs.fsyncSync(fd);
-    });
-    fs.renameSync(fixed, log);
-    this.#syncDir(dirname(log));
-  }
-
   /** Writes a new file, fsynced when asked; `false` when it exists and `mayExist`. */
   #writeNew(path: string, chunks: Array<string | Buffer>, mayExist = false): boolean {
-    let fd: number;
-    try {
-      fd = fs.openSync(path, "wx");
-    } catch (error) {
-      if (mayExist && errno(error) === "EEXIST") return false;
-      throw error;
-    }
-    try {
-      for (const chunk of chunks) writeAll(fd, Buffer.from(chunk));
-      if (this.#fsync) fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    return true;
+    return this.#fs.writeNew(path, chunks, mayExist);
   }
 
-  /** Runs `run` holding the session's lock (see src/file/lock.ts). */
   #locked<T>(sessionId: string, run: () => T): T {
-    this.#layout();
-    const locks = join(this.#base, "locks");
-    const lock = () => withLock(join(locks, `${sessionId}.lock`), this.#dir(sessionId), sessionId, run);
-    try {
-      return lock();
-    } catch (error) {
-      // `locks/` (or more) removed by hand since this backend made it: made again, and the lock taken then.
-      if (errno(error) !== "ENOENT" || fs.existsSync(locks)) throw error;
-      this.#ready = false;
-      this.#layout();
-      return lock();
-    }
-  }
-
-  /** Creates the directories, once, and removes what a crash left in `tmp/`. */
-  #layout(): void {
-    if (this.#ready) return;
-    const made = ["sessions", "agents", "locks", "tmp"].map((n) =>
-      fs.mkdirSync(join(this.#base, n), { recursive: true }),
-    );
-    const first = made.find((path) => path !== undefined);
-    // Every directory from the base up to the parent of the first one created gains an entry.
-    for (let dir = this.#base; first !== undefined; dir = dirname(dir)) {
-      this.#syncDir(dir);
-      if (dir === dirname(first) || dir === dirname(dir)) break;
-    }
-    for (const name of fs.readdirSync(join(this.#base, "tmp"))) {
-      const path = join(this.#base, "tmp", name);
-      const mtime = fs.statSync(path, { throwIfNoEntry: false })?.mtimeMs ?? Date.now();
-      if (mtime < Date.now() - TMP_MAX_AGE_MS) fs.rmSync(path, { recursive: true, force: true });
-    }
-    this.#ready = true;
-  }
-
-  #syncDir(path: string): void {
-    // Windows cannot open a directory to fsync it.
-    if (this.#fsync && process.platform !== "win32") withFile(path, "r", fs.fsyncSync);
+    return this.#fs.locked(sessionId, run);
   }
 
   #dir(sessionId: string): string {
-    return join(this.#base, "sessions", sessionId);
+    return this.#fs.dir(sessionId);
   }
 
   #agentDir(agentId: string): string {
-    return join(this.#base, "agents", agentKey(agentId));
-  }
-
-  #tmpName(sessionId: string): string {
-    // Made again when removed by hand (rarely on the path of an append: only a repair needs a temporary name).
-    const tmp = join(this.#base, "tmp");
-    if (fs.mkdirSync(tmp, { recursive: true }) !== undefined) this.#syncDir(this.#base);
-    return join(tmp, `${sessionId}.${randomBytes(6).toString("hex")}`);
+    return this.#fs.agentDir(agentId);
   }
 }
