@@ -4,9 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Cluster, Redis as RedisClient, RedisOptions } from "ioredis";
-import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
-import { importDriver } from "./core/driver.js";
 import { AgentixStorageError } from "./core/errors.js";
 import { cwdOf } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
@@ -20,8 +18,16 @@ import type {
   SessionQuery,
   SessionRecord,
 } from "./core/types.js";
-import { isPlainObject, parseOptions } from "./core/validation.js";
+import { parseOptions } from "./core/validation.js";
 import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands, openCluster } from "./redis-cluster.js";
+import {
+  ClusterClass,
+  CONNECT_TIMEOUT_MS,
+  MAX_RETRIES_PER_REQUEST,
+  optionsSchema,
+  Redis,
+  type RedisStorageOptions,
+} from "./redis-options.js";
 import { buildIds, exec, type IdScripts, readRange } from "./redis-reads.js";
 import {
   CHUNK,
@@ -38,78 +44,9 @@ import {
   TEMP_TTL_MS,
   toRecord,
 } from "./redis-scripts.js";
-import { checkServer, isClusterUrl, parseClusterUrl, validDatabase } from "./redis-server.js";
+import { checkServer, isClusterUrl } from "./redis-server.js";
 
-const { Redis, Cluster: ClusterClass } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", [
-  "ioredis",
-]);
-
-/** Options of {@link RedisStorageBackend}: `url` or `client`, and `prefix`. */
-export type RedisStorageOptions = (
-  | {
-      /**
-       * `redis://` or `rediss://` URL; the backend opens (lazily, on first use) and closes its own connection.
-       * `redis+cluster://host:port,host:port` (`rediss+cluster://` for TLS) connects to a Redis Cluster
-       * (cluster mode, see the README).
-       */
-      url: string;
-      /**
-       * Passed to `new Redis(url, redisOptions)`, e.g. `{ tls: {...}, connectTimeout: 5000 }`; with a cluster URL,
-       * to each node's connection (`ClusterOptions.redisOptions`).
-       */
-      redisOptions?: RedisOptions;
-      /** @hidden */
-      client?: never;
-    }
-  | {
-      /**
-       * An ioredis client of yours: a `Redis` (standalone or Sentinel) or a `Cluster` (cluster mode). `close()`
-       * leaves it open; the `...Sync` methods need `url`.
-       */
-      client: RedisClient | Cluster;
-      /** @hidden */
-      url?: never;
-      /** @hidden */
-      redisOptions?: never;
-    }
-) & {
-  /**
-   * Namespace of every key: `{prefix}:session:{id}`, ... Letters, digits, `_`, `-` and `.` only, so that no
-   * tenant's key can be another's and `SCAN MATCH {prefix}:*` selects exactly this tenant's keys.
-   * @default "agentix"
-   */
-  prefix?: string;
-};
-
-const optionsSchema = z
-  .strictObject({
-    url: z
-      .string()
-      .regex(/^rediss?(\+cluster)?:\/\//, "must be a redis://, rediss:// or redis+cluster:// URL")
-      .refine((url) => !isClusterUrl(url) || parseClusterUrl(url), "must be redis+cluster://host:port,host:port")
-      .refine(
-        (url) => isClusterUrl(url) || validDatabase(url),
-        "the path must be a database index, e.g. redis://host:6379/0",
-      )
-      .optional(),
-    client: z
-      .custom<RedisClient | Cluster>(isClient, { message: "must be an ioredis client (Redis or Cluster)" })
-      .optional(),
-    redisOptions: z.custom<RedisOptions>(isPlainObject, { message: "must be a plain object" }).optional(),
-    prefix: z
-      .string()
-      .regex(/^[A-Za-z0-9_.-]{1,128}$/, "must be 1-128 letters, digits, '_', '-' or '.'")
-      .default("agentix"),
-  })
-  .refine((o) => (o.url === undefined) !== (o.client === undefined), { message: "pass either url or client" })
-  .refine((o) => o.client === undefined || o.redisOptions === undefined, {
-    message: "redisOptions apply only with url",
-    path: ["redisOptions"],
-  });
-
-/** The defaults for connections opened from `url`: a call against an unreachable server fails within seconds. */
-const CONNECT_TIMEOUT_MS = 2_000;
-const MAX_RETRIES_PER_REQUEST = 3;
+export type { RedisStorageOptions } from "./redis-options.js";
 
 /** A script argument; ioredis flattens an array into the arguments, so a batch needs no spread call. */
 type Arg = string | number | string[];
@@ -527,11 +464,4 @@ export class RedisStorageBackend extends StorageBackend {
   #base(): string {
     return `${this.#client?.options.keyPrefix ?? ""}${this.#options.prefix}`;
   }
-}
-
-/** An ioredis `Redis` or `Cluster` (also from another copy of ioredis). */
-function isClient(value: unknown): value is RedisClient | Cluster {
-  if (value instanceof Redis || value instanceof ClusterClass) return true;
-  const v = value as { defineCommand?: unknown } | null;
-  return typeof v?.defineCommand === "function";
 }
