@@ -20,6 +20,7 @@ import type {
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
 import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands, openCluster } from "./redis-cluster.js";
+import { Chunks, copyChunks } from "./redis-fork.js";
 import {
   ClusterClass,
   CONNECT_TIMEOUT_MS,
@@ -28,9 +29,9 @@ import {
   Redis,
   type RedisStorageOptions,
 } from "./redis-options.js";
-import { buildIds, exec, type IdScripts, readRange } from "./redis-reads.js";
+import { buildIds, type IdScripts, readRange } from "./redis-reads.js";
 import {
-  CHUNK,
+  COPY_BYTES,
   copyOutcome,
   editOutcome,
   type Fields,
@@ -41,7 +42,6 @@ import {
   prelude,
   records,
   scripts,
-  TEMP_TTL_MS,
   toRecord,
 } from "./redis-scripts.js";
 import { checkServer, isClusterUrl } from "./redis-server.js";
@@ -161,12 +161,13 @@ export class RedisStorageBackend extends StorageBackend {
       cwd === null ? 0 : 1,
       cwd ?? "",
     ];
-    // A fork of more than a chunk is copied in chunks into a temp key and published in one short script, so that
-    // no script blocks Redis for long. An edit of the source meanwhile restarts it; after a few, one script does it.
+    // A fork of a large list is copied in chunks into a temp key and published in one short script, so that no
+    // script blocks Redis for long. An edit of the source meanwhile restarts it; after a few, one script does it.
     for (let attempt = 0; attempt < 3; attempt++) {
-      const reply = (await redis.agentixCopy(...args, CHUNK)) as [string, number?, string?];
+      const reply = (await redis.agentixCopy(...args, COPY_BYTES)) as [string, number?, string?, number?];
       if (reply[0] !== "chunked") return copyOutcome(reply);
-      const outcome = await this.#copyChunked(redis, args, reply[1] as number, reply[2] as string);
+      const [, total, stamp, bytesPerMessage] = reply as [string, number, string, number];
+      const outcome = await this.#copyChunked(redis, args, total, stamp, new Chunks(bytesPerMessage));
       if (outcome) return outcome;
     }
     return copyOutcome((await redis.agentixCopy(...args, "")) as [string, number?]);
@@ -178,41 +179,21 @@ export class RedisStorageBackend extends StorageBackend {
     args: Array<string | number>,
     length: number,
     stamp: string,
+    chunks: Chunks,
   ): Promise<CopyOutcome | null> {
     const temp = `${String(args[2])}:${randomUUID()}`;
+    const source = args[1] as string;
+    const keys = {
+      session: this.#key("session", source),
+      messages: this.#key("messages", source),
+      edits: this.#key("edits", source),
+      temp: this.#key("tmp", temp),
+    };
     let copied = 0;
     let total = length;
     for (;;) {
-      while (copied < total) {
-        const stop = Math.min(copied + CHUNK, total);
-        // Plain commands, not a script: LRANGE and RPUSH copy in C, a script would convert every message to a Lua
-        // string and back (2-3 times as long a command). The chunk is read atomically with the source's stamp.
-        const source = args[1] as string;
-        const [created, edited, lines] = (await exec(
-          redis
-            .multi()
-            .hget(this.#key("session", source), "created_at")
-            .get(this.#key("edits", source))
-            .lrange(this.#key("messages", source), copied, stop - 1),
-        )) as [string | null, string | null, string[]];
-        const pushed =
-          created !== null && `${created}:${edited ?? "0"}` === stamp && lines.length === stop - copied
-            ? ((
-                await exec(
-                  redis
-                    .multi()
-                    .rpush(this.#key("tmp", temp), ...lines)
-                    .pexpire(this.#key("tmp", temp), TEMP_TTL_MS),
-                )
-              )[0] as number)
-            : -1;
-        // The source changed, or a chunk was resent after a dropped connection (appended twice): start again.
-        if (pushed !== stop) {
-          await redis.unlink(this.#key("tmp", temp));
-          return null;
-        }
-        copied = stop;
-      }
+      copied = await copyChunks(redis, keys, stamp, chunks, copied, total);
+      if (copied === -1) return null;
       const reply = (await redis.agentixPublish(...args, temp, stamp, copied)) as [string, number?];
       if (reply[0] === "retry") return null;
       if (reply[0] !== "behind") return copyOutcome(reply);
