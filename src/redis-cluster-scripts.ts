@@ -9,8 +9,6 @@ import { luaLess, luaPush } from "./redis-scripts.js";
 
 /** A session's op bitmap and edit outcomes expire this long after its writer's last op on it. */
 const OP_TTL_MS = 2 * 3_600_000;
-/** A fork's temp key expires this long after its last chunk, so that a crash mid-fork leaves nothing behind. */
-const TEMP_TTL_MS = 600_000;
 /** How many idempotency keys a session remembers (the contract's minimum). */
 const KEYS_KEPT = 1000;
 
@@ -139,9 +137,9 @@ redis.call('UNLINK', unpack(KEYS))
 if not agent then return false end
 return {agent, cwd}`,
   ],
-  // KEYS: source session, messages, edits, cwd. ARGV: length ('': all), most messages to return. {'not-found'},
-  // {'out-of-range', length} or {'ok', agent, metadata, stamp, length, cwd, messages...}, the messages (positions
-  // 0..length-1) only when there are at most the limit.
+  // KEYS: source session, messages, edits, cwd. ARGV: length ('': all), most messages to return, most bytes of them
+  // (estimated). {'not-found'}, {'out-of-range', length} or {'ok', agent, metadata, stamp, length, cwd, bytes per
+  // message (0: unknown), messages...}, the messages (positions 0..length-1) only when within both limits.
   agentixCopyStart: [
     4,
     `
@@ -150,8 +148,11 @@ if not s[1] then return {'not-found'} end
 local total = redis.call('LLEN', KEYS[2])
 local length = ARGV[1] == '' and total or tonumber(ARGV[1])
 if length > total then return {'out-of-range', total} end
-local reply = {'ok', s[1], s[2], stamp(s[3], KEYS[3]), length, redis.call('GET', KEYS[4])}
-if length > 0 and length <= tonumber(ARGV[2]) then
+-- pcall: a service may refuse MEMORY; then the chunks are sized as they are read.
+local bytes = total > 0 and redis.pcall('MEMORY', 'USAGE', KEYS[2]) or 0
+local each = type(bytes) == 'number' and total > 0 and math.ceil(bytes / total) or 0
+local reply = {'ok', s[1], s[2], stamp(s[3], KEYS[3]), length, redis.call('GET', KEYS[4]), each}
+if length > 0 and length <= tonumber(ARGV[2]) and each > 0 and each * length <= tonumber(ARGV[3]) then
   for _, line in ipairs(redis.call('LRANGE', KEYS[2], 0, length - 1)) do reply[#reply + 1] = line end
 end
 return reply`,
@@ -164,15 +165,6 @@ return reply`,
 local created = redis.call('HGET', KEYS[1], 'created_at')
 if not created or stamp(created, KEYS[3]) ~= ARGV[1] then return false end
 return redis.call('LRANGE', KEYS[2], ARGV[2], ARGV[3])`,
-  ],
-  // KEYS: a fork's temp key (in the fork's slot). ARGV: messages. Appends them, renews the TTL; the new length.
-  agentixTempPush: [
-    1,
-    `
-local length = 0
-for i = 1, #ARGV, 1000 do length = redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
-redis.call('PEXPIRE', KEYS[1], ${TEMP_TTL_MS})
-return length`,
   ],
   // KEYS: fork's session, messages, keys, keyorder, edits, cwd, temp key. ARGV: id, agent, created_at, metadata, has
   // cwd, cwd, messages in the temp key ('': the messages follow in ARGV), messages... Makes the fork visible in one

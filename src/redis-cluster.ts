@@ -21,7 +21,8 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { clusterCommands, type clusterScripts } from "./redis-cluster-scripts.js";
-import { CHUNK, editOutcome, type Fields, fieldsRecord, heads, toRecord } from "./redis-scripts.js";
+import { Chunks, copyChunks } from "./redis-fork.js";
+import { CHUNK, CHUNK_BYTES, editOutcome, type Fields, fieldsRecord, heads, toRecord } from "./redis-scripts.js";
 import { parseClusterUrl } from "./redis-server.js";
 
 type Arg = string | number | string[];
@@ -35,6 +36,8 @@ const OPS_PER_KEY = 2 ** 20;
 const OP_KEY_MS = 3_600_000;
 /** Sessions whose op bitmap a backend remembers; an evicted one starts a new bitmap key on its next write. */
 const OP_SESSIONS = 10_000;
+/** A fork of at most CHUNK messages and this many bytes goes through its start and publish scripts (through Lua). */
+const INLINE_BYTES = CHUNK_BYTES / 2;
 /** Attempts of a chunked fork whose source is edited meanwhile. */
 const FORK_ATTEMPTS = 5;
 
@@ -250,25 +253,27 @@ export class ClusterStore {
         ...[0, 1, 4, 5].map((i) => source[i] as string),
         wanted ?? "",
         CHUNK,
+        INLINE_BYTES,
       )) as [string, ...unknown[]];
       if (start[0] === "not-found") return { status: "not-found" };
       if (start[0] === "out-of-range") return { status: "out-of-range", length: start[1] as number };
-      const [, agent, metadata, stamp, length, sourceCwd, ...lines] = start as [
+      const [, agent, metadata, stamp, length, sourceCwd, bytesPerMessage, ...lines] = start as [
         string,
         string,
         string,
         string,
         number,
         string | null,
+        number,
         ...string[],
       ];
       const meta = given === undefined ? metadata : JSON.stringify(given);
       const cwd = given === undefined ? sourceCwd : cwdOf(given);
       const temp = `${this.keys.prefix}:tmp:{${to}}:${randomUUID()}`;
       let copied: number | "" = "";
-      if (length > CHUNK) {
+      if (length > 0 && lines.length === 0) {
         if ((await this.redis.exists(this.keys.session("session", to))) === 1) return { status: "exists" };
-        copied = await this.#copyChunks(source, temp, stamp, length);
+        copied = await this.#copyChunks(source, temp, stamp, length, new Chunks(bytesPerMessage));
         if (copied === -1) continue;
       }
       const reply = await this.redis.agentixPublish(
@@ -295,34 +300,11 @@ export class ClusterStore {
   }
 
   /** The chunks of a fork into `temp`: how many were copied, or -1 (temp gone) when the source changed. */
-  async #copyChunks(source: string[], temp: string, stamp: string, length: number): Promise<number> {
-    let copied = 0;
+  async #copyChunks(source: string[], temp: string, stamp: string, length: number, chunks: Chunks): Promise<number> {
     const [session, messages, , , edits] = source as [string, string, string, string, string];
-    while (copied < length) {
-      const stop = Math.min(copied + CHUNK, length);
-      // A MULTI in the source's slot, not a script: LRANGE copies in C (a script converts every message to Lua).
-      const replies = await this.redis
-        .multi()
-        .hget(session, "created_at")
-        .get(edits)
-        .lrange(messages, copied, stop - 1)
-        .exec();
-      const [created, edited, lines] = (replies ?? []).map(([error, value]) => {
-        if (error) throw error;
-        return value;
-      }) as [string | null, string | null, string[]];
-      // The source changed, or a chunk was pushed twice (resent after a dropped connection): start again.
-      if (
-        created === null ||
-        `${created}:${edited ?? "0"}` !== stamp ||
-        lines.length !== stop - copied ||
-        (await this.redis.agentixTempPush(temp, lines)) !== stop
-      ) {
-        await this.redis.unlink(temp);
-        return -1;
-      }
-      copied = stop;
-    }
+    // MULTIs in the source's slot and in the fork's, not scripts: LRANGE and RPUSH copy in C.
+    const copied = await copyChunks(this.redis, { session, messages, edits, temp }, stamp, chunks, 0, length);
+    if (copied === -1) return -1;
     // The last chunk read after the first one was checked: no edit since the start, so one state of the source.
     if ((await this.redis.agentixCopyChunk(session, messages, edits, stamp, 1, 0)) === null) {
       await this.redis.unlink(temp);

@@ -16,8 +16,24 @@ const OP_TTL_MS = 2 * OP_BLOCK_MS;
 export const OPS_PER_KEY = 2 ** 20;
 /** Messages per page of a read (LRANGE in C: a few ms for 4096 messages). */
 export const PAGE = 4096;
-/** Messages per chunk of a fork, or at most in a fork copied by one script (they go through Lua: fewer). */
+/**
+ * Most messages per chunk of a fork (see src/redis-fork.ts), and per fork that cluster mode copies through its start
+ * and publish scripts.
+ */
 export const CHUNK = 1024;
+/**
+ * Most bytes of messages per LRANGE or RPUSH of a fork's chunk (a longer message goes alone): about a millisecond of
+ * Redis time at most, whatever the messages' size (bench/redis-fork-cost.ts).
+ */
+export const CHUNK_BYTES = 512 * 1024;
+/**
+ * A standalone fork whose source list takes at most this much memory (MEMORY USAGE, an estimate from a sample) is
+ * one COPY in the fork's script: COPY duplicates the list's nodes in C, about 1-6 ms for 4 MiB
+ * (bench/redis-fork-cost.ts). Larger ones are copied in chunks.
+ */
+export const COPY_BYTES = 4 * 1024 * 1024;
+/** A chunked fork's publish script copies at most this many messages appended since the last chunk (through Lua). */
+export const PUBLISH_TAIL = 16;
 /** A fork's temp key expires this long after its last chunk, so that a crash mid-fork leaves nothing behind. */
 export const TEMP_TTL_MS = 600_000;
 /** How many idempotency keys a session remembers (the contract's minimum). */
@@ -211,8 +227,9 @@ local id = ARGV[2]
 if redis.call('EXISTS', key('session', id)) == 0 then return false end
 return redis.call('LLEN', key('messages', id))`,
   // ARGV: base, source id, new id, created_at, score, length ('': all), metadata given ('1'), metadata, has cwd, cwd,
-  // most messages to copy in this script ('': any number). Returns {'copied'}, {'not-found'}, {'exists'},
-  // {'out-of-range', the source's length} or, over the limit, {'chunked', length, stamp} with nothing written:
+  // most bytes (MEMORY USAGE of the source list) to copy in this script ('': any number). Returns {'copied'},
+  // {'not-found'}, {'exists'}, {'out-of-range', the source's length} or, over the limit, {'chunked', length, stamp,
+  // the source's bytes per message (0: unknown)} with nothing written:
   // the caller copies in chunks (LRANGE, RPUSH: see copySession) and publishes (agentixPublish).
   agentixCopy: `
 local from, to, at = ARGV[2], ARGV[3], ARGV[4]
@@ -223,12 +240,19 @@ local source, target = key('messages', from), key('messages', to)
 local total = redis.call('LLEN', source)
 local length = ARGV[6] == '' and total or tonumber(ARGV[6])
 if length > total then return {'out-of-range', total} end
-if ARGV[11] ~= '' and length > tonumber(ARGV[11]) then return {'chunked', length, stamp(from, s[3])} end
+if ARGV[11] ~= '' and length > 0 then
+  -- pcall: a service may refuse MEMORY; then every fork of messages is chunked, its chunks sized as it goes.
+  local bytes = redis.pcall('MEMORY', 'USAGE', source)
+  if type(bytes) ~= 'number' or bytes > tonumber(ARGV[11]) then
+    return {'chunked', length, stamp(from, s[3]), type(bytes) == 'number' and math.ceil(bytes / total) or 0}
+  end
+end
 local metadata, cwd = forkMeta(from, s[2])
 -- Keys left under the new id without its hash (deleted by hand, say) must not become the fork's.
 redis.call('UNLINK', extraKeys(to))
-if length > 0 and length * 2 >= total then
-  -- COPY and LTRIM run in C: cheaper than moving the messages through Lua, unless most are left behind.
+if length > 0 and (ARGV[11] ~= '' or length * 2 >= total) then
+  -- COPY and LTRIM run in C: cheaper than moving the messages through Lua, unless (in a fork of any size, when the
+  -- chunked one was restarted too often) most are left behind.
   redis.call('COPY', source, target)
   if length < total then redis.call('LTRIM', target, 0, length - 1) end
 else
@@ -240,8 +264,8 @@ register(s[1], to, at, ARGV[5], metadata, cwd)
 return {'copied'}`,
   // ARGV: as agentixCopy's 1-10, then temp name, stamp, messages copied. Makes a chunked fork visible in one short
   // step: the temp key renamed to the fork's list (with the source's newer messages when the whole source is
-  // forked and at most a page was appended meanwhile), its hash and index entries. Returns agentixCopy's replies,
-  // {'behind', the source's length} (more than a page appended: copy more, publish again) or {'retry'} (the source
+  // forked and at most PUBLISH_TAIL were appended meanwhile), its hash and index entries. Returns agentixCopy's replies,
+  // {'behind', the source's length} (more appended: copy more, publish again) or {'retry'} (the source
   // was edited, or the temp key is not what was copied: the temp key is gone).
   agentixPublish: `
 local from, to, at, tmp = ARGV[2], ARGV[3], ARGV[4], key('tmp', ARGV[11])
@@ -257,7 +281,7 @@ if outcome then
 end
 if ARGV[6] == '' then
   local total = redis.call('LLEN', key('messages', from))
-  if total - copied > ${CHUNK} then return {'behind', total} end
+  if total - copied > ${PUBLISH_TAIL} then return {'behind', total} end
   for i = copied, total - 1, 1000 do
     redis.call('RPUSH', tmp, unpack(redis.call('LRANGE', key('messages', from), i, math.min(i + 999, total - 1))))
   end

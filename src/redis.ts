@@ -4,9 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Cluster, Redis as RedisClient, RedisOptions } from "ioredis";
-import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
-import { importDriver } from "./core/driver.js";
 import { AgentixStorageError } from "./core/errors.js";
 import { cwdOf } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
@@ -20,11 +18,20 @@ import type {
   SessionQuery,
   SessionRecord,
 } from "./core/types.js";
-import { isPlainObject, parseOptions } from "./core/validation.js";
+import { parseOptions } from "./core/validation.js";
 import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands, openCluster } from "./redis-cluster.js";
-import { buildIds, exec, type IdScripts, readRange } from "./redis-reads.js";
+import { Chunks, copyChunks } from "./redis-fork.js";
 import {
-  CHUNK,
+  ClusterClass,
+  CONNECT_TIMEOUT_MS,
+  MAX_RETRIES_PER_REQUEST,
+  optionsSchema,
+  Redis,
+  type RedisStorageOptions,
+} from "./redis-options.js";
+import { buildIds, type IdScripts, readRange } from "./redis-reads.js";
+import {
+  COPY_BYTES,
   copyOutcome,
   editOutcome,
   type Fields,
@@ -35,81 +42,11 @@ import {
   prelude,
   records,
   scripts,
-  TEMP_TTL_MS,
   toRecord,
 } from "./redis-scripts.js";
-import { checkServer, isClusterUrl, parseClusterUrl, validDatabase } from "./redis-server.js";
+import { checkServer, isClusterUrl } from "./redis-server.js";
 
-const { Redis, Cluster: ClusterClass } = await importDriver<typeof import("ioredis")>("ioredis", "agentix/redis", [
-  "ioredis",
-]);
-
-/** Options of {@link RedisStorageBackend}: `url` or `client`, and `prefix`. */
-export type RedisStorageOptions = (
-  | {
-      /**
-       * `redis://` or `rediss://` URL; the backend opens (lazily, on first use) and closes its own connection.
-       * `redis+cluster://host:port,host:port` (`rediss+cluster://` for TLS) connects to a Redis Cluster
-       * (cluster mode, see the README).
-       */
-      url: string;
-      /**
-       * Passed to `new Redis(url, redisOptions)`, e.g. `{ tls: {...}, connectTimeout: 5000 }`; with a cluster URL,
-       * to each node's connection (`ClusterOptions.redisOptions`).
-       */
-      redisOptions?: RedisOptions;
-      /** @hidden */
-      client?: never;
-    }
-  | {
-      /**
-       * An ioredis client of yours: a `Redis` (standalone or Sentinel) or a `Cluster` (cluster mode). `close()`
-       * leaves it open; the `...Sync` methods need `url`.
-       */
-      client: RedisClient | Cluster;
-      /** @hidden */
-      url?: never;
-      /** @hidden */
-      redisOptions?: never;
-    }
-) & {
-  /**
-   * Namespace of every key: `{prefix}:session:{id}`, ... Letters, digits, `_`, `-` and `.` only, so that no
-   * tenant's key can be another's and `SCAN MATCH {prefix}:*` selects exactly this tenant's keys.
-   * @default "agentix"
-   */
-  prefix?: string;
-};
-
-const optionsSchema = z
-  .strictObject({
-    url: z
-      .string()
-      .regex(/^rediss?(\+cluster)?:\/\//, "must be a redis://, rediss:// or redis+cluster:// URL")
-      .refine((url) => !isClusterUrl(url) || parseClusterUrl(url), "must be redis+cluster://host:port,host:port")
-      .refine(
-        (url) => isClusterUrl(url) || validDatabase(url),
-        "the path must be a database index, e.g. redis://host:6379/0",
-      )
-      .optional(),
-    client: z
-      .custom<RedisClient | Cluster>(isClient, { message: "must be an ioredis client (Redis or Cluster)" })
-      .optional(),
-    redisOptions: z.custom<RedisOptions>(isPlainObject, { message: "must be a plain object" }).optional(),
-    prefix: z
-      .string()
-      .regex(/^[A-Za-z0-9_.-]{1,128}$/, "must be 1-128 letters, digits, '_', '-' or '.'")
-      .default("agentix"),
-  })
-  .refine((o) => (o.url === undefined) !== (o.client === undefined), { message: "pass either url or client" })
-  .refine((o) => o.client === undefined || o.redisOptions === undefined, {
-    message: "redisOptions apply only with url",
-    path: ["redisOptions"],
-  });
-
-/** The defaults for connections opened from `url`: a call against an unreachable server fails within seconds. */
-const CONNECT_TIMEOUT_MS = 2_000;
-const MAX_RETRIES_PER_REQUEST = 3;
+export type { RedisStorageOptions } from "./redis-options.js";
 
 /** A script argument; ioredis flattens an array into the arguments, so a batch needs no spread call. */
 type Arg = string | number | string[];
@@ -224,12 +161,13 @@ export class RedisStorageBackend extends StorageBackend {
       cwd === null ? 0 : 1,
       cwd ?? "",
     ];
-    // A fork of more than a chunk is copied in chunks into a temp key and published in one short script, so that
-    // no script blocks Redis for long. An edit of the source meanwhile restarts it; after a few, one script does it.
+    // A fork of a large list is copied in chunks into a temp key and published in one short script, so that no
+    // script blocks Redis for long. An edit of the source meanwhile restarts it; after a few, one script does it.
     for (let attempt = 0; attempt < 3; attempt++) {
-      const reply = (await redis.agentixCopy(...args, CHUNK)) as [string, number?, string?];
+      const reply = (await redis.agentixCopy(...args, COPY_BYTES)) as [string, number?, string?, number?];
       if (reply[0] !== "chunked") return copyOutcome(reply);
-      const outcome = await this.#copyChunked(redis, args, reply[1] as number, reply[2] as string);
+      const [, total, stamp, bytesPerMessage] = reply as [string, number, string, number];
+      const outcome = await this.#copyChunked(redis, args, total, stamp, new Chunks(bytesPerMessage));
       if (outcome) return outcome;
     }
     return copyOutcome((await redis.agentixCopy(...args, "")) as [string, number?]);
@@ -241,41 +179,21 @@ export class RedisStorageBackend extends StorageBackend {
     args: Array<string | number>,
     length: number,
     stamp: string,
+    chunks: Chunks,
   ): Promise<CopyOutcome | null> {
     const temp = `${String(args[2])}:${randomUUID()}`;
+    const source = args[1] as string;
+    const keys = {
+      session: this.#key("session", source),
+      messages: this.#key("messages", source),
+      edits: this.#key("edits", source),
+      temp: this.#key("tmp", temp),
+    };
     let copied = 0;
     let total = length;
     for (;;) {
-      while (copied < total) {
-        const stop = Math.min(copied + CHUNK, total);
-        // Plain commands, not a script: LRANGE and RPUSH copy in C, a script would convert every message to a Lua
-        // string and back (2-3 times as long a command). The chunk is read atomically with the source's stamp.
-        const source = args[1] as string;
-        const [created, edited, lines] = (await exec(
-          redis
-            .multi()
-            .hget(this.#key("session", source), "created_at")
-            .get(this.#key("edits", source))
-            .lrange(this.#key("messages", source), copied, stop - 1),
-        )) as [string | null, string | null, string[]];
-        const pushed =
-          created !== null && `${created}:${edited ?? "0"}` === stamp && lines.length === stop - copied
-            ? ((
-                await exec(
-                  redis
-                    .multi()
-                    .rpush(this.#key("tmp", temp), ...lines)
-                    .pexpire(this.#key("tmp", temp), TEMP_TTL_MS),
-                )
-              )[0] as number)
-            : -1;
-        // The source changed, or a chunk was resent after a dropped connection (appended twice): start again.
-        if (pushed !== stop) {
-          await redis.unlink(this.#key("tmp", temp));
-          return null;
-        }
-        copied = stop;
-      }
+      copied = await copyChunks(redis, keys, stamp, chunks, copied, total);
+      if (copied === -1) return null;
       const reply = (await redis.agentixPublish(...args, temp, stamp, copied)) as [string, number?];
       if (reply[0] === "retry") return null;
       if (reply[0] !== "behind") return copyOutcome(reply);
@@ -527,11 +445,4 @@ export class RedisStorageBackend extends StorageBackend {
   #base(): string {
     return `${this.#client?.options.keyPrefix ?? ""}${this.#options.prefix}`;
   }
-}
-
-/** An ioredis `Redis` or `Cluster` (also from another copy of ioredis). */
-function isClient(value: unknown): value is RedisClient | Cluster {
-  if (value instanceof Redis || value instanceof ClusterClass) return true;
-  const v = value as { defineCommand?: unknown } | null;
-  return typeof v?.defineCommand === "function";
 }

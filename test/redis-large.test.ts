@@ -44,13 +44,17 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     await server?.destroy();
   });
 
-  /** A session of `n` messages, pushed by the test in chunks (an append of 200k would be one long script). */
-  async function large(b: RedisStorageBackend, prefix: string, n: number): Promise<string> {
+  /**
+   * A session of `n` messages, pushed by the test in chunks (an append of 200k would be one long script); with `pad`,
+   * each message's content carries that many more bytes.
+   */
+  async function large(b: RedisStorageBackend, prefix: string, n: number, pad = 0): Promise<string> {
     const id = await b.createSession("big");
     const timestamp = (await b.getSession(id))?.updated_at as string;
+    const content = (i: number) => (pad === 0 ? { i } : { i, pad: "p".repeat(pad) });
     for (let i = 0; i < n; i += 10_000) {
       const lines = Array.from({ length: Math.min(10_000, n - i) }, (_, k) =>
-        JSON.stringify({ role: "user", content: { i: i + k }, timestamp }),
+        JSON.stringify({ role: "user", content: content(i + k), timestamp }),
       );
       await raw.rpush(`${prefix}:messages:${id}`, ...lines);
     }
@@ -158,12 +162,13 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
   it("forks a large session with a chosen id and length; a fork of a missing session writes nothing", async () => {
     const prefix = "branch";
     await using b = new RedisStorageBackend({ url: server.url, prefix });
-    const id = await large(b, prefix, 20_000);
+    // 20k messages of ~300 bytes: over the bound of one COPY (4 MiB), so copied in chunks.
+    const id = await large(b, prefix, 20_000, 250);
     const target = randomUUID();
     expect(await b.forkSession(id, { length: 12_345, sessionId: target })).toBe(target);
     const copy = await b.loadMessages(target);
     expect(copy).toHaveLength(12_345);
-    expect(copy.at(-1)?.content).toEqual({ i: 12_344 });
+    expect(copy.at(-1)?.content).toMatchObject({ i: 12_344 });
     await b.saveMessage(target, "user", "only in the fork");
     expect(await b.countMessages(id)).toBe(20_000);
     await b.deleteSession(id);
@@ -174,8 +179,8 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     const prefix = "crash";
     const client = new Redis(server.url);
     await using b = new RedisStorageBackend({ client, prefix });
-    const id = await large(b, prefix, 20_000);
-    // The process "dies" before its third chunk reaches the temp key (a chunk is a MULTI that RPUSHes): nothing more
+    const id = await large(b, prefix, 20_000, 250);
+    // The process "dies" before its third piece reaches the temp key (a piece is a MULTI that RPUSHes): nothing more
     // reaches Redis.
     const multi = client.multi.bind(client);
     let pushes = 0;
@@ -196,7 +201,11 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     const [, temps] = await raw.scan("0", "MATCH", `${prefix}:tmp:*`, "COUNT", 1000);
     expect(temps).toHaveLength(1);
     expect(temps[0]).toContain(target);
-    expect(await raw.llen(temps[0] as string)).toBe(2 * 1024);
+    // Two pieces: the source's first messages, in order.
+    const copied = await raw.lrange(temps[0] as string, 0, -1);
+    expect(copied.length).toBeGreaterThan(1);
+    expect(copied.length).toBeLessThan(20_000);
+    expect(copied).toEqual(await raw.lrange(`${prefix}:messages:${id}`, 0, copied.length - 1));
     const ttl = await raw.pttl(temps[0] as string);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(600_000);
@@ -214,7 +223,7 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
   it("a fork restarted by an edit of the source, and one racing appends, copy one version of the source", async () => {
     const prefix = "racing";
     await using b = new RedisStorageBackend({ url: server.url, prefix });
-    const id = await large(b, prefix, 50_000);
+    const id = await large(b, prefix, 50_000, 250);
     let stop = false;
     const edits = (async () => {
       for (let n = 0; !stop; n++) {
@@ -234,5 +243,70 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     expect((await raw.scan("0", "MATCH", `${prefix}:tmp:*`, "COUNT", 1000))[1]).toEqual([]);
     await b.deleteSession(id);
     await b.deleteSession(fork);
+  });
+  /** The commands that `client` sends while `work` runs (name and arguments, as strings). */
+  async function sent(client: Redis, work: () => Promise<unknown>): Promise<string[][]> {
+    const commands: string[][] = [];
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((command: { name: string; args: unknown[] }) => {
+      commands.push([command.name, ...command.args.map(String)]);
+      return send(command as Parameters<typeof send>[0]);
+    }) as typeof client.sendCommand;
+    try {
+      await work();
+    } finally {
+      client.sendCommand = send;
+    }
+    return commands;
+  }
+
+  it("copies a fork of large messages in chunks bounded by bytes, not only by count", async () => {
+    const prefix = "bytes";
+    const client = new Redis(server.url);
+    await using b = new RedisStorageBackend({ client, prefix });
+    // 3,000 messages of ~10 kB (30 MB): a chunk of 1,024 of them would be one 10 MB RPUSH.
+    const id = await large(b, prefix, 3_000, 10_000);
+    let fork = "";
+    const commands = await sent(client, async () => {
+      fork = await b.forkSession(id);
+    });
+    const pushes = commands.filter(([name]) => name === "rpush");
+    expect(pushes.length).toBeGreaterThan(30);
+    for (const [, , ...lines] of pushes) {
+      expect(lines.reduce((n, line) => n + Buffer.byteLength(line), 0)).toBeLessThanOrEqual(512 * 1024);
+    }
+    const ranges = commands
+      .filter(([name]) => name === "lrange")
+      .map(([, , from, to]) => Number(to) - Number(from) + 1);
+    expect(Math.max(...ranges)).toBeLessThanOrEqual(Math.ceil((512 * 1024) / 10_000));
+    expect(pushes.reduce((n, [, , ...lines]) => n + lines.length, 0)).toBe(3_000);
+    expect(await raw.lrange(`${prefix}:messages:${fork}`, 0, -1)).toEqual(
+      await raw.lrange(`${prefix}:messages:${id}`, 0, -1),
+    );
+    await b.deleteSession(id);
+    await b.deleteSession(fork);
+    client.disconnect();
+  });
+
+  it("forks a session of a few MB (more than a chunk's count) with one COPY in one script", async () => {
+    const prefix = "copy";
+    const client = new Redis(server.url);
+    await using b = new RedisStorageBackend({ client, prefix });
+    // 10,000 small messages, under 4 MiB: one script, which COPYs (cheap in C: about a millisecond).
+    const id = await large(b, prefix, 10_000);
+    let fork = "";
+    const commands = await sent(client, async () => {
+      fork = await b.forkSession(id);
+    });
+    expect(commands.map(([name]) => name)).toEqual(["evalsha"]);
+    expect(await raw.lrange(`${prefix}:messages:${fork}`, 0, -1)).toEqual(
+      await raw.lrange(`${prefix}:messages:${id}`, 0, -1),
+    );
+    const half = await b.forkSession(id, { length: 4_000 });
+    expect(await raw.lrange(`${prefix}:messages:${half}`, 0, -1)).toEqual(
+      await raw.lrange(`${prefix}:messages:${id}`, 0, 3_999),
+    );
+    for (const s of [id, fork, half]) await b.deleteSession(s);
+    client.disconnect();
   });
 });
