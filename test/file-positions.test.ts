@@ -84,6 +84,32 @@ describe("FileStorageBackend position index", () => {
     await b.close();
   });
 
+  it("tails, counts, pages deep and iterates a 40 MB log of 1 MiB lines, never reading over 4 MiB at once", async () => {
+    // The 5 GiB log (over Node's Buffer limit) is test/reliability/file-huge.test.ts; this is the same paths, small.
+    const base = fresh();
+    const b = new FileStorageBackend({ basePath: base });
+    const id = await b.createSession("agent");
+    const big = "y".repeat(1 << 20);
+    for (let i = 0; i < 40; i += 8) {
+      await b.saveMessages(
+        id,
+        Array.from({ length: 8 }, (_, k) => ({ role: "user" as const, content: `${i + k} ${big}` })),
+      );
+    }
+    rmSync(join(base, "sessions", id, "messages.count")); // counted from the log itself
+    const fresh2 = new FileStorageBackend({ basePath: base });
+    bytesRead.largest = 0;
+    expect(contents(await fresh2.loadMessages(id, { last: 3 }))).toEqual(["37", "38", "39"]);
+    expect(await fresh2.countMessages(id)).toBe(40);
+    expect(contents(await fresh2.loadMessages(id, { offset: 35, limit: 2 }))).toEqual(["35", "36"]);
+    let n = 0;
+    for await (const m of fresh2.iterateMessages(id, { batchSize: 3 })) expect(contents([m])).toEqual([`${n++}`]);
+    expect(n).toBe(40);
+    expect(bytesRead.largest).toBeLessThanOrEqual(4 << 20);
+    await fresh2.close();
+    await b.close();
+  });
+
   it("pages equal a plain slice after appends, batches, truncations, replaces, pops, forks and deletes", async () => {
     const base = fresh();
     const b = new FileStorageBackend({ basePath: base });
