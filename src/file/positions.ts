@@ -156,7 +156,7 @@ function locateIn(
   const index = openIndex(path);
   try {
     if (index !== null && headerIno(readAt(index.fd, 0, HEADER)) === log.ino) {
-      const entries = Math.floor((fs.fstatSync(index.fd).size - HEADER) / ENTRY);
+      const entries = Math.max(0, Math.floor((fs.fstatSync(index.fd).size - HEADER) / ENTRY));
       const n = Math.min(want, entries);
       const found =
         n === 0 ? start : checkEntry(readAt(index.fd, HEADER + (n - 1) * ENTRY, HEADER + n * ENTRY), n, log);
@@ -221,7 +221,7 @@ export function carryOver(dir: string, log: OpenLog, cut: number, newIno: number
   if (index !== null) {
     try {
       if (headerIno(readAt(index.fd, 0, HEADER)) === log.ino) {
-        const count = Math.floor((fs.fstatSync(index.fd).size - HEADER) / ENTRY);
+        const count = Math.max(0, Math.floor((fs.fstatSync(index.fd).size - HEADER) / ENTRY));
         // The entries before the cut, found by bisection (their offsets grow), the last of them checked.
         let lo = 0;
         let hi = count;
@@ -245,7 +245,11 @@ export function carryOver(dir: string, log: OpenLog, cut: number, newIno: number
     }
   }
   if (index === null && !fs.existsSync(dir)) return;
-  tryWrite(() => replaceIndex(path, tmp, headerBytes(newIno), entries));
+  // Not written, the old log's index must not stay: its inode number may be a later log's once this log is gone.
+  tryWrite(
+    () => replaceIndex(path, tmp, headerBytes(newIno), entries),
+    () => fs.rmSync(path, { force: true }),
+  );
 }
 
 /** Entries of the index of inode `from` rewritten for inode `to` (the check names the inode). */
@@ -276,11 +280,12 @@ function replaceIndex(path: string, tmp: string, header: Buffer, entries: string
 }
 
 /** Runs a write of the index; a failure leaves the index as it was (see the top of this file). */
-function tryWrite(write: () => void): void {
+function tryWrite(write: () => void, otherwise?: () => void): void {
   try {
     write();
   } catch {
     // A hint that could not be written: the reads it would have helped read the log from an earlier line.
+    if (otherwise) tryWrite(otherwise);
   }
 }
 
@@ -293,7 +298,7 @@ export function indexProblem(dir: string, log: OpenLog): string | null {
     const ino = headerIno(readAt(index.fd, 0, HEADER));
     if (ino === null) return "a damaged header";
     if (ino !== log.ino) return "the index of another log (stale)";
-    if ((size - HEADER) % ENTRY !== 0) return "a torn last entry";
+    if (size < HEADER || (size - HEADER) % ENTRY !== 0) return "a torn last entry";
     for (let n = 1; HEADER + n * ENTRY <= size; n++) {
       if (checkEntry(readAt(index.fd, HEADER + (n - 1) * ENTRY, HEADER + n * ENTRY), n, log) === null) {
         return `entry ${n} does not check out against the log`;

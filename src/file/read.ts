@@ -29,7 +29,8 @@ export function readRange(
     let start: LineStart | undefined =
       range.offset === 0 ? undefined : pages.find(sessionId, fd, ino, end, range.offset);
     if (range.offset >= 2 * K && (start === undefined || start.position + K <= range.offset)) {
-      start = locate(dir, { fd, ino, end }, range.offset, tmpName, seen);
+      const located = locate(dir, { fd, ino, end }, range.offset, tmpName, seen);
+      if (start === undefined || located.position > start.position) start = located;
     }
     // From a known line start, the first chunk is sized for the page from the mean line length so far (plus a margin).
     const from = start ?? { position: 0, byte: 0 };
