@@ -24,20 +24,11 @@ import { copyLog } from "./file/copy.js";
 import { editLog } from "./file/edit.js";
 import { ifExists, withFile } from "./file/io.js";
 import { Layout } from "./file/layout.js";
-import { LineReader, PageMarks, readLines } from "./file/lines.js";
+import { PageMarks } from "./file/lines.js";
 import { withLock } from "./file/lock.js";
-import {
-  COUNT,
-  committedEnd,
-  countTo,
-  LOG,
-  logTail,
-  parseLines,
-  readCount,
-  readTail,
-  toLine,
-  writeCount,
-} from "./file/log.js";
+import { COUNT, committedEnd, countTo, LOG, logTail, readCount, toLine, writeCount } from "./file/log.js";
+import { SeenEntries, tmpIn } from "./file/positions.js";
+import { readRange } from "./file/read.js";
 import { META, metaJson, readStored, sessionIds } from "./file/session.js";
 
 /** Options of {@link FileStorageBackend}. */
@@ -88,6 +79,7 @@ export class FileStorageBackend extends SyncStorageBackend {
   readonly #base: string;
   readonly #fs: Layout;
   readonly #pages = new PageMarks();
+  readonly #seen = new SeenEntries();
   readonly #onCorrupt: (error: CorruptSessionError) => void;
   readonly #warned = new Set<string>();
   readonly #index: AgentIndex;
@@ -268,28 +260,10 @@ export class FileStorageBackend extends SyncStorageBackend {
   }
 
   protected readMessages(sessionId: string, range: MessageRange): MessageRecord[] | null {
-    return this.#checked(sessionId, () => this.#read(sessionId, range));
-  }
-
-  #read(sessionId: string, range: MessageRange): MessageRecord[] | null {
-    return withFile(join(this.#dir(sessionId), LOG), "r", (fd) => {
-      const { size, ino } = fs.fstatSync(fd);
-      const end = committedEnd(fd, size);
-      if ("last" in range) {
-        const tail = readTail(fd, end, range.last);
-        return parseLines(tail, end - tail.length);
-      }
-      // A page starts where the previous page of this log ended, when that is known (and still checks out).
-      const start = range.offset === 0 ? undefined : this.#pages.find(sessionId, fd, ino, end, range.offset);
-      // With a mark, the first chunk is sized for the page from the mean line length so far (plus a margin).
-      const perLine = start && start.position > 0 ? start.byte / start.position : 0;
-      const reader = new LineReader(fd, start?.byte ?? 0, end, (range.limit ?? 0) * perLine * 1.25 + 4096);
-      const skip = range.offset - (start?.position ?? 0);
-      const skipped = reader.skip(skip);
-      const messages = skipped < skip ? [] : readLines(reader, range.limit);
-      this.#pages.remember(sessionId, fd, ino, end, (start?.position ?? 0) + skipped + messages.length, reader.offset);
-      return messages;
-    });
+    const tmpName = tmpIn(this.#base, sessionId);
+    return this.#checked(sessionId, () =>
+      readRange(this.#dir(sessionId), sessionId, range, this.#pages, tmpName, this.#seen),
+    );
   }
 
   protected override scanPage(after: string | null, limit: number, agentId: string | undefined): SessionRecord[] {

@@ -716,7 +716,7 @@ describe("FileStorageBackend contract v2 part 2 on disk", () => {
     // last bytes and the mark's 32 bytes: never the ~3 MB before it.
     expect(logBytes).toBeGreaterThan(2_500_000);
     expect(Math.max(...perPage)).toBeLessThan(64 << 10);
-    // Without the mark (another backend: a cold start), a deep page scans from the start.
+    // Without the mark (another backend: a cold start, no position index yet), a deep page scans from the start.
     const cold = new FileStorageBackend({ basePath: base });
     const before = bytesRead.total;
     expect((await cold.loadMessages(id, { offset: 19_000, limit: 1 }))[0]?.content).toMatch(/^m19000 /);

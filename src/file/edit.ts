@@ -10,6 +10,7 @@ import { ifExists, readAt, writeAll } from "./io.js";
 import { hashOf, KeyFile } from "./keys.js";
 import { offsetOf, parseLine } from "./lines.js";
 import { COUNT, copyPrefix, countTo, encodeBatch, LOG, logTail, openCount, readCountAt, writeCountAt } from "./log.js";
+import { carryOver } from "./positions.js";
 import { META, updatedAtFloor } from "./session.js";
 
 /** What an edit needs of the backend. */
@@ -85,7 +86,9 @@ export function editLog(ctx: EditContext, edit: MessageEdit): EditOutcome {
       const stamp = latest(edit.at, updatedAt);
       const batch = edit.messages.length === 0 ? Buffer.alloc(0) : encodeBatch(edit.messages, stamp);
       ctx.raiseIndex(stamp);
+      const old = { fd, ino, end: tail.end };
       rewrite(ctx, fd, log, at, batch, (newIno, bytes) => {
+        carryOver(ctx.dir, old, at, newIno, ctx.tmpName());
         // A truncation leaves older messages last: session.json carries the edit's time (first: a kill before the
         // rename leaves updated_at moved forward, never the list changed with updated_at moved back).
         if (batch.length === 0) ctx.raiseUpdatedAt(stamp);

@@ -7,6 +7,7 @@ import { sessionRecord } from "../core/records.js";
 import type { SessionRecord } from "../core/types.js";
 import { errno, withFile, writeAll } from "./io.js";
 import { withLock } from "./lock.js";
+import { carryOver } from "./positions.js";
 import { agentKey, META, metaJson } from "./session.js";
 
 const TMP_MAX_AGE_MS = 3_600_000;
@@ -80,10 +81,15 @@ export class Layout {
   replaceLog(sessionId: string, log: string, end: number): void {
     const fixed = this.tmpName(sessionId);
     fs.copyFileSync(log, fixed, fs.constants.COPYFILE_FICLONE);
-    withFile(fixed, "r+", (fd) => {
+    const ino = withFile(fixed, "r+", (fd) => {
       fs.ftruncateSync(fd, end);
       if (this.fsync) fs.fsyncSync(fd);
-    });
+      return fs.fstatSync(fd).ino;
+    }) as number;
+    // The position index of the kept part, first (see src/file/positions.ts).
+    withFile(log, "r", (fd) =>
+      carryOver(dirname(log), { fd, ino: fs.fstatSync(fd).ino, end }, end, ino, this.tmpName(sessionId)),
+    );
     fs.renameSync(fixed, log);
     this.syncDir(dirname(log));
   }

@@ -9,6 +9,7 @@ import { ifExists, withFile, writeAll } from "../../file/io.js";
 import { LineReader } from "../../file/lines.js";
 import { withLock } from "../../file/lock.js";
 import { COUNT, committedEnd, LOG } from "../../file/log.js";
+import { INDEX, indexProblem } from "../../file/positions.js";
 import { agentKey, readStored } from "../../file/session.js";
 import type { Finding } from "./report.js";
 
@@ -155,7 +156,19 @@ function checkLog(
     });
     return;
   }
-  if (seen.bad.length === 0 && seen.torn === 0) return;
+  if (seen.bad.length === 0 && seen.torn === 0) {
+    const problem = withFile(log, "r", (fd) => {
+      const { size, ino } = fs.fstatSync(fd);
+      return indexProblem(dir, { fd, ino, end: committedEnd(fd, size) });
+    });
+    if (problem) {
+      found(`session ${id}`, `${join(dir, INDEX)}: ${problem}`, () => {
+        lock(id, () => fs.rmSync(join(dir, INDEX), { force: true }));
+        return "removed (a hint, made again by the next deep read)";
+      });
+    }
+    return;
+  }
   const what = [
     seen.bad.length > 0 ? `invalid line${seen.bad.length > 1 ? "s" : ""} ${seen.bad.join(", ")}` : "",
     seen.torn > 0 ? `a torn tail of ${seen.torn} bytes (ignored by readers)` : "",
@@ -192,6 +205,8 @@ function checkLog(
           fs.closeSync(quarantine);
         }
       });
+      // The position index of the old log goes first: it is made again for the new one when needed.
+      fs.rmSync(join(dir, INDEX), { force: true });
       fs.renameSync(tmp, log);
       // The count record is a cache of the old log's: it is not trusted for a new log, and is written again.
       fs.rmSync(join(dir, COUNT), { force: true });
