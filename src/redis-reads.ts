@@ -1,7 +1,7 @@
 // The Redis backend's reads of a range of messages (standalone and cluster mode: one session's keys, one slot).
 import type { Redis } from "ioredis";
 import type { MessageRange, MessageRecord } from "./core/types.js";
-import { PAGE } from "./redis-scripts.js";
+import { FIRST_PAGE, PAGE, PAGE_BYTES } from "./redis-scripts.js";
 
 /** A session's keys that a read touches. */
 export interface RangeKeys {
@@ -11,23 +11,21 @@ export interface RangeKeys {
 }
 
 /**
- * A range of a session's messages, `null` when the session does not exist. A range of at most a page, or a longer one
- * that turns out to end within a page: one LRANGE. A longer one is read in pages, so that no LRANGE blocks Redis for
- * long; an edit meanwhile makes it read again.
+ * A range of a session's messages, `null` when the session does not exist. A range of at most a page: one LRANGE. A
+ * longer one (a full load among them) is read in pages, so that no LRANGE blocks Redis for long: the first (of
+ * FIRST_PAGE) with the list's length and the session's stamp in one MULTI (all of it when the list ends within that
+ * page), the others sized by the bytes of the messages read, the last with the stamp again; an edit meanwhile makes
+ * it read again.
  */
 export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRange): Promise<MessageRecord[] | null> {
   const { messages } = keys;
-  let probe: string[] | undefined;
   if ("last" in range ? range.last > PAGE : range.limit === undefined || range.limit > PAGE) {
-    if (!("last" in range)) probe = await redis.lrange(messages, range.offset, range.offset + PAGE);
-    if (probe === undefined || probe.length > PAGE) {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        const lines = await readPages(redis, keys, range);
-        if (lines === null) return null;
-        if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
-      }
-      probe = undefined; // edited throughout: one LRANGE of it all, below
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const lines = await readPages(redis, keys, range);
+      if (lines === null) return null;
+      if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
     }
+    // Edited throughout: one LRANGE of it all, below.
   }
   const [start, stop] =
     "last" in range
@@ -35,13 +33,19 @@ export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRan
       : [range.offset, range.limit === undefined ? -1 : range.offset + range.limit - 1];
   // The scripts write and delete a session's list together with its hash, so a non-empty list means the
   // session exists: one LRANGE. Only an empty one needs the atomic check that tells "empty" from "not found".
-  let lines = probe ?? (await redis.lrange(messages, start, stop));
+  let lines = await redis.lrange(messages, start, stop);
   if (lines.length === 0) {
     const [exists, page] = await exec(redis.multi().exists(keys.session).lrange(messages, start, stop));
     if (exists !== 1) return null;
     lines = page as string[];
   }
   return lines.map((line) => JSON.parse(line) as MessageRecord);
+}
+
+/** Messages per page after one of `lines`: as many as fit in PAGE_BYTES at their size, from 1 to 4 pages' worth. */
+function nextPage(lines: string[]): number {
+  const bytes = lines.reduce((n, line) => n + line.length, 0) / Math.max(1, lines.length);
+  return Math.max(1, Math.min(4 * PAGE, Math.floor(PAGE_BYTES / Math.max(1, bytes))));
 }
 
 /**
@@ -51,18 +55,36 @@ export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRan
  */
 async function readPages(redis: Redis, keys: RangeKeys, range: MessageRange): Promise<string[] | null | undefined> {
   const { session, edits, messages: list } = keys;
-  const stampOf = async () => (await exec(redis.multi().hget(session, "created_at").get(edits))).join(":");
-  const [created, edited, length] = (await exec(redis.multi().hget(session, "created_at").get(edits).llen(list))) as [
-    string | null,
-    string | null,
-    number,
-  ];
+  const offset = "last" in range ? undefined : range.offset;
+  const head = redis.multi().hget(session, "created_at").get(edits).llen(list);
+  if (offset !== undefined) head.lrange(list, offset, offset + FIRST_PAGE - 1);
+  const [created, edited, length, first = []] = (await exec(head)) as [string | null, string | null, number, string[]?];
   if (created === null) return null;
-  const from = "last" in range ? Math.max(0, length - range.last) : Math.min(range.offset, length);
+  const from = offset === undefined ? Math.max(0, length - (range as { last: number }).last) : Math.min(offset, length);
   const to = "last" in range || range.limit === undefined ? length : Math.min(length, range.offset + range.limit);
-  const lines: string[] = [];
-  for (let i = from; i < to; i += PAGE) lines.push(...(await redis.lrange(list, i, Math.min(i + PAGE, to) - 1)));
-  if (lines.length !== to - from || (await stampOf()) !== [created, edited].join(":")) return undefined;
+  const lines = first.slice(0, to - from);
+  let count = lines.length > 0 ? nextPage(lines) : PAGE;
+  while (from + lines.length < to) {
+    const at = from + lines.length;
+    const stop = Math.min(at + count, to);
+    let page: string[];
+    if (stop < to) page = await redis.lrange(list, at, stop - 1);
+    else {
+      // The last page, with the stamp: unchanged since the first, so every page read is of one state of the list.
+      const last = await exec(
+        redis
+          .multi()
+          .hget(session, "created_at")
+          .get(edits)
+          .lrange(list, at, stop - 1),
+      );
+      if (`${last[0]}:${last[1]}` !== `${created}:${edited}`) return undefined;
+      page = last[2] as string[];
+    }
+    if (page.length !== stop - at) return undefined;
+    lines.push(...page);
+    count = nextPage(page);
+  }
   return lines;
 }
 

@@ -283,6 +283,15 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     expect(await raw.lrange(`${prefix}:messages:${fork}`, 0, -1)).toEqual(
       await raw.lrange(`${prefix}:messages:${id}`, 0, -1),
     );
+    // A full load of them: after the first page, pages of at most 2 MiB.
+    let loaded = 0;
+    const reads = await sent(client, async () => {
+      loaded = (await b.loadMessages(fork)).length;
+    });
+    expect(loaded).toBe(3_000);
+    const pages = reads.filter(([name]) => name === "lrange").map(([, , from, to]) => Number(to) - Number(from) + 1);
+    expect(pages.length).toBeGreaterThan(10);
+    expect(Math.max(...pages.slice(1))).toBeLessThanOrEqual(Math.ceil((2 * 1024 * 1024) / 10_000));
     await b.deleteSession(id);
     await b.deleteSession(fork);
     client.disconnect();
