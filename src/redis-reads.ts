@@ -1,7 +1,7 @@
 // The Redis backend's reads of a range of messages (standalone and cluster mode: one session's keys, one slot).
 import type { Redis } from "ioredis";
 import type { MessageRange, MessageRecord } from "./core/types.js";
-import { FIRST_PAGE, PAGE, PAGE_BYTES } from "./redis-scripts.js";
+import { PAGE, PAGE_BYTES } from "./redis-scripts.js";
 
 /** A session's keys that a read touches. */
 export interface RangeKeys {
@@ -11,21 +11,25 @@ export interface RangeKeys {
 }
 
 /**
- * A range of a session's messages, `null` when the session does not exist. A range of at most a page: one LRANGE. A
- * longer one (a full load among them) is read in pages, so that no LRANGE blocks Redis for long: the first (of
- * FIRST_PAGE) with the list's length and the session's stamp in one MULTI (all of it when the list ends within that
- * page), the others sized by the bytes of the messages read, the last with the stamp again; an edit meanwhile makes
- * it read again.
+ * A range of a session's messages, `null` when the session does not exist. A range of at most a page, or a longer one
+ * that turns out to end within a page: one LRANGE. A longer one is read in pages, so that no LRANGE blocks Redis for
+ * long (see readPages); an edit meanwhile makes it read again.
  */
 export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRange): Promise<MessageRecord[] | null> {
   const { messages } = keys;
+  let probe: string[] | undefined;
   if ("last" in range ? range.last > PAGE : range.limit === undefined || range.limit > PAGE) {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const lines = await readPages(redis, keys, range);
-      if (lines === null) return null;
-      if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
+    if (!("last" in range)) probe = await redis.lrange(messages, range.offset, range.offset + PAGE);
+    if (probe === undefined || probe.length > PAGE) {
+      // The probe was not read with the session's stamp, so its messages are read again; their size sizes the pages.
+      const count = probe ? nextPage(probe) : PAGE;
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const lines = await readPages(redis, keys, range, count);
+        if (lines === null) return null;
+        if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
+      }
+      probe = undefined; // edited throughout: one LRANGE of it all, below
     }
-    // Edited throughout: one LRANGE of it all, below.
   }
   const [start, stop] =
     "last" in range
@@ -33,7 +37,7 @@ export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRan
       : [range.offset, range.limit === undefined ? -1 : range.offset + range.limit - 1];
   // The scripts write and delete a session's list together with its hash, so a non-empty list means the
   // session exists: one LRANGE. Only an empty one needs the atomic check that tells "empty" from "not found".
-  let lines = await redis.lrange(messages, start, stop);
+  let lines = probe ?? (await redis.lrange(messages, start, stop));
   if (lines.length === 0) {
     const [exists, page] = await exec(redis.multi().exists(keys.session).lrange(messages, start, stop));
     if (exists !== 1) return null;
@@ -50,20 +54,27 @@ function nextPage(lines: string[]): number {
 
 /**
  * A range read page by page: the list's length, read atomically with the session's stamp (see `stamp` in the
- * scripts), fixes the positions; appends meanwhile only add later ones. `null`: not found; `undefined`: the
- * session was edited (messages removed) or replaced meanwhile, read again.
+ * scripts) and the first page (of `count`, offset ranges only), fixes the positions; appends meanwhile only add later
+ * ones. The later pages are sized by the bytes of the messages read; the last is read with the stamp again, so that
+ * every page is of one state of the list. `null`: not found; `undefined`: the session was edited (messages removed)
+ * or replaced meanwhile, read again.
  */
-async function readPages(redis: Redis, keys: RangeKeys, range: MessageRange): Promise<string[] | null | undefined> {
+async function readPages(
+  redis: Redis,
+  keys: RangeKeys,
+  range: MessageRange,
+  count: number,
+): Promise<string[] | null | undefined> {
   const { session, edits, messages: list } = keys;
   const offset = "last" in range ? undefined : range.offset;
   const head = redis.multi().hget(session, "created_at").get(edits).llen(list);
-  if (offset !== undefined) head.lrange(list, offset, offset + FIRST_PAGE - 1);
+  if (offset !== undefined) head.lrange(list, offset, offset + count - 1);
   const [created, edited, length, first = []] = (await exec(head)) as [string | null, string | null, number, string[]?];
   if (created === null) return null;
   const from = offset === undefined ? Math.max(0, length - (range as { last: number }).last) : Math.min(offset, length);
   const to = "last" in range || range.limit === undefined ? length : Math.min(length, range.offset + range.limit);
   const lines = first.slice(0, to - from);
-  let count = lines.length > 0 ? nextPage(lines) : PAGE;
+  if (lines.length > 0) count = nextPage(lines);
   while (from + lines.length < to) {
     const at = from + lines.length;
     const stop = Math.min(at + count, to);
