@@ -1,7 +1,7 @@
 // The Redis backend's reads of a range of messages (standalone and cluster mode: one session's keys, one slot).
 import type { Redis } from "ioredis";
 import type { MessageRange, MessageRecord } from "./core/types.js";
-import { PAGE } from "./redis-scripts.js";
+import { PAGE, PAGE_BYTES } from "./redis-scripts.js";
 
 /** A session's keys that a read touches. */
 export interface RangeKeys {
@@ -13,7 +13,7 @@ export interface RangeKeys {
 /**
  * A range of a session's messages, `null` when the session does not exist. A range of at most a page, or a longer one
  * that turns out to end within a page: one LRANGE. A longer one is read in pages, so that no LRANGE blocks Redis for
- * long; an edit meanwhile makes it read again.
+ * long (see readPages); an edit meanwhile makes it read again.
  */
 export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRange): Promise<MessageRecord[] | null> {
   const { messages } = keys;
@@ -21,8 +21,10 @@ export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRan
   if ("last" in range ? range.last > PAGE : range.limit === undefined || range.limit > PAGE) {
     if (!("last" in range)) probe = await redis.lrange(messages, range.offset, range.offset + PAGE);
     if (probe === undefined || probe.length > PAGE) {
+      // The probe was not read with the session's stamp, so its messages are read again; their size sizes the pages.
+      const count = probe ? nextPage(probe) : PAGE;
       for (let attempt = 0; attempt < 3; attempt++) {
-        const lines = await readPages(redis, keys, range);
+        const lines = await readPages(redis, keys, range, count);
         if (lines === null) return null;
         if (lines) return lines.map((line) => JSON.parse(line) as MessageRecord);
       }
@@ -44,25 +46,56 @@ export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRan
   return lines.map((line) => JSON.parse(line) as MessageRecord);
 }
 
+/** Messages per page after one of `lines`: as many as fit in PAGE_BYTES at their size, from 1 to 4 pages' worth. */
+function nextPage(lines: string[]): number {
+  const bytes = lines.reduce((n, line) => n + line.length, 0) / Math.max(1, lines.length);
+  return Math.max(1, Math.min(4 * PAGE, Math.floor(PAGE_BYTES / Math.max(1, bytes))));
+}
+
 /**
  * A range read page by page: the list's length, read atomically with the session's stamp (see `stamp` in the
- * scripts), fixes the positions; appends meanwhile only add later ones. `null`: not found; `undefined`: the
- * session was edited (messages removed) or replaced meanwhile, read again.
+ * scripts) and the first page (of `count`, offset ranges only), fixes the positions; appends meanwhile only add later
+ * ones. The later pages are sized by the bytes of the messages read; the last is read with the stamp again, so that
+ * every page is of one state of the list. `null`: not found; `undefined`: the session was edited (messages removed)
+ * or replaced meanwhile, read again.
  */
-async function readPages(redis: Redis, keys: RangeKeys, range: MessageRange): Promise<string[] | null | undefined> {
+async function readPages(
+  redis: Redis,
+  keys: RangeKeys,
+  range: MessageRange,
+  count: number,
+): Promise<string[] | null | undefined> {
   const { session, edits, messages: list } = keys;
-  const stampOf = async () => (await exec(redis.multi().hget(session, "created_at").get(edits))).join(":");
-  const [created, edited, length] = (await exec(redis.multi().hget(session, "created_at").get(edits).llen(list))) as [
-    string | null,
-    string | null,
-    number,
-  ];
+  const offset = "last" in range ? undefined : range.offset;
+  const head = redis.multi().hget(session, "created_at").get(edits).llen(list);
+  if (offset !== undefined) head.lrange(list, offset, offset + count - 1);
+  const [created, edited, length, first = []] = (await exec(head)) as [string | null, string | null, number, string[]?];
   if (created === null) return null;
-  const from = "last" in range ? Math.max(0, length - range.last) : Math.min(range.offset, length);
+  const from = offset === undefined ? Math.max(0, length - (range as { last: number }).last) : Math.min(offset, length);
   const to = "last" in range || range.limit === undefined ? length : Math.min(length, range.offset + range.limit);
-  const lines: string[] = [];
-  for (let i = from; i < to; i += PAGE) lines.push(...(await redis.lrange(list, i, Math.min(i + PAGE, to) - 1)));
-  if (lines.length !== to - from || (await stampOf()) !== [created, edited].join(":")) return undefined;
+  const lines = first.slice(0, to - from);
+  if (lines.length > 0) count = nextPage(lines);
+  while (from + lines.length < to) {
+    const at = from + lines.length;
+    const stop = Math.min(at + count, to);
+    let page: string[];
+    if (stop < to) page = await redis.lrange(list, at, stop - 1);
+    else {
+      // The last page, with the stamp: unchanged since the first, so every page read is of one state of the list.
+      const last = await exec(
+        redis
+          .multi()
+          .hget(session, "created_at")
+          .get(edits)
+          .lrange(list, at, stop - 1),
+      );
+      if (`${last[0]}:${last[1]}` !== `${created}:${edited}`) return undefined;
+      page = last[2] as string[];
+    }
+    if (page.length !== stop - at) return undefined;
+    lines.push(...page);
+    count = nextPage(page);
+  }
   return lines;
 }
 

@@ -14,8 +14,12 @@ import type { CopyOutcome, EditOutcome, JsonObject, MessageRecord, SessionRecord
 export const OP_BLOCK_MS = 3_600_000;
 const OP_TTL_MS = 2 * OP_BLOCK_MS;
 export const OPS_PER_KEY = 2 ** 20;
-/** Messages per page of a read (LRANGE in C: a few ms for 4096 messages). */
+/**
+ * A read of more than PAGE messages goes in pages (LRANGE in C: about a ms for 4096 messages of 300 bytes), each of
+ * as many as fit in PAGE_BYTES (characters, as JS counts them) at the size of the messages read, up to 4 × PAGE.
+ */
 export const PAGE = 4096;
+export const PAGE_BYTES = 2 * 1024 * 1024;
 /**
  * Most messages per chunk of a fork (see src/redis-fork.ts), and per fork that cluster mode copies through its start
  * and publish scripts.

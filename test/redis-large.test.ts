@@ -264,8 +264,8 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     const prefix = "bytes";
     const client = new Redis(server.url);
     await using b = new RedisStorageBackend({ client, prefix });
-    // 3,000 messages of ~10 kB (30 MB): a chunk of 1,024 of them would be one 10 MB RPUSH.
-    const id = await large(b, prefix, 3_000, 10_000);
+    // 5,000 messages of ~4 kB (20 MB): a chunk of 1,024 of them would be one 4 MB RPUSH.
+    const id = await large(b, prefix, 5_000, 4_000);
     let fork = "";
     const commands = await sent(client, async () => {
       fork = await b.forkSession(id);
@@ -278,11 +278,21 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     const ranges = commands
       .filter(([name]) => name === "lrange")
       .map(([, , from, to]) => Number(to) - Number(from) + 1);
-    expect(Math.max(...ranges)).toBeLessThanOrEqual(Math.ceil((512 * 1024) / 10_000));
-    expect(pushes.reduce((n, [, , ...lines]) => n + lines.length, 0)).toBe(3_000);
+    expect(Math.max(...ranges)).toBeLessThanOrEqual(Math.ceil((512 * 1024) / 4_000));
+    expect(pushes.reduce((n, [, , ...lines]) => n + lines.length, 0)).toBe(5_000);
     expect(await raw.lrange(`${prefix}:messages:${fork}`, 0, -1)).toEqual(
       await raw.lrange(`${prefix}:messages:${id}`, 0, -1),
     );
+    // A full load of them: after the probe of 4,097 (one LRANGE when the session fits), pages of at most 2 MiB.
+    let loaded = 0;
+    const reads = await sent(client, async () => {
+      loaded = (await b.loadMessages(fork)).length;
+    });
+    expect(loaded).toBe(5_000);
+    const pages = reads.filter(([name]) => name === "lrange").map(([, , from, to]) => Number(to) - Number(from) + 1);
+    expect(pages[0]).toBe(4_097);
+    expect(pages.length).toBeGreaterThan(5);
+    expect(Math.max(...pages.slice(1))).toBeLessThanOrEqual(Math.ceil((2 * 1024 * 1024) / 4_000));
     await b.deleteSession(id);
     await b.deleteSession(fork);
     client.disconnect();
