@@ -151,6 +151,44 @@ describe.each(pgDrivers(postgresUrl))("agentix doctor on Postgres through $name"
       await conn.close();
     }
   }, 30_000);
+
+  it("pages through a store larger than a page (keyset by id) and finds damage on the last page", async () => {
+    const conn = await driver.open(postgresUrl);
+    const schema = `agentix_doctor_${randomUUID().slice(0, 8)}`;
+    const b = new PostgresStorageBackend({ ...conn.options, schema } as ConstructorParameters<
+      typeof PostgresStorageBackend
+    >[0]);
+    const t = (name: string) => `"${schema}"."${name}"`;
+    try {
+      await b.migrate();
+      // 450 sessions of one message each (more than two pages of 200), written as the backend writes them.
+      await conn.admin.exec(`
+        insert into ${t("sessions")} (id, agent_id, metadata, created_at, updated_at, message_count)
+          select ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid, 'bulk', 'null', now(), now(), 1
+            from generate_series(1, 450) i;
+        insert into ${t("messages")} (session_id, position, role, content, created_at)
+          select id, 0, 'user', '"x"', created_at from ${t("sessions")};`);
+      expect(await checkPostgresStore(conn.admin, schema, false)).toEqual([]);
+      const last = "00000000-0000-7000-8000-000000000450";
+      const before = "00000000-0000-7000-8000-000000000449";
+      await conn.admin.query(`update ${t("sessions")} set message_count = 3 where id = $1`, [last]);
+      await conn.admin.exec(
+        `set session_replication_role = replica; delete from ${t("sessions")} where id = '${before}';
+         set session_replication_role = origin`,
+      );
+      expect(text(await checkPostgresStore(conn.admin, schema, false)).split("\n")).toEqual([
+        `session ${last}: message_count 3, but 1 messages`,
+        `session ${before}: 1 messages without their session (table messages)`,
+      ]);
+      await checkPostgresStore(conn.admin, schema, true);
+      expect(await checkPostgresStore(conn.admin, schema, false)).toEqual([]);
+      expect(await b.countMessages(last)).toBe(1);
+    } finally {
+      await b.close();
+      await conn.admin.exec(`drop schema if exists "${schema}" cascade`);
+      await conn.close();
+    }
+  }, 60_000);
 });
 
 describe("agentix doctor --storage pglite:<dir>?schema=", () => {
@@ -340,6 +378,49 @@ describe.each([
               for (const key of keys) await raw.unlink(key);
             } while (cursor !== "0");
           }
+        }
+        raw.disconnect();
+      }
+    },
+    60_000,
+  );
+  it.skipIf(!url)(
+    "pages through more keys and index entries than a SCAN/ZSCAN page",
+    async () => {
+      const cluster = mode === "cluster";
+      const prefix = `doctor-${randomUUID().slice(0, 8)}`;
+      const raw: Redis | Cluster = cluster
+        ? new Cluster(
+            (url as string)
+              .replace(/^redis\+cluster:\/\//, "")
+              .split(",")
+              .map((hp) => ({ host: hp.split(":")[0] as string, port: Number(hp.split(":")[1]) })),
+          )
+        : new Redis(url as string);
+      const b = new RedisStorageBackend({ url: url as string, prefix });
+      const index = cluster ? `${prefix}:index:{a}` : `${prefix}:index:a`;
+      try {
+        const ghosts = Array.from({ length: 1500 }, () => randomUUID());
+        await Promise.all(ghosts.map((id, i) => raw.zadd(index, i, id)));
+        const id = await b.createSession("a");
+        await raw.zrem(index, id);
+        const found = await checkRedisStore(raw, prefix, false);
+        expect(found.filter((f) => f.problem.startsWith("an index entry without its session")).length).toBe(1500);
+        expect(text(found)).toContain(`session ${id}: no entry in the agent's index ${index}`);
+        expect(found.length).toBe(1501);
+        expect((await checkRedisStore(raw, prefix, true)).length).toBe(1501);
+        expect(await checkRedisStore(raw, prefix, false)).toEqual([]);
+        expect(await (raw as Redis).zrange(index, "0", "-1")).toEqual([id]);
+      } finally {
+        await b.close();
+        const nodes = cluster ? (raw as Cluster).nodes("master") : [raw as Redis];
+        for (const node of nodes) {
+          let cursor = "0";
+          do {
+            const [next, keys] = await node.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+            cursor = next;
+            for (const key of keys) await raw.unlink(key);
+          } while (cursor !== "0");
         }
         raw.disconnect();
       }
