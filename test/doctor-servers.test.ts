@@ -24,6 +24,18 @@ const CLI = fileURLToPath(new URL("../src/cli/index.ts", import.meta.url));
 const root = mkdtempSync(join(tmpdir(), "agentix-doctor-servers-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
+/** Every key of one node that matches `pattern`. */
+async function scanKeys(node: Redis, pattern: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, page] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+    cursor = next;
+    keys.push(...page);
+  } while (cursor !== "0");
+  return keys;
+}
+
 const text = (findings: Finding[]) => findings.map((f) => `${f.where}: ${f.problem}`).join("\n");
 const cli = (storage: string, ...args: string[]) =>
   promisify(execFile)(process.execPath, ["--import", "tsx", CLI, "--storage", storage, "doctor", ...args]).then(
@@ -131,7 +143,7 @@ describe.each(pgDrivers(postgresUrl))("agentix doctor on Postgres through $name"
     }
   }, 60_000);
 
-  it("reports pending migrations and stops there", async () => {
+  it("reports a missing constraint, and pending migrations (and stops there)", async () => {
     const conn = await driver.open(postgresUrl);
     const schema = `agentix_doctor_${randomUUID().slice(0, 8)}`;
     const b = new PostgresStorageBackend({ ...conn.options, schema } as ConstructorParameters<
@@ -139,6 +151,12 @@ describe.each(pgDrivers(postgresUrl))("agentix doctor on Postgres through $name"
     >[0]);
     try {
       await b.migrate();
+      await conn.admin.exec(`alter table "${schema}"."messages" drop constraint messages_session_id_sessions_id_fk`);
+      const dropped = await checkPostgresStore(conn.admin, schema, true);
+      expect(text(dropped)).toBe(
+        `schema ${schema}: constraint or unique index messages_session_id_sessions_id_fk missing or not valid (rows may lose their session or collide)`,
+      );
+      expect(dropped[0]?.repaired).toBeUndefined(); // reported only
       await conn.admin.query(
         `delete from "${schema}"."__agentix_migrations" where created_at = (select max(created_at) from "${schema}"."__agentix_migrations")`,
       );
@@ -308,6 +326,28 @@ describe.each([
         await raw.zadd(agentKey("index", "a"), 7, ghost); // entries whose session never existed
         await raw.zadd(`${prefix}:sessions`, 0, ghost);
         await raw.rpush(tmp, "a fork's chunk"); // a failed fork's temp key, without its expiry
+        const opPattern = cluster ? `${prefix}:op:{${fine}}:*` : `${prefix}:op:*`;
+        const nodes = cluster ? (raw as Cluster).nodes("master") : [raw as Redis];
+        const ops = (await Promise.all(nodes.map((n) => scanKeys(n, opPattern)))).flat();
+        const op = ops.find((key) => !key.endsWith(":edits")) as string;
+        await raw.persist(op); // an op bitmap that lost its expiry
+        const badMeta = randomUUID();
+        await raw.hset(
+          k("session", badMeta),
+          "session_id",
+          badMeta,
+          "agent_id",
+          "a",
+          "created_at",
+          older,
+          "updated_at",
+          older,
+          "metadata",
+          "{not json",
+        );
+        await raw.zadd(agentKey("index", "a"), Date.parse(older), badMeta);
+        await raw.zadd(`${prefix}:sessions`, 0, badMeta);
+        await raw.zadd(agentKey("ids", "a"), 0, badMeta);
         // Another tenant's damage is not this prefix's.
         await raw.zadd(`${prefix}x:index:${cluster ? "{a}" : "a"}`, 1, ghost);
 
@@ -331,6 +371,8 @@ describe.each([
           `session ${ghost}: an index entry without its session (${agentKey("index", "a")})`,
           `session ${ghost}: an id-set entry without its session (${prefix}:sessions)`,
           `session ${ghost}: a fork's temp key without expiry (${tmp})`,
+          `key ${op}: an op bitmap without expiry`,
+          `session ${badMeta}: metadata is not a JSON object or null`,
         ];
         for (const line of expected) expect(report).toContain(line);
         expect(found.length).toBe(expected.length);
@@ -338,13 +380,17 @@ describe.each([
 
         const repaired = await checkRedisStore(raw, prefix, true);
         expect(repaired.map((f) => f.problem).sort()).toEqual(found.map((f) => f.problem).sort());
-        expect(repaired.every((f) => f.repaired !== undefined)).toBe(true);
+        // Everything repaired but the session whose metadata is not JSON (reported only; it stays as it is).
+        const left = repaired.filter((f) => f.repaired === undefined);
+        expect(text(left)).toBe(`session ${badMeta}: metadata is not a JSON object or null`);
+        expect(await checkRedisStore(raw, prefix, true)).toEqual(left);
+        await raw.hset(k("session", badMeta), "metadata", "null");
         expect(await checkRedisStore(raw, prefix, false)).toEqual([]);
-        expect(await checkRedisStore(raw, prefix, true)).toEqual([]);
+        expect(await raw.pttl(op)).toBeGreaterThan(3_600_000);
 
         // Through the API: listings whole and in order, the cwd listing right, the orphan's messages kept aside.
         const listed = (await b.listSessions("a")).map((s) => s.session_id);
-        expect(listed.sort()).toEqual(ids.filter((id) => id !== orphan).sort());
+        expect(listed.sort()).toEqual([...ids.filter((id) => id !== orphan), badMeta].sort());
         const records = await b.listSessions("a");
         expect(records.map((r) => r.updated_at)).toEqual(
           records
