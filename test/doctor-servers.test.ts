@@ -475,6 +475,26 @@ describe.each([
   );
 });
 
+describe.skipIf(!clusterUrl)("agentix doctor --storage redis+cluster://…?prefix=", () => {
+  it("checks every master; a cluster node given as redis:// is refused", async () => {
+    const prefix = `doctor-${randomUUID().slice(0, 8)}`;
+    const b = new RedisStorageBackend({ url: clusterUrl as string, prefix });
+    try {
+      const id = await b.createSession("a");
+      await b.saveMessage(id, "user", "x");
+      const ok = await cli(`${clusterUrl as string}?prefix=${prefix}`);
+      expect(ok).toEqual({ code: 0, stdout: `Redis prefix ${prefix} at ${clusterUrl}: no problems found\n` });
+      const node = (clusterUrl as string).replace("redis+cluster://", "redis://").split(",")[0] as string;
+      const refused = await cli(`${node}?prefix=${prefix}`);
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toContain("is a Redis Cluster node");
+    } finally {
+      await b.deleteSession((await b.listSessions("a"))[0]?.session_id as string);
+      await b.close();
+    }
+  }, 60_000);
+});
+
 describe.skipIf(!redisUrl)("agentix doctor --storage redis://…?prefix=", () => {
   it("exit code 1 while problems are left, 0 once repaired", async () => {
     const prefix = `doctor-${randomUUID().slice(0, 8)}`;

@@ -6,7 +6,7 @@ import type { Cluster, Redis } from "ioredis";
 import { expandHome } from "../core/paths.js";
 import type { FileStorageBackend } from "../file.js";
 import { openCluster } from "../redis-cluster.js";
-import { isClusterUrl } from "../redis-server.js";
+import { checkServer, isClusterUrl } from "../redis-server.js";
 import { createEmbeddedBackend, storagePath, storageScheme } from "../url.js";
 import { checkFileStore } from "./doctor/file.js";
 import { checkPostgresStore, type PgQuery } from "./doctor/postgres.js";
@@ -132,8 +132,15 @@ async function withRedis<T>(url: string, check: (client: Redis | Cluster) => Pro
   const client = isClusterUrl(url)
     ? openCluster(ioredis.Cluster, url, options)
     : new ioredis.Redis(url, { ...options, lazyConnect: true });
+  let lastError: unknown;
+  client.on("error", (error: unknown) => {
+    lastError = error;
+  });
   try {
     await client.connect();
+    // As the backend does: a cluster node through redis:// (only its own slots' keys) or an unselected database
+    // would be checked as if it were the store.
+    if (!isClusterUrl(url)) await checkServer(client as Redis, () => lastError);
     return await check(client);
   } finally {
     client.disconnect();
