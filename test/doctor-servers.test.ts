@@ -325,6 +325,9 @@ describe.each([
         await raw.zrem(agentKey("ids", "a"), notInIds);
         await raw.zadd(agentKey("index", "a"), 7, ghost); // entries whose session never existed
         await raw.zadd(`${prefix}:sessions`, 0, ghost);
+        if (cluster)
+          await raw.set(k("sessioncwd", ghost), "/g"); // a cwd whose session never existed
+        else await raw.hset(`${prefix}:cwds`, ghost, "/g");
         await raw.rpush(tmp, "a fork's chunk"); // a failed fork's temp key, without its expiry
         const opPattern = cluster ? `${prefix}:op:{${fine}}:*` : `${prefix}:op:*`;
         const nodes = cluster ? (raw as Cluster).nodes("master") : [raw as Redis];
@@ -373,6 +376,9 @@ describe.each([
           `session ${ghost}: a fork's temp key without expiry (${tmp})`,
           `key ${op}: an op bitmap without expiry`,
           `session ${badMeta}: metadata is not a JSON object or null`,
+          cluster
+            ? `session ${ghost}: ${k("sessioncwd", ghost)} without its session hash`
+            : `session ${ghost}: a cwd without its session (${prefix}:cwds)`,
         ];
         for (const line of expected) expect(report).toContain(line);
         expect(found.length).toBe(expected.length);
@@ -412,6 +418,7 @@ describe.each([
         expect(aside).toMatch(new RegExp(`^${prefix}:quarantine:`));
         expect(await raw.lrange(aside as string, 0, -1)).toEqual(orphanMessages);
         expect(await raw.exists(tmp)).toBe(0);
+        expect(await (cluster ? raw.exists(k("sessioncwd", ghost)) : raw.hexists(`${prefix}:cwds`, ghost))).toBe(0);
       } finally {
         await b.close();
         const nodes = cluster ? (raw as Cluster).nodes("master") : [raw as Redis];
