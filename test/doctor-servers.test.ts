@@ -24,6 +24,18 @@ const CLI = fileURLToPath(new URL("../src/cli/index.ts", import.meta.url));
 const root = mkdtempSync(join(tmpdir(), "agentix-doctor-servers-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
+/** Every key of one node that matches `pattern`. */
+async function scanKeys(node: Redis, pattern: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, page] = await node.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+    cursor = next;
+    keys.push(...page);
+  } while (cursor !== "0");
+  return keys;
+}
+
 const text = (findings: Finding[]) => findings.map((f) => `${f.where}: ${f.problem}`).join("\n");
 const cli = (storage: string, ...args: string[]) =>
   promisify(execFile)(process.execPath, ["--import", "tsx", CLI, "--storage", storage, "doctor", ...args]).then(
@@ -131,7 +143,7 @@ describe.each(pgDrivers(postgresUrl))("agentix doctor on Postgres through $name"
     }
   }, 60_000);
 
-  it("reports pending migrations and stops there", async () => {
+  it("reports a missing constraint, and pending migrations (and stops there)", async () => {
     const conn = await driver.open(postgresUrl);
     const schema = `agentix_doctor_${randomUUID().slice(0, 8)}`;
     const b = new PostgresStorageBackend({ ...conn.options, schema } as ConstructorParameters<
@@ -139,6 +151,12 @@ describe.each(pgDrivers(postgresUrl))("agentix doctor on Postgres through $name"
     >[0]);
     try {
       await b.migrate();
+      await conn.admin.exec(`alter table "${schema}"."messages" drop constraint messages_session_id_sessions_id_fk`);
+      const dropped = await checkPostgresStore(conn.admin, schema, true);
+      expect(text(dropped)).toBe(
+        `schema ${schema}: constraint or unique index messages_session_id_sessions_id_fk missing or not valid (rows may lose their session or collide)`,
+      );
+      expect(dropped[0]?.repaired).toBeUndefined(); // reported only
       await conn.admin.query(
         `delete from "${schema}"."__agentix_migrations" where created_at = (select max(created_at) from "${schema}"."__agentix_migrations")`,
       );
@@ -151,6 +169,44 @@ describe.each(pgDrivers(postgresUrl))("agentix doctor on Postgres through $name"
       await conn.close();
     }
   }, 30_000);
+
+  it("pages through a store larger than a page (keyset by id) and finds damage on the last page", async () => {
+    const conn = await driver.open(postgresUrl);
+    const schema = `agentix_doctor_${randomUUID().slice(0, 8)}`;
+    const b = new PostgresStorageBackend({ ...conn.options, schema } as ConstructorParameters<
+      typeof PostgresStorageBackend
+    >[0]);
+    const t = (name: string) => `"${schema}"."${name}"`;
+    try {
+      await b.migrate();
+      // 450 sessions of one message each (more than two pages of 200), written as the backend writes them.
+      await conn.admin.exec(`
+        insert into ${t("sessions")} (id, agent_id, metadata, created_at, updated_at, message_count)
+          select ('00000000-0000-7000-8000-' || lpad(i::text, 12, '0'))::uuid, 'bulk', 'null', now(), now(), 1
+            from generate_series(1, 450) i;
+        insert into ${t("messages")} (session_id, position, role, content, created_at)
+          select id, 0, 'user', '"x"', created_at from ${t("sessions")};`);
+      expect(await checkPostgresStore(conn.admin, schema, false)).toEqual([]);
+      const last = "00000000-0000-7000-8000-000000000450";
+      const before = "00000000-0000-7000-8000-000000000449";
+      await conn.admin.query(`update ${t("sessions")} set message_count = 3 where id = $1`, [last]);
+      await conn.admin.exec(
+        `set session_replication_role = replica; delete from ${t("sessions")} where id = '${before}';
+         set session_replication_role = origin`,
+      );
+      expect(text(await checkPostgresStore(conn.admin, schema, false)).split("\n")).toEqual([
+        `session ${last}: message_count 3, but 1 messages`,
+        `session ${before}: 1 messages without their session (table messages)`,
+      ]);
+      await checkPostgresStore(conn.admin, schema, true);
+      expect(await checkPostgresStore(conn.admin, schema, false)).toEqual([]);
+      expect(await b.countMessages(last)).toBe(1);
+    } finally {
+      await b.close();
+      await conn.admin.exec(`drop schema if exists "${schema}" cascade`);
+      await conn.close();
+    }
+  }, 60_000);
 });
 
 describe("agentix doctor --storage pglite:<dir>?schema=", () => {
@@ -269,7 +325,32 @@ describe.each([
         await raw.zrem(agentKey("ids", "a"), notInIds);
         await raw.zadd(agentKey("index", "a"), 7, ghost); // entries whose session never existed
         await raw.zadd(`${prefix}:sessions`, 0, ghost);
+        if (cluster)
+          await raw.set(k("sessioncwd", ghost), "/g"); // a cwd whose session never existed
+        else await raw.hset(`${prefix}:cwds`, ghost, "/g");
         await raw.rpush(tmp, "a fork's chunk"); // a failed fork's temp key, without its expiry
+        const opPattern = cluster ? `${prefix}:op:{${fine}}:*` : `${prefix}:op:*`;
+        const nodes = cluster ? (raw as Cluster).nodes("master") : [raw as Redis];
+        const ops = (await Promise.all(nodes.map((n) => scanKeys(n, opPattern)))).flat();
+        const op = ops.find((key) => !key.endsWith(":edits")) as string;
+        await raw.persist(op); // an op bitmap that lost its expiry
+        const badMeta = randomUUID();
+        await raw.hset(
+          k("session", badMeta),
+          "session_id",
+          badMeta,
+          "agent_id",
+          "a",
+          "created_at",
+          older,
+          "updated_at",
+          older,
+          "metadata",
+          "{not json",
+        );
+        await raw.zadd(agentKey("index", "a"), Date.parse(older), badMeta);
+        await raw.zadd(`${prefix}:sessions`, 0, badMeta);
+        await raw.zadd(agentKey("ids", "a"), 0, badMeta);
         // Another tenant's damage is not this prefix's.
         await raw.zadd(`${prefix}x:index:${cluster ? "{a}" : "a"}`, 1, ghost);
 
@@ -293,6 +374,11 @@ describe.each([
           `session ${ghost}: an index entry without its session (${agentKey("index", "a")})`,
           `session ${ghost}: an id-set entry without its session (${prefix}:sessions)`,
           `session ${ghost}: a fork's temp key without expiry (${tmp})`,
+          `key ${op}: an op bitmap without expiry`,
+          `session ${badMeta}: metadata is not a JSON object or null`,
+          cluster
+            ? `session ${ghost}: ${k("sessioncwd", ghost)} without its session hash`
+            : `session ${ghost}: a cwd without its session (${prefix}:cwds)`,
         ];
         for (const line of expected) expect(report).toContain(line);
         expect(found.length).toBe(expected.length);
@@ -300,13 +386,17 @@ describe.each([
 
         const repaired = await checkRedisStore(raw, prefix, true);
         expect(repaired.map((f) => f.problem).sort()).toEqual(found.map((f) => f.problem).sort());
-        expect(repaired.every((f) => f.repaired !== undefined)).toBe(true);
+        // Everything repaired but the session whose metadata is not JSON (reported only; it stays as it is).
+        const left = repaired.filter((f) => f.repaired === undefined);
+        expect(text(left)).toBe(`session ${badMeta}: metadata is not a JSON object or null`);
+        expect(await checkRedisStore(raw, prefix, true)).toEqual(left);
+        await raw.hset(k("session", badMeta), "metadata", "null");
         expect(await checkRedisStore(raw, prefix, false)).toEqual([]);
-        expect(await checkRedisStore(raw, prefix, true)).toEqual([]);
+        expect(await raw.pttl(op)).toBeGreaterThan(3_600_000);
 
         // Through the API: listings whole and in order, the cwd listing right, the orphan's messages kept aside.
         const listed = (await b.listSessions("a")).map((s) => s.session_id);
-        expect(listed.sort()).toEqual(ids.filter((id) => id !== orphan).sort());
+        expect(listed.sort()).toEqual([...ids.filter((id) => id !== orphan), badMeta].sort());
         const records = await b.listSessions("a");
         expect(records.map((r) => r.updated_at)).toEqual(
           records
@@ -328,6 +418,7 @@ describe.each([
         expect(aside).toMatch(new RegExp(`^${prefix}:quarantine:`));
         expect(await raw.lrange(aside as string, 0, -1)).toEqual(orphanMessages);
         expect(await raw.exists(tmp)).toBe(0);
+        expect(await (cluster ? raw.exists(k("sessioncwd", ghost)) : raw.hexists(`${prefix}:cwds`, ghost))).toBe(0);
       } finally {
         await b.close();
         const nodes = cluster ? (raw as Cluster).nodes("master") : [raw as Redis];
@@ -346,6 +437,69 @@ describe.each([
     },
     60_000,
   );
+  it.skipIf(!url)(
+    "pages through more keys and index entries than a SCAN/ZSCAN page",
+    async () => {
+      const cluster = mode === "cluster";
+      const prefix = `doctor-${randomUUID().slice(0, 8)}`;
+      const raw: Redis | Cluster = cluster
+        ? new Cluster(
+            (url as string)
+              .replace(/^redis\+cluster:\/\//, "")
+              .split(",")
+              .map((hp) => ({ host: hp.split(":")[0] as string, port: Number(hp.split(":")[1]) })),
+          )
+        : new Redis(url as string);
+      const b = new RedisStorageBackend({ url: url as string, prefix });
+      const index = cluster ? `${prefix}:index:{a}` : `${prefix}:index:a`;
+      try {
+        const ghosts = Array.from({ length: 1500 }, () => randomUUID());
+        await Promise.all(ghosts.map((id, i) => raw.zadd(index, i, id)));
+        const id = await b.createSession("a");
+        await raw.zrem(index, id);
+        const found = await checkRedisStore(raw, prefix, false);
+        expect(found.filter((f) => f.problem.startsWith("an index entry without its session")).length).toBe(1500);
+        expect(text(found)).toContain(`session ${id}: no entry in the agent's index ${index}`);
+        expect(found.length).toBe(1501);
+        expect((await checkRedisStore(raw, prefix, true)).length).toBe(1501);
+        expect(await checkRedisStore(raw, prefix, false)).toEqual([]);
+        expect(await (raw as Redis).zrange(index, "0", "-1")).toEqual([id]);
+      } finally {
+        await b.close();
+        const nodes = cluster ? (raw as Cluster).nodes("master") : [raw as Redis];
+        for (const node of nodes) {
+          let cursor = "0";
+          do {
+            const [next, keys] = await node.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+            cursor = next;
+            for (const key of keys) await raw.unlink(key);
+          } while (cursor !== "0");
+        }
+        raw.disconnect();
+      }
+    },
+    60_000,
+  );
+});
+
+describe.skipIf(!clusterUrl)("agentix doctor --storage redis+cluster://…?prefix=", () => {
+  it("checks every master; a cluster node given as redis:// is refused", async () => {
+    const prefix = `doctor-${randomUUID().slice(0, 8)}`;
+    const b = new RedisStorageBackend({ url: clusterUrl as string, prefix });
+    try {
+      const id = await b.createSession("a");
+      await b.saveMessage(id, "user", "x");
+      const ok = await cli(`${clusterUrl as string}?prefix=${prefix}`);
+      expect(ok).toEqual({ code: 0, stdout: `Redis prefix ${prefix} at ${clusterUrl}: no problems found\n` });
+      const node = (clusterUrl as string).replace("redis+cluster://", "redis://").split(",")[0] as string;
+      const refused = await cli(`${node}?prefix=${prefix}`);
+      expect(refused.code).toBe(1);
+      expect(refused.stdout).toContain("is a Redis Cluster node");
+    } finally {
+      await b.deleteSession((await b.listSessions("a"))[0]?.session_id as string);
+      await b.close();
+    }
+  }, 60_000);
 });
 
 describe.skipIf(!redisUrl)("agentix doctor --storage redis://…?prefix=", () => {

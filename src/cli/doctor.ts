@@ -6,7 +6,7 @@ import type { Cluster, Redis } from "ioredis";
 import { expandHome } from "../core/paths.js";
 import type { FileStorageBackend } from "../file.js";
 import { openCluster } from "../redis-cluster.js";
-import { isClusterUrl } from "../redis-server.js";
+import { checkServer, isClusterUrl } from "../redis-server.js";
 import { createEmbeddedBackend, storagePath, storageScheme } from "../url.js";
 import { checkFileStore } from "./doctor/file.js";
 import { checkPostgresStore, type PgQuery } from "./doctor/postgres.js";
@@ -16,16 +16,28 @@ import { checkSqliteStore } from "./doctor/sqlite.js";
 import { CliError, redact, selectStorage } from "./shared.js";
 
 /**
- * `agentix doctor [--repair]`: checks a store and prints what it found; with `--repair`, quarantines damaged
- * lines and files next to their session (never deleting data), rebuilds the index and removes stale locks and
- * temporary files. Idempotent. Exit code 1 while problems are left.
+ * `agentix doctor [--repair]`: checks a store and prints what it found; with `--repair`, repairs what is safe to
+ * repair, never deleting data (File: damaged lines and files quarantined next to their session, the index rebuilt,
+ * stale locks and temp files removed; Postgres: orphan rows moved to a quarantine table, counts, positions and index
+ * columns fixed; Redis: orphan message lists renamed aside, index entries rebuilt or dropped, dead fork temp keys
+ * removed). Idempotent. Exit code 1 while problems are left.
  */
 export function doctorCommand(): Command {
   return new Command("doctor")
     .description(
-      "check a store for damage (File: every session's files and the agent index; SQLite: integrity_check); " +
-        "--repair quarantines damaged lines and files next to their session (never deleting data), rebuilds " +
-        "the agent index and removes stale locks and temporary files",
+      "check a store for damage and, with --repair, repair it without deleting data. " +
+        "File: every session's files and the agent index (--repair quarantines damaged lines and files next to " +
+        "their session, rebuilds the index, removes stale locks and temporary files). " +
+        "SQLite: integrity_check and foreign_key_check (reported only). " +
+        "Postgres/PGlite (?schema=; read only without --repair, never migrates): migrations applied, constraints in place, per " +
+        "session message_count = its rows, positions 0..n-1, updated_at not older than its newest message, cwd = " +
+        "metadata.cwd, key_seq not behind its keys, rows whose session is gone (--repair fixes the counts, " +
+        "positions and columns, moves orphan rows to the table agentix_quarantine). " +
+        "Redis (?prefix=, standalone or redis+cluster://, every master scanned): each session hash against its " +
+        "index entries and newest message, every index entry against its session, message lists and other " +
+        "per-session keys without their session hash, fork temp keys and op bitmaps without expiry (--repair " +
+        "rebuilds or drops index entries, renames orphan message lists to {prefix}:quarantine:<time>:<key>, " +
+        "removes orphan bookkeeping keys and dead fork temp keys)",
     )
     .option("--repair", "repair what can be repaired safely")
     .action(async (options: { repair?: boolean }, command: Command) => {
@@ -120,8 +132,15 @@ async function withRedis<T>(url: string, check: (client: Redis | Cluster) => Pro
   const client = isClusterUrl(url)
     ? openCluster(ioredis.Cluster, url, options)
     : new ioredis.Redis(url, { ...options, lazyConnect: true });
+  let lastError: unknown;
+  client.on("error", (error: unknown) => {
+    lastError = error;
+  });
   try {
     await client.connect();
+    // As the backend does: a cluster node through redis:// (only its own slots' keys) or an unselected database
+    // would be checked as if it were the store.
+    if (!isClusterUrl(url)) await checkServer(client as Redis, () => lastError);
     return await check(client);
   } finally {
     client.disconnect();

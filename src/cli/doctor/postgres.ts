@@ -112,32 +112,29 @@ export async function checkPostgresStore(db: PgQuery, schema: string, repair: bo
         });
       } else if (row.count !== row.n) {
         await found(where, `message_count ${row.count}, but ${row.n} messages`, async () => {
-          await db.query(
-            `update ${t("sessions")} set message_count = (select count(*) from ${t("messages")} where session_id = $1)
-              where id = $1`,
-            [id],
-          );
+          await locked(db, t, id, [
+            `update ${t("sessions")} set message_count = (select count(*) from ${t("messages")} where session_id = $id)
+              where id = $id`,
+          ]);
           return `message_count set to the rows' count`;
         });
       }
       if (row.stale === true) {
         await found(where, `updated_at older than its newest message (${row.newest})`, async () => {
-          await db.query(
+          await locked(db, t, id, [
             `update ${t("sessions")} s set updated_at = m.newest
-               from (select max(created_at) as newest from ${t("messages")} where session_id = $1) m
-              where s.id = $1 and s.updated_at < m.newest`,
-            [id],
-          );
+               from (select max(created_at) as newest from ${t("messages")} where session_id = $id) m
+              where s.id = $id and s.updated_at < m.newest`,
+          ]);
           return "updated_at set to the newest message's time";
         });
       }
       if (row.keys_behind === true) {
         await found(where, `key_seq ${row.key_seq} behind its newest idempotency key (${row.seq})`, async () => {
-          await db.query(
+          await locked(db, t, id, [
             `update ${t("sessions")} set key_seq = greatest(key_seq,
-               (select max(seq) from ${t("idempotency_keys")} where session_id = $1)) where id = $1`,
-            [id],
-          );
+               (select max(seq) from ${t("idempotency_keys")} where session_id = $id)) where id = $id`,
+          ]);
           return "key_seq set to the newest key's";
         });
       }
@@ -171,10 +168,11 @@ export async function checkPostgresStore(db: PgQuery, schema: string, repair: bo
            union all
            select (select session_id from ${t(table)} where session_id > d.id order by session_id limit 1), d.k + 1
              from d where d.id is not null and d.k < ${PAGE})
-         select d.id::text as id, not exists (select from ${t("sessions")} s where s.id = d.id) as orphan,
-                (select count(*)::int from ${t(table)} x where x.session_id = d.id and
-                   not exists (select from ${t("sessions")} s where s.id = d.id)) as n
-           from d where d.id is not null order by d.id`,
+         select o.id::text as id, o.orphan,
+                case when o.orphan then (select count(*)::int from ${t(table)} x where x.session_id = o.id) end as n
+           from (select d.id, not exists (select from ${t("sessions")} s where s.id = d.id) as orphan
+                   from d where d.id is not null) o
+          order by o.id`,
         [from],
       );
       for (const row of ids.filter((r) => r.orphan === true)) {
@@ -205,22 +203,34 @@ function parseJson(text: string): JsonObject | null | undefined {
 }
 
 /**
+ * Runs `statements` (`$id`: the session id) in one DO block after taking the session row's lock, which every write
+ * of the session takes too: each statement then reads the session as no writer is changing it (READ COMMITTED: a
+ * statement inside the block sees what committed before it started).
+ */
+async function locked(db: PgQuery, t: (name: string) => string, id: string, statements: string[]): Promise<void> {
+  if (!UUID.test(id)) throw new Error(`not a session id: ${id}`);
+  const body = statements.map((statement) => `${statement.replaceAll("$id", `'${id}'::uuid`)};`).join("\n");
+  await db.query(`do $agentix$ begin
+    perform 1 from ${t("sessions")} where id = '${id}'::uuid for update;
+    ${body}
+  end $agentix$`);
+}
+
+/**
  * Numbers a session's messages 0..n-1 in their present order (position, then id) and sets its message_count, under
- * the session row's lock (which appends take too). Two passes, through negative positions, as the unique
+ * the session row's lock (appends assign positions under it). Two passes, through negative positions, as the unique
  * (session_id, position) index is checked row by row.
  */
 async function renumber(db: PgQuery, t: (name: string) => string, id: string): Promise<void> {
-  if (!UUID.test(id)) throw new Error(`not a session id: ${id}`);
-  await db.query(`do $agentix$ begin
-    perform 1 from ${t("sessions")} where id = '${id}' for update;
-    update ${t("messages")} m set position = -1 - n.rn
-      from (select id, row_number() over (order by position, id) - 1 as rn from ${t("messages")}
-             where session_id = '${id}') n
-     where m.id = n.id;
-    update ${t("messages")} set position = -1 - position where session_id = '${id}';
-    update ${t("sessions")} set message_count = (select count(*) from ${t("messages")} where session_id = '${id}')
-     where id = '${id}';
-  end $agentix$`);
+  await locked(db, t, id, [
+    `update ${t("messages")} m set position = -1 - n.rn
+       from (select id, row_number() over (order by position, id) - 1 as rn from ${t("messages")}
+              where session_id = $id) n
+      where m.id = n.id`,
+    `update ${t("messages")} set position = -1 - position where session_id = $id`,
+    `update ${t("sessions")} set message_count = (select count(*) from ${t("messages")} where session_id = $id)
+      where id = $id`,
+  ]);
 }
 
 /** Moves the rows of `table` whose session `id` is gone into the quarantine table (made on first use); how many. */

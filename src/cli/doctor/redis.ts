@@ -208,9 +208,10 @@ export async function checkRedisStore(client: Redis | Cluster, prefix: string, r
         if (indexScore !== null && Number(indexScore) > score(s))
           await client.zadd(layout.index(s.agent), "XX", score(s), id);
         else await client.zadd(layout.index(s.agent), "GT", score(s), id);
-        // Put forward again if a write moved updated_at meanwhile.
+        // Put forward again if a write moved updated_at meanwhile; out again if a delete came between.
         const now = await sessionOf(id);
         if (now) await client.zadd(layout.index(now.agent), "GT", score(now), id);
+        else await client.zrem(layout.index(s.agent), id);
         return "index entry set";
       });
     }
