@@ -6,7 +6,7 @@ import { convertToModelMessages, simulateReadableStream, streamText, type UIMess
 import { MockLanguageModelV3 } from "ai/test";
 import { afterAll, afterEach, beforeEach, describe, expect, inject, it } from "vitest";
 import { createChat, loadChat, saveChat } from "../src/adapters/ai-sdk.js";
-import { storageIdOf } from "../src/adapters/shared.js";
+import { sessionIdOfName } from "../src/adapters/shared.js";
 import type { StorageBackend } from "../src/core/backend.js";
 import { ConflictError, ValidationError } from "../src/core/errors.js";
 import { sessionIdFor } from "../src/core/validation.js";
@@ -96,7 +96,7 @@ describe.each(kinds)("agentix/ai-sdk on $name", (kind) => {
   it("saveChat then loadChat: every message back exactly, one message a row under its role", async () => {
     const chatId = `chat-${randomUUID()}`;
     await saveChat(storage, { chatId, messages: CHAT });
-    expect(await storage.countMessages(storageIdOf(chatId))).toBe(2);
+    expect(await storage.countMessages(sessionIdOfName(chatId, "global"))).toBe(2);
     expect(await loadChat(storage, chatId)).toEqual(CHAT);
     expect(await validateUIMessages({ messages: await loadChat(storage, chatId) })).toEqual(CHAT);
     const records = await storage.loadMessages(sessionIdFor(chatId));
@@ -111,14 +111,14 @@ describe.each(kinds)("agentix/ai-sdk on $name", (kind) => {
     await new Promise((r) => setTimeout(r, 5));
     const next = [...CHAT, text("u2", "user", "And tomorrow?")];
     await saveChat(storage, { chatId, messages: next });
-    expect(await storage.countMessages(storageIdOf(chatId))).toBe(3);
+    expect(await storage.countMessages(sessionIdOfName(chatId, "global"))).toBe(3);
     const after = await storage.loadMessages(chatId);
     expect(after.slice(0, 2)).toEqual(before);
     // The last message changed in place (same id, as a continued answer is): allowed, written from there.
     const edited = [...CHAT.slice(0, 1), { ...(CHAT[1] as UIMessage), parts: [{ type: "text" as const, text: "x" }] }];
     const grown = [...edited, next[2] as UIMessage];
     await saveChat(storage, { chatId, messages: grown });
-    expect(await storage.countMessages(storageIdOf(chatId))).toBe(3);
+    expect(await storage.countMessages(sessionIdOfName(chatId, "global"))).toBe(3);
     expect(await loadChat(storage, chatId)).toEqual(grown);
     const stored = await storage.loadMessages(chatId);
     await new Promise((r) => setTimeout(r, 5));

@@ -8,8 +8,8 @@ import { z } from "zod";
 import type { StorageBackend } from "../core/backend.js";
 import { SessionNotFoundError } from "../core/errors.js";
 import type { JsonObject, NewMessage, Role, SessionRecord } from "../core/types.js";
-import { parseOptions, sessionIdFor } from "../core/validation.js";
-import { agentIdOption, appendOpening, namespaceOf, storageOption } from "./keyed-sessions.js";
+import { parseOptions } from "../core/validation.js";
+import { agentIdOption, appendCreating, type NameScope, nameScope, sessionIdOfName, storageOption } from "./shared.js";
 
 /** Options of {@link AgentixSessionStore}. */
 export interface AgentixSessionStoreOptions {
@@ -62,14 +62,14 @@ export class AgentixSessionStore implements SessionStore {
   /** The agentix agent the transcripts belong to. */
   readonly agentId: string;
   readonly #storage: StorageBackend;
-  readonly #namespace: string;
+  readonly #scope: NameScope;
 
   /** @throws {ValidationError} on a missing or mistyped option (`storage` must be an agentix backend). */
   constructor(options: AgentixSessionStoreOptions) {
     const o = parseOptions(OPTIONS, options, "AgentixSessionStore");
     this.#storage = o.storage;
     this.agentId = o.agentId ?? "claude-agent-sdk";
-    this.#namespace = namespaceOf("agentix/claude-agent-sdk", this.agentId);
+    this.#scope = nameScope("agentix/claude-agent-sdk", this.agentId);
   }
 
   /**
@@ -77,7 +77,7 @@ export class AgentixSessionStore implements SessionStore {
    * `sessionIdFor(JSON.stringify([projectKey, sessionId, subpath ?? null]), sessionIdFor(JSON.stringify(["agentix/claude-agent-sdk", agentId])))`.
    */
   sessionIdOf(key: SessionKey): string {
-    return sessionIdFor(JSON.stringify([key.projectKey, key.sessionId, key.subpath ?? null]), this.#namespace);
+    return sessionIdOfName(JSON.stringify([key.projectKey, key.sessionId, key.subpath ?? null]), this.#scope);
   }
 
   /**
@@ -92,7 +92,8 @@ export class AgentixSessionStore implements SessionStore {
     const batch = (JSON.parse(text) as JsonObject[]).map(toMessage);
     const keyed = entries.some((entry) => typeof entry.uuid === "string");
     const options = keyed ? { idempotencyKey: `claude-batch:${createHash("sha256").update(text).digest("hex")}` } : {};
-    await appendOpening(this.#storage, this.agentId, this.sessionIdOf(key), this.#metadata(key), batch, options);
+    const session = { agentId: this.agentId, sessionId: this.sessionIdOf(key), metadata: this.#metadata(key) };
+    await appendCreating(this.#storage, session, batch, options);
   }
 
   /**
