@@ -2,6 +2,7 @@
  * `agentix/claude-agent-sdk`: the Claude Agent SDK's `SessionStore` on any agentix backend.
  * @module agentix/claude-agent-sdk
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { SessionKey, SessionStore, SessionStoreEntry } from "@anthropic-ai/claude-agent-sdk";
 import { z } from "zod";
 import type { StorageBackend } from "../core/backend.js";
@@ -107,7 +108,7 @@ export class AgentixSessionStore implements SessionStore {
    * first append. An empty batch, or one whose uuids are all stored, writes nothing.
    * @throws {ValidationError} when an entry is not JSON agentix can store (nested deeper than 512 levels), or a key
    * is not well-formed Unicode, or the `projectKey` holds NUL (nothing written).
-   * @throws {ConflictError} when other writers won the compare-and-swap 32 times in a row (nothing written).
+   * @throws {ConflictError} when other writers won the compare-and-swap 200 times in a row (nothing written).
    */
   async append(key: SessionKey, entries: SessionStoreEntry[]): Promise<void> {
     if (entries.length === 0) return;
@@ -140,6 +141,9 @@ export class AgentixSessionStore implements SessionStore {
             continue;
           }
           if (!isLengthConflict(error) || attempt === MAX_ATTEMPTS) throw error;
+          // A writer that keeps winning (a backlog of appends of its own) is let through for a while, by a random
+          // and growing pause, up to 50 ms.
+          if (attempt > 1) await sleep(Math.random() * Math.min(2 ** attempt, 50));
           known = await this.#catchUp(id, known, error.actualLength ?? 0);
         }
       }
@@ -329,8 +333,8 @@ export class AgentixSessionStore implements SessionStore {
   }
 }
 
-/** How many times `append` loses the compare-and-swap to other writers before it gives up. */
-const MAX_ATTEMPTS = 32;
+/** How many times `append` loses the compare-and-swap to other writers before it gives up (about 5 s of pauses). */
+const MAX_ATTEMPTS = 200;
 /** How many transcripts a store remembers (the uuids of each): a process mirrors a few live sessions at a time. */
 const MAX_KNOWN = 128;
 
