@@ -4,18 +4,18 @@
 import { randomUUID } from "node:crypto";
 import { convertToModelMessages, simulateReadableStream, streamText, type UIMessage, validateUIMessages } from "ai";
 import { MockLanguageModelV3 } from "ai/test";
-import { afterAll, afterEach, beforeEach, describe, expect, inject, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createChat, loadChat, saveChat } from "../src/adapters/ai-sdk.js";
 import { sessionIdOfName } from "../src/adapters/shared.js";
 import type { StorageBackend } from "../src/core/backend.js";
 import { ConflictError, ValidationError } from "../src/core/errors.js";
 import { sessionIdFor } from "../src/core/validation.js";
-import { backendKinds } from "./support/backends.js";
+import { adapterBackends } from "./support/backends.js";
 
-const kinds = await backendKinds(inject("postgresUrl"), inject("redisUrl"));
-afterAll(async () => {
-  for (const kind of kinds) await kind.drop();
-});
+const { backends, closeOpened, cleanUp } = await adapterBackends("aisdk");
+const kinds = backends.filter((backend) => backend.available);
+afterEach(closeOpened);
+afterAll(cleanUp);
 
 const text = (id: string, role: UIMessage["role"], value: string): UIMessage => ({
   id,
@@ -79,9 +79,6 @@ describe.each(kinds)("agentix/ai-sdk on $name", (kind) => {
   let storage: StorageBackend;
   beforeEach(() => {
     storage = kind.open();
-  });
-  afterEach(async () => {
-    if (kind.shared) await storage.close();
   });
 
   it("createChat: an empty chat under its agent; loadChat of a chat never saved: [] (nothing created)", async () => {

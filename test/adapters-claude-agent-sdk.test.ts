@@ -33,10 +33,10 @@ import { ValidationError } from "../src/core/errors.js";
 import { MemoryStorageBackend } from "../src/memory.js";
 import { PostgresStorageBackend } from "../src/postgres.js";
 import { RedisStorageBackend } from "../src/redis.js";
-import { adapterBackends, dropPrefix } from "./support/adapter-backends.js";
+import { adapterBackends, dropPrefix } from "./support/backends.js";
 import { startFakeAnthropic } from "./support/fake-anthropic.js";
 
-const { backends, closeOpened, cleanUp } = adapterBackends("claude");
+const { backends, closeOpened, cleanUp } = await adapterBackends("claude");
 const scratch = mkdtempSync(join(tmpdir(), "agentix-claude-"));
 afterEach(closeOpened);
 afterAll(async () => {

@@ -29,9 +29,9 @@ import { sessionIdFor } from "../src/core/validation.js";
 import { MemoryStorageBackend } from "../src/memory.js";
 import { PostgresStorageBackend } from "../src/postgres.js";
 import { RedisStorageBackend } from "../src/redis.js";
-import { adapterBackends, dropPrefix } from "./support/adapter-backends.js";
+import { adapterBackends, dropPrefix } from "./support/backends.js";
 
-const { backends, closeOpened, cleanUp } = adapterBackends("langchain");
+const { backends, closeOpened, cleanUp } = await adapterBackends("langchain");
 afterEach(closeOpened);
 afterAll(cleanUp);
 
