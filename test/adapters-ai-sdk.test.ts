@@ -10,7 +10,7 @@ import { sessionIdOfName } from "../src/adapters/shared.js";
 import type { StorageBackend } from "../src/core/backend.js";
 import { ConflictError, ValidationError } from "../src/core/errors.js";
 import { sessionIdFor } from "../src/core/validation.js";
-import { adapterBackends } from "./support/backends.js";
+import { adapterBackends, pastMillisecond } from "./support/backends.js";
 
 const { backends, closeOpened, cleanUp } = await adapterBackends("aisdk");
 const kinds = backends.filter((backend) => backend.available);
@@ -105,7 +105,7 @@ describe.each(kinds)("agentix/ai-sdk on $name", (kind) => {
     const chatId = await createChat(storage);
     await saveChat(storage, { chatId, messages: CHAT });
     const before = await storage.loadMessages(chatId);
-    await new Promise((r) => setTimeout(r, 5));
+    await pastMillisecond(before.at(-1)?.timestamp ?? ""); // a message written again would have a later timestamp
     const next = [...CHAT, text("u2", "user", "And tomorrow?")];
     await saveChat(storage, { chatId, messages: next });
     expect(await storage.countMessages(sessionIdOfName(chatId, "global"))).toBe(3);
@@ -118,7 +118,7 @@ describe.each(kinds)("agentix/ai-sdk on $name", (kind) => {
     expect(await storage.countMessages(sessionIdOfName(chatId, "global"))).toBe(3);
     expect(await loadChat(storage, chatId)).toEqual(grown);
     const stored = await storage.loadMessages(chatId);
-    await new Promise((r) => setTimeout(r, 5));
+    await pastMillisecond(stored.at(-1)?.timestamp ?? "");
     await saveChat(storage, { chatId, messages: grown });
     expect(await storage.loadMessages(chatId)).toEqual(stored); // unchanged: nothing written, timestamps kept
     expect((await storage.loadMessages(chatId))[0]).toEqual(before[0]);

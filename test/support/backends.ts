@@ -140,3 +140,11 @@ async function mysqlDatabase(database: string): Promise<{ url: string; drop: () 
     },
   };
 }
+
+/**
+ * Waits until the clock is past `iso` (a record's `updated_at`, a message's `timestamp`), so that the next write
+ * is stamped later: two writes in one millisecond tie, and listings break ties by session id.
+ */
+export async function pastMillisecond(iso: string): Promise<void> {
+  while (Date.now() <= Date.parse(iso)) await new Promise((resolve) => setTimeout(resolve, 1));
+}
