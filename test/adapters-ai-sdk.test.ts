@@ -4,18 +4,18 @@
 import { randomUUID } from "node:crypto";
 import { convertToModelMessages, simulateReadableStream, streamText, type UIMessage, validateUIMessages } from "ai";
 import { MockLanguageModelV3 } from "ai/test";
-import { afterAll, afterEach, beforeEach, describe, expect, inject, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createChat, loadChat, saveChat } from "../src/adapters/ai-sdk.js";
-import { storageIdOf } from "../src/adapters/shared.js";
+import { sessionIdOfName } from "../src/adapters/shared.js";
 import type { StorageBackend } from "../src/core/backend.js";
 import { ConflictError, ValidationError } from "../src/core/errors.js";
 import { sessionIdFor } from "../src/core/validation.js";
-import { backendKinds } from "./support/backends.js";
+import { adapterBackends, pastMillisecond } from "./support/backends.js";
 
-const kinds = await backendKinds(inject("postgresUrl"), inject("redisUrl"));
-afterAll(async () => {
-  for (const kind of kinds) await kind.drop();
-});
+const { backends, closeOpened, cleanUp } = await adapterBackends("aisdk");
+const kinds = backends.filter((backend) => backend.available);
+afterEach(closeOpened);
+afterAll(cleanUp);
 
 const text = (id: string, role: UIMessage["role"], value: string): UIMessage => ({
   id,
@@ -80,9 +80,6 @@ describe.each(kinds)("agentix/ai-sdk on $name", (kind) => {
   beforeEach(() => {
     storage = kind.open();
   });
-  afterEach(async () => {
-    if (kind.shared) await storage.close();
-  });
 
   it("createChat: an empty chat under its agent; loadChat of a chat never saved: [] (nothing created)", async () => {
     const id = await createChat(storage, { agentId: "chat-app", metadata: { title: "t" } });
@@ -96,7 +93,7 @@ describe.each(kinds)("agentix/ai-sdk on $name", (kind) => {
   it("saveChat then loadChat: every message back exactly, one message a row under its role", async () => {
     const chatId = `chat-${randomUUID()}`;
     await saveChat(storage, { chatId, messages: CHAT });
-    expect(await storage.countMessages(storageIdOf(chatId))).toBe(2);
+    expect(await storage.countMessages(sessionIdOfName(chatId, "global"))).toBe(2);
     expect(await loadChat(storage, chatId)).toEqual(CHAT);
     expect(await validateUIMessages({ messages: await loadChat(storage, chatId) })).toEqual(CHAT);
     const records = await storage.loadMessages(sessionIdFor(chatId));
@@ -108,20 +105,20 @@ describe.each(kinds)("agentix/ai-sdk on $name", (kind) => {
     const chatId = await createChat(storage);
     await saveChat(storage, { chatId, messages: CHAT });
     const before = await storage.loadMessages(chatId);
-    await new Promise((r) => setTimeout(r, 5));
+    await pastMillisecond(before.at(-1)?.timestamp ?? ""); // a message written again would have a later timestamp
     const next = [...CHAT, text("u2", "user", "And tomorrow?")];
     await saveChat(storage, { chatId, messages: next });
-    expect(await storage.countMessages(storageIdOf(chatId))).toBe(3);
+    expect(await storage.countMessages(sessionIdOfName(chatId, "global"))).toBe(3);
     const after = await storage.loadMessages(chatId);
     expect(after.slice(0, 2)).toEqual(before);
     // The last message changed in place (same id, as a continued answer is): allowed, written from there.
     const edited = [...CHAT.slice(0, 1), { ...(CHAT[1] as UIMessage), parts: [{ type: "text" as const, text: "x" }] }];
     const grown = [...edited, next[2] as UIMessage];
     await saveChat(storage, { chatId, messages: grown });
-    expect(await storage.countMessages(storageIdOf(chatId))).toBe(3);
+    expect(await storage.countMessages(sessionIdOfName(chatId, "global"))).toBe(3);
     expect(await loadChat(storage, chatId)).toEqual(grown);
     const stored = await storage.loadMessages(chatId);
-    await new Promise((r) => setTimeout(r, 5));
+    await pastMillisecond(stored.at(-1)?.timestamp ?? "");
     await saveChat(storage, { chatId, messages: grown });
     expect(await storage.loadMessages(chatId)).toEqual(stored); // unchanged: nothing written, timestamps kept
     expect((await storage.loadMessages(chatId))[0]).toEqual(before[0]);

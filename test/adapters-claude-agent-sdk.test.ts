@@ -33,10 +33,10 @@ import { ValidationError } from "../src/core/errors.js";
 import { MemoryStorageBackend } from "../src/memory.js";
 import { PostgresStorageBackend } from "../src/postgres.js";
 import { RedisStorageBackend } from "../src/redis.js";
-import { adapterBackends, dropPrefix } from "./support/adapter-backends.js";
+import { adapterBackends, dropPrefix } from "./support/backends.js";
 import { startFakeAnthropic } from "./support/fake-anthropic.js";
 
-const { backends, closeOpened, cleanUp } = adapterBackends("claude");
+const { backends, closeOpened, cleanUp } = await adapterBackends("claude");
 const scratch = mkdtempSync(join(tmpdir(), "agentix-claude-"));
 afterEach(closeOpened);
 afterAll(async () => {
@@ -203,7 +203,7 @@ describe.each(backends)("AgentixSessionStore on $name", (backend) => {
       expect(await store(storage, "other-agent").load(key)).toBeNull();
     });
 
-    it("writes a retried batch once, also when the retries race; loads each uuid once; never merges entries without one", async () => {
+    it("writes a retried batch once, also when the retries race; never merges entries without a uuid", async () => {
       const storage = backend.open();
       const s = store(storage);
       const key = { projectKey: freshProject(), sessionId: "dedupe" };
@@ -213,15 +213,93 @@ describe.each(backends)("AgentixSessionStore on $name", (backend) => {
       await Promise.all([s.append(key, [withUuid(3)]).then(() => {}), ...[1, 2, 3].map(() => s.append(key, batch))]);
       const id = s.sessionIdOf(key);
       expect(await storage.countMessages(id)).toBe(4);
-      // The same entries in other batches (an import over a live mirror) are stored, and loaded once, in place.
-      await s.append(key, [batch[1] as SessionStoreEntry]);
-      await s.append(key, [batch[0] as SessionStoreEntry, withUuid(4)]);
-      const loaded = await s.load(key);
-      expect(loaded?.map((e) => e.n ?? e.type)).toEqual([1, 2, "tag", 3, 4]);
       // Entries without a uuid are appended every time, even when equal.
       await s.append(key, [entry({ type: "tag", tag: "x" })]);
       await s.append(key, [entry({ type: "tag", tag: "x" })]);
       expect((await s.load(key))?.filter((e) => e.type === "tag")).toHaveLength(3);
+      expect(await storage.countMessages(id)).toBe(6);
+    });
+
+    it("stores each uuid once whichever batches bring it: overlapping batches, re-sends in other batches", async () => {
+      const storage = backend.open();
+      const s = store(storage);
+      const key = { projectKey: freshProject(), sessionId: "overlap" };
+      const e = Array.from({ length: 8 }, (_, i) => withUuid(i));
+      const at = (...i: number[]) => i.map((j) => e[j] as SessionStoreEntry);
+      await s.append(key, at(0, 1, 2));
+      await s.append(key, at(2, 3)); // overlaps the previous batch
+      await s.append(key, at(1)); // an entry re-sent alone
+      await s.append(key, [...at(0, 4), entry({ type: "tag", tag: "t" }), ...at(3, 5, 5)]); // old and new, mixed
+      await s.append(key, at(0, 1, 2, 3, 4, 5)); // an import over the mirrored transcript
+      const id = s.sessionIdOf(key);
+      // Stored once, in the order first written; the new entries of a mixed batch keep their order.
+      const stored = (await storage.loadMessages(id)).map((m) => (m.content as SessionStoreEntry).n ?? "tag");
+      expect(stored).toEqual([0, 1, 2, 3, 4, "tag", 5]);
+      // Another store (another process) that never saw the transcript learns its uuids before it writes.
+      const other = store(backend.open());
+      await other.append(key, at(4, 5, 6));
+      // The first store's knowledge is behind now: its compare-and-swap fails, it reads what is new, and retries.
+      await s.append(key, at(6, 7));
+      await other.append(key, at(7));
+      expect((await storage.loadMessages(id)).map((m) => (m.content as SessionStoreEntry).n ?? "tag")).toEqual([
+        0,
+        1,
+        2,
+        3,
+        4,
+        "tag",
+        5,
+        6,
+        7,
+      ]);
+      expect((await s.load(key))?.map((x) => x.n ?? "tag")).toEqual([0, 1, 2, 3, 4, "tag", 5, 6, 7]);
+    });
+
+    it("loses nothing and stores nothing twice when two stores append overlapping batches at once", async () => {
+      const storage = backend.open();
+      const key = { projectKey: freshProject(), sessionId: "racing" };
+      const a = store(storage);
+      const b = store(backend.open());
+      const N = 60;
+      const e = Array.from({ length: N }, (_, i) => withUuid(i));
+      // Each store sends windows of 3 entries (overlapping its own previous window and the other's), each followed by
+      // a batch of one entry without a uuid, all at once.
+      const windows = (from: number) =>
+        Array.from({ length: Math.ceil((N - from) / 2) }, (_, k) => e.slice(from + 2 * k, from + 2 * k + 3));
+      const sends = (s: AgentixSessionStore, by: string, from: number) =>
+        windows(from).flatMap((w, k) => [s.append(key, w), s.append(key, [entry({ type: "tag", by, k })])]);
+      await Promise.all([...sends(a, "a", 0), ...sends(b, "b", 1)]);
+      const stored = (await storage.loadMessages(a.sessionIdOf(key))).map((m) => m.content as SessionStoreEntry);
+      const uuids = stored.filter((x) => x.uuid !== undefined).map((x) => x.n);
+      expect([...uuids].sort((x, y) => Number(x) - Number(y))).toEqual(e.map((x) => x.n));
+      // Entries without a uuid are never taken for another's: every one is there, each store's in its call order.
+      for (const [by, from] of [["a", 0] as const, ["b", 1] as const]) {
+        const mine = stored.filter((x) => x.by === by).map((x) => x.k);
+        expect(mine).toEqual(windows(from).map((_, k) => k));
+      }
+    });
+
+    it("writes the entries of a transcript another process deleted and wrote anew, though this store knew them", async () => {
+      const storage = backend.open();
+      const key = { projectKey: freshProject(), sessionId: "anew" };
+      const s = store(storage);
+      const other = store(backend.open());
+      const e = Array.from({ length: 6 }, (_, i) => withUuid(i));
+      const at = (...i: number[]) => i.map((j) => e[j] as SessionStoreEntry);
+      await s.append(key, at(0, 1));
+      // Another process deletes the transcript and writes a longer one in its place, without entries 0 and 1.
+      await other.delete(key);
+      await other.append(key, at(2, 3, 4));
+      // This store still believes 0 and 1 stored: its compare-and-swap fails, and the transcript does not begin as
+      // it knew it, so it reads it whole.
+      await s.append(key, at(0, 1, 5));
+      expect((await storage.loadMessages(s.sessionIdOf(key))).map((m) => (m.content as SessionStoreEntry).n)).toEqual([
+        2, 3, 4, 0, 1, 5,
+      ]);
+      // Deleted again, by another process: the next append finds no transcript and writes the batch whole.
+      await other.delete(key);
+      await s.append(key, at(0, 1));
+      expect((await s.load(key))?.map((x) => x.n)).toEqual([0, 1]);
     });
 
     it("creates a transcript once when its first appends race, each batch stored once", async () => {
@@ -448,32 +526,62 @@ describe("AgentixSessionStore options", () => {
   });
 });
 
-// Round trips, counted on a client passed in (postgres.js's debug hook; ioredis's sendCommand): once the transcript
-// exists, append of 10 is one statement / one script, load one read, each listing one.
+// Round trips, counted on a client passed in (postgres.js's debug hook; ioredis's sendCommand): once the store has
+// seen the transcript, append of 10 is one statement / one script, load one read, each listing one.
 const pgUrl = inject("postgresUrl");
 const redisUrl = inject("redisUrl");
 
 async function roundTrips(storage: StorageBackend, sent: unknown[]): Promise<Record<string, number>> {
   const s = new AgentixSessionStore({ storage });
+  /** A store that has not seen the transcripts: another process's. */
+  const other = () => new AgentixSessionStore({ storage });
   const key = { projectKey: "round-trips", sessionId: randomUUID() };
-  await s.append(key, [withUuid(0)]); // migrations, scripts, prepared statements, the session
+  // Migrations, scripts, prepared statements, the session; every path once: a new transcript, an unseen one, a
+  // lost compare-and-swap, a load.
+  await s.append(key, [withUuid(0)]);
+  await other().append(key, [withUuid(0)]);
+  await s.append(key, [withUuid(0)]);
+  await other().load(key);
   await s.append({ ...key, subpath: "subagents/agent-1" }, [withUuid(0)]);
   const count = async (run: () => Promise<unknown>) => {
     sent.length = 0;
     await run();
     return sent.length;
   };
-  const ten = Array.from({ length: 10 }, (_, i) => withUuid(i));
+  const ten = () => Array.from({ length: 10 }, (_, i) => withUuid(i));
+  const batch = ten();
+  const resumed = other();
   return {
-    append10: await count(() => s.append(key, ten)),
-    retriedAppend10: await count(() => s.append(key, ten)),
+    append10: await count(() => s.append(key, batch)),
+    retriedAppend10: await count(() => s.append(key, batch)),
     load: await count(() => s.load(key)),
     listSessions: await count(() => s.listSessions(key.projectKey)),
     listSubkeys: await count(() => s.listSubkeys(key)),
-    firstAppend10: await count(() => s.append({ ...key, sessionId: randomUUID() }, ten)),
+    firstAppend10: await count(() => s.append({ ...key, sessionId: randomUUID() }, ten())),
+    unseenAppend10: await count(() => other().append(key, ten())),
+    appendAfterAnotherWriter10: await count(() => s.append(key, ten())),
+    loadThenAppend10: await count(async () => {
+      await resumed.load(key);
+      await resumed.append(key, ten());
+    }),
   };
 }
-const EXPECTED = { append10: 1, retriedAppend10: 1, load: 1, listSessions: 1, listSubkeys: 1, firstAppend10: 3 };
+/**
+ * One round trip for an append of 10 to a transcript the store has seen (by writing or loading it), and for a
+ * re-send (a look at the length); a new transcript is created first (2); a store that has not seen the transcript reads it once (3); a
+ * lost compare-and-swap reads what is new and writes again (3).
+ */
+const EXPECTED = {
+  append10: 1,
+  retriedAppend10: 1,
+  load: 1,
+  listSessions: 1,
+  listSubkeys: 1,
+  firstAppend10: 2,
+  unseenAppend10: 3,
+  appendAfterAnotherWriter10: 3,
+  loadThenAppend10: 2,
+};
 
 describe.skipIf(!pgUrl)("AgentixSessionStore round trips on Postgres", () => {
   it("append of 10: one statement; load, listSessions, listSubkeys: one each", async () => {

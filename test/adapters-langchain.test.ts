@@ -29,9 +29,9 @@ import { sessionIdFor } from "../src/core/validation.js";
 import { MemoryStorageBackend } from "../src/memory.js";
 import { PostgresStorageBackend } from "../src/postgres.js";
 import { RedisStorageBackend } from "../src/redis.js";
-import { adapterBackends, dropPrefix } from "./support/adapter-backends.js";
+import { adapterBackends, dropPrefix, pastMillisecond } from "./support/backends.js";
 
-const { backends, closeOpened, cleanUp } = adapterBackends("langchain");
+const { backends, closeOpened, cleanUp } = await adapterBackends("langchain");
 afterEach(closeOpened);
 afterAll(cleanUp);
 
@@ -223,7 +223,7 @@ describe.each(backends)("AgentixChatMessageHistory on $name", (backend) => {
       await one.setContext({ title: "Best vocalist" });
       await one.addMessages([new HumanMessage("Who is the best vocalist?")]);
       // "Newest first" by updated_at: two writes in one millisecond would tie, and ties go by session id.
-      await new Promise((resolve) => setTimeout(resolve, 3));
+      await pastMillisecond((await storage.getSession(one.agentixSessionId))?.updated_at ?? "");
       await two.addMessages([new HumanMessage("Who is the best guitarist?")]);
       await history("one", storage, `${agent}-other`).addMessages([new HumanMessage("elsewhere")]);
       // Sessions of the agent written otherwise: one without the LangChain key, one claiming a name it is not.

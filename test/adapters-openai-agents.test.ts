@@ -13,21 +13,21 @@ import {
   setTracingDisabled,
   tool,
 } from "@openai/agents-core";
-import { afterAll, afterEach, beforeEach, describe, expect, inject, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { AgentixSession } from "../src/adapters/openai-agents.js";
 import type { StorageBackend } from "../src/core/backend.js";
 import { ConflictError, ValidationError } from "../src/core/errors.js";
 import { sessionIdFor } from "../src/core/validation.js";
-import { backendKinds } from "./support/backends.js";
+import { adapterBackends } from "./support/backends.js";
 import { FakeModel } from "./support/fake-agents-model.js";
 
 setTracingDisabled(true);
 
-const kinds = await backendKinds(inject("postgresUrl"), inject("redisUrl"));
-afterAll(async () => {
-  for (const kind of kinds) await kind.drop();
-});
+const { backends, closeOpened, cleanUp } = await adapterBackends("openai");
+const kinds = backends.filter((backend) => backend.available);
+afterEach(closeOpened);
+afterAll(cleanUp);
 
 /** One of each kind of item the runner stores, with nested provider data and text no encoding may change. */
 const ITEMS: AgentInputItem[] = [
@@ -72,9 +72,6 @@ describe.each(kinds)("AgentixSession on $name", (kind) => {
   let storage: StorageBackend;
   beforeEach(() => {
     storage = kind.open();
-  });
-  afterEach(async () => {
-    if (kind.shared) await storage.close();
   });
   const session = (options: { sessionId?: string; agentId?: string } = {}) =>
     new AgentixSession({ storage, sessionId: options.sessionId ?? `s-${randomUUID()}`, ...options });

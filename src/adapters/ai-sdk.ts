@@ -8,7 +8,7 @@ import type { UIMessage } from "ai";
 import type { StorageBackend } from "../core/backend.js";
 import { ConflictError, SessionNotFoundError } from "../core/errors.js";
 import type { JsonObject, MessageRecord, NewMessage } from "../core/types.js";
-import { canonicalJson, loadOrEmpty, storageIdOf } from "./shared.js";
+import { canonicalJson, loadOrEmpty, sessionIdOfName } from "./shared.js";
 
 /** The agent chats are created under when no `agentId` is given. */
 const DEFAULT_AGENT = "ai-sdk";
@@ -73,7 +73,7 @@ export async function loadChat<MESSAGE extends UIMessage = UIMessage>(
   storage: StorageBackend,
   chatId: string,
 ): Promise<MESSAGE[]> {
-  const records = await loadOrEmpty(storage, storageIdOf(chatId));
+  const records = await loadOrEmpty(storage, sessionIdOfName(chatId, "global"));
   return records.map((record) => record.content as unknown as MESSAGE);
 }
 
@@ -91,7 +91,7 @@ export async function saveChat<MESSAGE extends UIMessage>(
   options: SaveChatOptions<MESSAGE>,
 ): Promise<void> {
   const { chatId, messages, expectedLength } = options;
-  const id = storageIdOf(chatId);
+  const id = sessionIdOfName(chatId, "global");
   const stored = await loadCreating(storage, id, options.agentId ?? DEFAULT_AGENT, options.metadata ?? null);
   if (expectedLength !== undefined && stored.length !== expectedLength) {
     throw new ConflictError(`chat ${chatId} has ${stored.length} messages, not the expected ${expectedLength}`, {

@@ -2,14 +2,23 @@
  * `agentix/claude-agent-sdk`: the Claude Agent SDK's `SessionStore` on any agentix backend.
  * @module agentix/claude-agent-sdk
  */
-import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { SessionKey, SessionStore, SessionStoreEntry } from "@anthropic-ai/claude-agent-sdk";
 import { z } from "zod";
 import type { StorageBackend } from "../core/backend.js";
 import { SessionNotFoundError } from "../core/errors.js";
-import type { JsonObject, NewMessage, Role, SessionRecord } from "../core/types.js";
-import { parseOptions, sessionIdFor } from "../core/validation.js";
-import { agentIdOption, appendOpening, namespaceOf, storageOption } from "./keyed-sessions.js";
+import type { JsonObject, MessageRecord, NewMessage, Role, SessionRecord } from "../core/types.js";
+import { newBatch, parseOptions } from "../core/validation.js";
+import {
+  agentIdOption,
+  canonicalJson,
+  digest,
+  isLengthConflict,
+  type NameScope,
+  nameScope,
+  sessionIdOfName,
+  storageOption,
+} from "./shared.js";
 
 /** Options of {@link AgentixSessionStore}. */
 export interface AgentixSessionStoreOptions {
@@ -50,26 +59,40 @@ const SUBPATH = "claude_subpath";
  *   indexed listing; a subagent transcript's `metadata.cwd` is its parent's agentix session id, so that
  *   {@link AgentixSessionStore.listSubkeys} is one listing too, and {@link AgentixSessionStore.delete} of the main
  *   transcript finds and deletes its subagents'.
- * - `append` is one atomic batch, one round trip once the transcript exists. A batch that carries entry uuids is
- *   written under an idempotency key made of its content: the SDK's retries of a batch (after a lost reply, say)
- *   and replays of the same batches write nothing. Entries already stored that arrive again in other batches (an
- *   `importSessionToStore` of a session that was mirrored live) are dropped by `load`: each uuid is returned
- *   once, where it first appeared. Entries without a uuid (titles, tags) are never de-duplicated.
- * - `listSessionSummaries` is not implemented: agentix keeps no sidecar that an append updates in the same atomic
- *   step, and the SDK then lists with `listSessions` and reads only the sessions of the page it returns.
+ * - Entries are de-duplicated by their `uuid` when they are written, whichever batch they come in (the SDK's
+ *   retries, `importSessionToStore` over a transcript that was mirrored live, overlapping batches of two
+ *   processes): each uuid is stored once. The store remembers, per transcript it has read or written, its length
+ *   and its uuids, drops the entries already stored, and appends the rest with a compare-and-swap on the length
+ *   (`expectedLength`); when another writer got there first, it reads only the entries written since and tries
+ *   again. So `append` is one round trip on a transcript this store has seen (`load` counts: the SDK loads a
+ *   session before it resumes it), two for a new transcript (it is created first), and one read more, once, for
+ *   a transcript another process wrote that this store has not seen: it must learn its uuids. A batch whose
+ *   entries are all stored costs one look at the length (the transcript may have been deleted meanwhile). Appends
+ *   of one store to one transcript run one after the other, in call order.
+ * - Entries without a uuid (titles, tags) are not de-duplicated, but a batch whose uuids are all stored is a
+ *   re-send and writes nothing, its entries without a uuid included; a batch re-sent after a lost reply is written
+ *   once too (an idempotency key of the write). `load` returns each uuid once, also for transcripts written by the
+ *   first release of this store (which de-duplicated only whole batches).
+ * - `listSessionSummaries` is not implemented: a summary kept fresh must be written in the same atomic step as the
+ *   entries (agentix writes messages and session metadata in separate steps), or every append would cost a second
+ *   round trip; without it the SDK lists with `listSessions` and reads only the sessions of the page it returns.
  */
 export class AgentixSessionStore implements SessionStore {
   /** The agentix agent the transcripts belong to. */
   readonly agentId: string;
   readonly #storage: StorageBackend;
-  readonly #namespace: string;
+  readonly #scope: NameScope;
+  /** What this store knows of the transcripts it read or wrote, the most recently used last. */
+  readonly #known = new Map<string, Known>();
+  /** Per transcript, the tail of this store's chain of steps on it (appends, loads, deletes): one at a time. */
+  readonly #queues = new Map<string, Promise<unknown>>();
 
   /** @throws {ValidationError} on a missing or mistyped option (`storage` must be an agentix backend). */
   constructor(options: AgentixSessionStoreOptions) {
     const o = parseOptions(OPTIONS, options, "AgentixSessionStore");
     this.#storage = o.storage;
     this.agentId = o.agentId ?? "claude-agent-sdk";
-    this.#namespace = namespaceOf("agentix/claude-agent-sdk", this.agentId);
+    this.#scope = nameScope("agentix/claude-agent-sdk", this.agentId);
   }
 
   /**
@@ -77,22 +100,54 @@ export class AgentixSessionStore implements SessionStore {
    * `sessionIdFor(JSON.stringify([projectKey, sessionId, subpath ?? null]), sessionIdFor(JSON.stringify(["agentix/claude-agent-sdk", agentId])))`.
    */
   sessionIdOf(key: SessionKey): string {
-    return sessionIdFor(JSON.stringify([key.projectKey, key.sessionId, key.subpath ?? null]), this.#namespace);
+    return sessionIdOfName(JSON.stringify([key.projectKey, key.sessionId, key.subpath ?? null]), this.#scope);
   }
 
   /**
-   * Appends the entries, in order, as one atomic batch; creates the transcript on its first append. An empty batch
-   * writes nothing.
+   * Appends the entries not stored yet (by uuid), in order, as one atomic batch; creates the transcript on its
+   * first append. An empty batch, or one whose uuids are all stored, writes nothing.
    * @throws {ValidationError} when an entry is not JSON agentix can store (nested deeper than 512 levels), or a key
    * is not well-formed Unicode, or the `projectKey` holds NUL (nothing written).
+   * @throws {ConflictError} when other writers won the compare-and-swap 200 times in a row (nothing written).
    */
   async append(key: SessionKey, entries: SessionStoreEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    const text = JSON.stringify(entries);
-    const batch = (JSON.parse(text) as JsonObject[]).map(toMessage);
-    const keyed = entries.some((entry) => typeof entry.uuid === "string");
-    const options = keyed ? { idempotencyKey: `claude-batch:${createHash("sha256").update(text).digest("hex")}` } : {};
-    await appendOpening(this.#storage, this.agentId, this.sessionIdOf(key), this.#metadata(key), batch, options);
+    const batch = JSON.parse(JSON.stringify(entries)) as JsonObject[];
+    const id = this.sessionIdOf(key);
+    await this.#serially(id, async () => {
+      let known = this.#recall(id) ?? (await this.#learn(id, key, batch));
+      for (let attempt = 1; ; attempt++) {
+        const fresh = unseen(batch, known.uuids);
+        if (fresh.length === 0) {
+          // Stored, as far as this store knows: one look at the length tells whether another process changed the
+          // transcript since (then what it holds now is read, and the batch looked at again).
+          const length = await this.#lengthOf(id);
+          if (length === known.length) return;
+          if (length === null) await this.#storage.openSession(this.agentId, id, this.#metadata(key));
+          known = length === null ? empty() : await this.#catchUp(id, known, length);
+          continue;
+        }
+        // The key names this write exactly (where and what): a re-send after a lost reply is answered, not rewritten.
+        const idempotencyKey = `claude:${digest(JSON.stringify([known.length, fresh]))}`;
+        try {
+          await this.#storage.saveMessages(id, fresh.map(toMessage), { expectedLength: known.length, idempotencyKey });
+          this.#remember(id, advance(known, fresh));
+          return;
+        } catch (error) {
+          if (error instanceof SessionNotFoundError) {
+            // Deleted meanwhile: what it held is gone, the batch is written whole into the transcript made anew.
+            await this.#storage.openSession(this.agentId, id, this.#metadata(key));
+            known = empty();
+            continue;
+          }
+          if (!isLengthConflict(error) || attempt === MAX_ATTEMPTS) throw error;
+          // A writer that keeps winning (a backlog of appends of its own) is let through for a while, by a random
+          // and growing pause, up to 50 ms.
+          if (attempt > 1) await sleep(Math.random() * Math.min(2 ** attempt, 50));
+          known = await this.#catchUp(id, known, error.actualLength ?? 0);
+        }
+      }
+    });
   }
 
   /**
@@ -100,21 +155,28 @@ export class AgentixSessionStore implements SessionStore {
    * written. One read.
    */
   async load(key: SessionKey): Promise<SessionStoreEntry[] | null> {
-    let contents: SessionStoreEntry[];
-    try {
-      const messages = await this.#storage.loadMessages(this.sessionIdOf(key));
-      contents = messages.map((m) => m.content as unknown as SessionStoreEntry);
-    } catch (error) {
-      if (error instanceof SessionNotFoundError) return null;
-      throw error;
-    }
-    const seen = new Set<string>();
-    return contents.filter((entry) => {
-      if (typeof entry.uuid !== "string") return true;
-      if (seen.has(entry.uuid)) return false;
-      seen.add(entry.uuid);
-      return true;
+    const id = this.sessionIdOf(key);
+    const messages = await this.#serially(id, async () => {
+      try {
+        const records = await this.#storage.loadMessages(id);
+        this.#remember(id, advance(empty(), contents(records)));
+        return records;
+      } catch (error) {
+        if (!(error instanceof SessionNotFoundError)) throw error;
+        this.#known.delete(id);
+        return null;
+      }
     });
+    if (messages === null) return null;
+    const seen = new Set<string>();
+    return messages
+      .map((m) => m.content as unknown as SessionStoreEntry)
+      .filter((entry) => {
+        if (typeof entry.uuid !== "string") return true;
+        if (seen.has(entry.uuid)) return false;
+        seen.add(entry.uuid);
+        return true;
+      });
   }
 
   /**
@@ -136,16 +198,105 @@ export class AgentixSessionStore implements SessionStore {
    */
   async delete(key: SessionKey): Promise<void> {
     const id = this.sessionIdOf(key);
-    if (key.subpath !== undefined) return this.#storage.deleteSession(id);
-    for (const sub of await this.#subagents(key)) await this.#storage.deleteSession(sub.session_id);
-    await this.#storage.deleteSession(id);
+    if (key.subpath !== undefined) return this.#deleteOne(id);
+    for (const sub of await this.#subagents(key)) await this.#deleteOne(sub.session_id);
+    await this.#deleteOne(id);
     // A subagent's append that raced the listing above has created its transcript again: one more sweep.
-    for (const sub of await this.#subagents(key)) await this.#storage.deleteSession(sub.session_id);
+    for (const sub of await this.#subagents(key)) await this.#deleteOne(sub.session_id);
   }
 
   /** The subpaths of the session's subagent transcripts (never the main transcript). One listing. */
   async listSubkeys(key: { projectKey: string; sessionId: string }): Promise<string[]> {
     return (await this.#subagents(key)).map((record) => String(record.metadata?.[SUBPATH]));
+  }
+
+  /**
+   * What the transcript holds, learnt by a store that has not seen it (so once per transcript and store): a new
+   * transcript is created empty (the batch checked first, so that bad input creates nothing); an existing one is
+   * read whole, the price of knowing its uuids.
+   */
+  async #learn(id: string, key: SessionKey, batch: JsonObject[]): Promise<Known> {
+    newBatch(batch.map(toMessage));
+    const { created } = await this.#storage.openSession(this.agentId, id, this.#metadata(key));
+    return created ? empty() : this.#read(id);
+  }
+
+  /**
+   * What the transcript holds after a lost compare-and-swap that found `actual` entries: only the entries written
+   * since, when the transcript still begins as this store knew it (its last known entry is still in place); the
+   * whole transcript again when it does not (deleted and written anew by another process).
+   */
+  async #catchUp(id: string, known: Known, actual: number): Promise<Known> {
+    if (actual >= known.length) {
+      let tail: MessageRecord[];
+      try {
+        tail = await this.#storage.loadMessages(id, { offset: Math.max(known.length - 1, 0) });
+      } catch (error) {
+        if (error instanceof SessionNotFoundError) return empty();
+        throw error;
+      }
+      if (known.length === 0) return advance(known, contents(tail));
+      const [last, ...since] = tail;
+      if (last !== undefined && fingerprint(last.content) === known.last) return advance(known, contents(since));
+    }
+    return this.#read(id);
+  }
+
+  /** The transcript's length, `null` when it does not exist. */
+  async #lengthOf(id: string): Promise<number | null> {
+    try {
+      return await this.#storage.countMessages(id);
+    } catch (error) {
+      if (error instanceof SessionNotFoundError) return null;
+      throw error;
+    }
+  }
+
+  /** The whole transcript, as known entries (none when it does not exist). */
+  async #read(id: string): Promise<Known> {
+    try {
+      return advance(empty(), contents(await this.#storage.loadMessages(id)));
+    } catch (error) {
+      if (error instanceof SessionNotFoundError) return empty();
+      throw error;
+    }
+  }
+
+  #recall(id: string): Known | undefined {
+    const known = this.#known.get(id);
+    if (known !== undefined) this.#remember(id, known);
+    return known;
+  }
+
+  #remember(id: string, known: Known): void {
+    this.#known.delete(id); // to the end: the most recently used
+    this.#known.set(id, known);
+    // The least recently used transcripts are forgotten: a store that sees them again learns them again.
+    for (const old of this.#known.keys()) {
+      if (this.#known.size <= MAX_KNOWN) break;
+      this.#known.delete(old);
+    }
+  }
+
+  #deleteOne(id: string): Promise<void> {
+    return this.#serially(id, async () => {
+      this.#known.delete(id);
+      await this.#storage.deleteSession(id);
+    });
+  }
+
+  /** Runs `step` once every earlier step of this store on the transcript `id` has settled. */
+  #serially<T>(id: string, step: () => Promise<T>): Promise<T> {
+    const result = (this.#queues.get(id) ?? Promise.resolve()).then(step, step);
+    const tail = result.then(
+      () => {},
+      () => {},
+    );
+    this.#queues.set(id, tail);
+    void tail.then(() => {
+      if (this.#queues.get(id) === tail) this.#queues.delete(id);
+    });
+    return result;
   }
 
   async #subagents({ projectKey, sessionId }: { projectKey: string; sessionId: string }): Promise<SessionRecord[]> {
@@ -180,6 +331,60 @@ export class AgentixSessionStore implements SessionStore {
           [SUBPATH]: key.subpath,
         };
   }
+}
+
+/** How many times `append` loses the compare-and-swap to other writers before it gives up (about 5 s of pauses). */
+const MAX_ATTEMPTS = 200;
+/** How many transcripts a store remembers (the uuids of each): a process mirrors a few live sessions at a time. */
+const MAX_KNOWN = 128;
+
+/** What a store knows of a transcript: its first `length` entries, as of its last read or write. */
+interface Known {
+  /** How many messages the transcript held (duplicates written by the first release included). */
+  length: number;
+  /** The uuids among them. */
+  uuids: Set<string>;
+  /** The fingerprint of the last of them (`null` for none): tells a transcript that grew from one made anew. */
+  last: string | null;
+}
+
+const empty = (): Known => ({ length: 0, uuids: new Set(), last: null });
+
+/** `known` (changed in place) after `entries` (read, or written) followed what it knew. */
+function advance(known: Known, entries: unknown[]): Known {
+  for (const entry of entries) {
+    const uuid = (entry as { uuid?: unknown } | null)?.uuid;
+    if (typeof uuid === "string") known.uuids.add(uuid);
+  }
+  known.length += entries.length;
+  if (entries.length > 0) known.last = fingerprint(entries.at(-1));
+  return known;
+}
+
+const contents = (records: MessageRecord[]): unknown[] => records.map((record) => record.content);
+
+/** An entry's digest, whatever key order its store keeps (Postgres `jsonb` keeps its own). */
+function fingerprint(content: unknown): string {
+  return digest(canonicalJson(content));
+}
+
+/**
+ * What of `batch` is to be written: the entries whose uuid is not in `stored` (nor earlier in the batch), and those
+ * without a uuid — but nothing when the batch has uuids and all are stored: it is a re-send (a retry, a replayed
+ * import), and its entries without a uuid were written with it the first time.
+ */
+function unseen(batch: JsonObject[], stored: Set<string>): JsonObject[] {
+  const taken = new Set<string>();
+  let keyed = false;
+  const fresh = batch.filter((entry) => {
+    const uuid = entry.uuid;
+    if (typeof uuid !== "string") return true;
+    keyed = true;
+    if (stored.has(uuid) || taken.has(uuid)) return false;
+    taken.add(uuid);
+    return true;
+  });
+  return keyed && taken.size === 0 ? [] : fresh;
 }
 
 const ROLES: Record<string, Role> = { user: "user", assistant: "assistant" };

@@ -18,8 +18,8 @@ import { z } from "zod";
 import type { StorageBackend } from "../core/backend.js";
 import { AgentixStorageError, SessionNotFoundError, ValidationError } from "../core/errors.js";
 import type { JsonObject, JsonValue, MessageContent, MessageRecord, NewMessage, Role } from "../core/types.js";
-import { parseOptions, sessionIdFor } from "../core/validation.js";
-import { agentIdOption, appendOpening, asJson, namespaceOf, storageOption } from "./keyed-sessions.js";
+import { parseOptions } from "../core/validation.js";
+import { agentIdOption, appendCreating, asJson, nameScope, sessionIdOfName, storageOption } from "./shared.js";
 
 /** Options of {@link AgentixChatMessageHistory}. */
 export interface AgentixChatMessageHistoryOptions {
@@ -137,7 +137,8 @@ export class AgentixChatMessageHistory extends BaseListChatMessageHistory {
         throw error;
       }
     });
-    await appendOpening(this.#storage, this.agentId, this.agentixSessionId, this.#metadata({}), batch);
+    const session = { agentId: this.agentId, sessionId: this.agentixSessionId, metadata: this.#metadata({}) };
+    await appendCreating(this.#storage, session, batch);
   }
 
   /**
@@ -200,7 +201,7 @@ export class AgentixChatMessageHistory extends BaseListChatMessageHistory {
 }
 
 function idOf(agentId: string, sessionId: string): string {
-  return sessionIdFor(sessionId, namespaceOf("agentix/langchain", agentId));
+  return sessionIdOfName(sessionId, nameScope("agentix/langchain", agentId));
 }
 
 function contextOf(metadata: JsonObject | null): JsonObject {

@@ -16,7 +16,7 @@ import {
 import type { StorageBackend } from "../core/backend.js";
 import { AgentixStorageError, ConflictError, SessionNotFoundError, ValidationError } from "../core/errors.js";
 import type { JsonObject, MessageRecord, NewMessage, Role } from "../core/types.js";
-import { canonicalJson, digest, isLengthConflict, loadOrEmpty, storageIdOf, writeCreating } from "./shared.js";
+import { canonicalJson, digest, isLengthConflict, loadOrEmpty, sessionIdOfName, writeCreating } from "./shared.js";
 
 /** Options of {@link AgentixSession}. */
 export interface AgentixSessionOptions {
@@ -68,7 +68,7 @@ export class AgentixSession implements SessionHistoryRewriteAwareSession, Sessio
   constructor(options: AgentixSessionOptions) {
     this.#storage = options.storage;
     this.#name = options.sessionId ?? randomUUID();
-    this.storageSessionId = storageIdOf(this.#name);
+    this.storageSessionId = sessionIdOfName(this.#name, "global");
     this.#session = {
       agentId: options.agentId ?? "openai-agents",
       sessionId: this.storageSessionId,

@@ -1,27 +1,73 @@
-// What the framework adapters share: how a framework's own session name becomes an agentix session id, how a
-// write creates its session on first use, and how two framework values are compared as stored JSON.
+// What the framework adapters share: how a framework's name for a session becomes an agentix session id, the
+// options' common fields, the writes that create their session on first use, and how two framework values are
+// compared as stored JSON.
 import { createHash } from "node:crypto";
-import type { StorageBackend } from "../core/backend.js";
+import { z } from "zod";
+import { StorageBackend } from "../core/backend.js";
 import { ConflictError, SessionNotFoundError } from "../core/errors.js";
-import type { JsonObject, LoadOptions, MessageRecord } from "../core/types.js";
-import { isSessionId, sessionIdFor } from "../core/validation.js";
+import type {
+  JsonObject,
+  JsonValue,
+  LoadOptions,
+  MessageRecord,
+  NewMessage,
+  WriteOptions,
+  WriteResult,
+} from "../core/types.js";
+import { isSessionId, MAX_AGENT_ID_LENGTH, sessionIdFor } from "../core/validation.js";
 
 /**
- * The agentix session id of a framework's session name: a canonical UUID is used as it is (so ids made by
- * agentix, `createSession` or `randomUUID()` name the same session in both APIs), any other string is mapped by
- * `sessionIdFor` (the same UUIDv5 in every process).
+ * Where a framework's session names live, which decides their agentix ids (stored ids: they never change, see
+ * test/adapters-ids.test.ts).
+ * - `"global"` (openai-agents, ai-sdk): a name is the session's own, whatever agent it is stored under. A canonical
+ *   UUID is used as it is (so ids made by agentix, `createSession` or `randomUUID()` name the same session in both
+ *   APIs), any other string is `sessionIdFor(name)`.
+ * - a namespace (langchain, claude-agent-sdk, from {@link nameScope}): a name is unique only within one agent of
+ *   one adapter, and is `sessionIdFor(name, namespace)` — UUIDs too.
  */
-export function storageIdOf(key: string): string {
-  return isSessionId(key) ? key : sessionIdFor(key);
+export type NameScope = "global" | { readonly namespace: string };
+
+/**
+ * The scope of an adapter's names under one agent: the namespace `sessionIdFor(JSON.stringify([adapter, agentId]))`,
+ * so that the same name under two agents (or two adapters) is two sessions, the same in every process.
+ */
+export function nameScope(adapter: string, agentId: string): NameScope {
+  return { namespace: sessionIdFor(JSON.stringify([adapter, agentId])) };
+}
+
+/** The agentix session id of a framework's session name in its scope (see {@link NameScope}). */
+export function sessionIdOfName(name: string, scope: NameScope): string {
+  if (scope === "global") return isSessionId(name) ? name : sessionIdFor(name);
+  return sessionIdFor(name, scope.namespace);
+}
+
+/** `storage` of an adapter's options: any agentix backend (the five, or a custom one). */
+export const storageOption = z.custom<StorageBackend>((value) => value instanceof StorageBackend, {
+  message: "must be an agentix StorageBackend",
+});
+
+/** `agentId` of an adapter's options: as the backends take it. */
+export const agentIdOption = z
+  .string()
+  .min(1)
+  .max(MAX_AGENT_ID_LENGTH)
+  .refine((s) => s.isWellFormed() && !s.includes("\u0000"), "must be well-formed Unicode without NUL characters");
+
+/** A session as an adapter creates it on its first write. */
+export interface SessionToOpen {
+  agentId: string;
+  sessionId: string;
+  metadata: JsonObject | null;
 }
 
 /**
  * Runs a write on the session, creating the session first when it does not exist: one round trip for every
- * write but the session's first (which costs the failed try, `openSession` and the write again).
+ * write but the session's first, where the write fails without writing, the session is opened (get-or-create, so
+ * concurrent first writes create it once) and the write sent again.
  */
 export async function writeCreating<T>(
   storage: StorageBackend,
-  session: { agentId: string; sessionId: string; metadata: JsonObject | null },
+  session: SessionToOpen,
   write: () => Promise<T>,
 ): Promise<T> {
   try {
@@ -31,6 +77,16 @@ export async function writeCreating<T>(
     await storage.openSession(session.agentId, session.sessionId, session.metadata);
     return write();
   }
+}
+
+/** `saveMessages` through {@link writeCreating}: one atomic batch, the session created on its first. */
+export function appendCreating(
+  storage: StorageBackend,
+  session: SessionToOpen,
+  messages: NewMessage[],
+  options?: WriteOptions,
+): Promise<WriteResult> {
+  return writeCreating(storage, session, () => storage.saveMessages(session.sessionId, messages, options));
 }
 
 /** The session's messages (`[]` when it does not exist yet): reads never create a session. */
@@ -50,6 +106,14 @@ export async function loadOrEmpty(
 /** Whether the conflict is one of lengths (`expectedLength`), not an idempotency key used for another write. */
 export function isLengthConflict(error: unknown): error is ConflictError {
   return error instanceof ConflictError && error.actualLength !== undefined;
+}
+
+/**
+ * `JSON.parse(JSON.stringify(value))`: what a framework's own JSON stores keep of a value (`undefined` properties
+ * dropped, `-0` as `0`, `toJSON()` applied), so that what agentix validates and stores is exactly that.
+ */
+export function asJson<T extends JsonValue>(value: unknown): T {
+  return JSON.parse(JSON.stringify(value)) as T;
 }
 
 /**
