@@ -15,6 +15,7 @@ import type {
   MessageRecord,
   SessionQuery,
   SessionRecord,
+  StagedImport,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
 import { AgentIndex, writeEntry } from "./file/agents.js";
@@ -22,6 +23,7 @@ import { appendLog } from "./file/append.js";
 import { checked } from "./file/checked.js";
 import { copyLog } from "./file/copy.js";
 import { editLog } from "./file/edit.js";
+import { FileImports } from "./file/import.js";
 import { ifExists, withFile } from "./file/io.js";
 import { Layout } from "./file/layout.js";
 import { PageMarks } from "./file/lines.js";
@@ -83,6 +85,7 @@ export class FileStorageBackend extends SyncStorageBackend {
   readonly #onCorrupt: (error: CorruptSessionError) => void;
   readonly #warned = new Set<string>();
   readonly #index: AgentIndex;
+  #imports: FileImports | undefined;
 
   constructor(options: FileStorageOptions = {}) {
     super();
@@ -290,6 +293,25 @@ export class FileStorageBackend extends SyncStorageBackend {
       return true;
     });
     return published === "stored";
+  }
+
+  // A streamed import: its log written under tmp/, moved in by the publish step (see src/file/import.ts).
+  protected override beginImport(staged: StagedImport): boolean {
+    const id = staged.record.session_id;
+    this.#imports ??= new FileImports(this.#fs.fsync);
+    return !fs.existsSync(this.#dir(id)) && this.#imports.begin(staged, this.#fs.tmpName(id));
+  }
+  protected override stageMessages(staged: StagedImport, _offset: number, messages: MessageRecord[]): boolean {
+    return (
+      !fs.existsSync(this.#dir(staged.record.session_id)) && (this.#imports as FileImports).stage(staged, messages)
+    );
+  }
+  protected override publishImport(staged: StagedImport): boolean {
+    const imports = this.#imports as FileImports;
+    return this.#publish(staged.record, (log, count) => imports.moveTo(staged, log, count)) === "stored";
+  }
+  protected override discardImport(staged: StagedImport): void {
+    this.#imports?.discard(staged);
   }
 
   /** Nothing to release: every call opens and closes its own files. */

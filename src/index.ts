@@ -23,6 +23,7 @@ export type {
   CreateOptions,
   EditOutcome,
   ForkOptions,
+  ImportOptions,
   IterateOptions,
   JsonObject,
   JsonValue,
@@ -39,6 +40,7 @@ export type {
   SessionPatch,
   SessionQuery,
   SessionRecord,
+  StagedImport,
   WriteOptions,
   WriteResult,
 } from "./core/types.js";

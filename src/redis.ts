@@ -17,10 +17,12 @@ import type {
   MessageRecord,
   SessionQuery,
   SessionRecord,
+  StagedImport,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
 import { type ClusterClient, ClusterKeys, ClusterStore, defineClusterCommands, openCluster } from "./redis-cluster.js";
 import { Chunks, copyChunks } from "./redis-fork.js";
+import { RedisImports } from "./redis-import.js";
 import {
   ClusterClass,
   CONNECT_TIMEOUT_MS,
@@ -288,6 +290,29 @@ export class RedisStorageBackend extends StorageBackend {
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
     const cluster = await this.#cluster();
     return (await (cluster ? cluster.insert(record, messages) : this.#insert(record, messages))) === null;
+  }
+
+  // A streamed import: chunks in a temp key, published by one short script (see src/redis-import.ts); cluster
+  // mode takes the core's buffered default.
+  readonly #imports = new RedisImports(
+    (kind, id) => this.#key(kind, id),
+    () => this.#base(),
+  );
+  protected override async beginImport(staged: StagedImport): Promise<boolean> {
+    if (await this.#cluster()) return super.beginImport(staged);
+    return this.#imports.begin(await this.#ready(), staged);
+  }
+  protected override async stageMessages(staged: StagedImport, offset: number, messages: MessageRecord[]) {
+    if (await this.#cluster()) return super.stageMessages(staged, offset, messages);
+    return this.#imports.stage(await this.#ready(), staged, offset, messages);
+  }
+  protected override async publishImport(staged: StagedImport, length: number): Promise<boolean> {
+    if (await this.#cluster()) return super.publishImport(staged, length);
+    return this.#imports.publish(await this.#ready(), staged, length);
+  }
+  protected override async discardImport(staged: StagedImport): Promise<void> {
+    if (await this.#cluster()) return super.discardImport(staged);
+    return this.#imports.discard(await this.#ready(), staged);
   }
 
   protected override syncTwin(): SyncTwin {

@@ -20,8 +20,10 @@ import type {
   MessageRecord,
   SessionQuery,
   SessionRecord,
+  StagedImport,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import { sqliteImports } from "./sqlite-import.js";
 import type { Connection } from "./sqlite-statements.js";
 
 // Drivers first, through importDriver, so that a missing package names what to install;
@@ -206,6 +208,20 @@ export class SqliteStorageBackend extends SyncStorageBackend {
 
   protected override insertImported(record: SessionRecord, messages: MessageRecord[]): boolean {
     return this.#db.import.immediate(record, messages);
+  }
+
+  // A streamed import: chunks in short transactions, published in one (see src/sqlite-import.ts).
+  protected override beginImport(staged: StagedImport): boolean {
+    return sqliteImports(this.#db.client).begin(staged);
+  }
+  protected override stageMessages(staged: StagedImport, offset: number, messages: MessageRecord[]): boolean {
+    return sqliteImports(this.#db.client).stage(staged, offset, messages);
+  }
+  protected override publishImport(staged: StagedImport, length: number): boolean {
+    return sqliteImports(this.#db.client).publish(staged, length);
+  }
+  protected override discardImport(staged: StagedImport): void {
+    sqliteImports(this.#db.client).discard(staged);
   }
 
   protected dispose(): void {

@@ -844,3 +844,90 @@ describe("agentix export streams", () => {
     expect(drains).toBeGreaterThan(0); // it waited for the stream, instead of buffering the session
   });
 });
+
+describe("agentix copy of a session larger than the process's memory", () => {
+  // The child's V8 heap is capped at HEAP_MB; the session's JSON is several times that. Holding the session (as
+  // copy did before it streamed into the target's importSession) runs out of heap; streaming holds a batch.
+  const HEAP_MB = 64;
+  const MESSAGES = 100_000;
+  const SIZE = 2_000; // characters of content per message: ~200 MB of JSON in all
+  let source: string;
+  let sourceExport: string;
+
+  async function sha256(path: string): Promise<string> {
+    const { createHash } = await import("node:crypto");
+    const { createReadStream } = await import("node:fs");
+    const hash = createHash("sha256");
+    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+    return hash.digest("hex");
+  }
+
+  /** Copies the big session into `to` under the heap cap, then exports both sides: the same bytes. */
+  async function copyUnderCap(to: string): Promise<void> {
+    const env = { NODE_OPTIONS: `--max-old-space-size=${HEAP_MB}` };
+    const run = await agentix(["copy", "--from", source, "--to", to], { env });
+    expect(run.code, run.stderr).toBe(0);
+    // Progress lines only (no heap error), the last with the totals.
+    const lines = run.stderr.trimEnd().split("\n");
+    expect(
+      lines.every((line) => line.startsWith("copy: ")),
+      run.stderr,
+    ).toBe(true);
+    expect(lines.at(-1)).toMatch(/^copy: 1\/1 sessions, 1 copied, 0 skipped, \d+\/s$/);
+    expect(run.stdout).toMatch(/^Copied 1 session from /);
+    const out = join(work, `large-${randomUUID()}.jsonl`);
+    await ok(["export", "--out", out, "--storage", to], { env });
+    expect(await sha256(out)).toBe(await sha256(sourceExport));
+    await rm(out);
+  }
+
+  beforeAll(async () => {
+    source = `file:${join(work, "large-source")}`;
+    const b = new FileStorageBackend({ basePath: join(work, "large-source") });
+    const record: SessionRecord = {
+      session_id: randomUUID(),
+      agent_id: "large",
+      created_at: "2024-01-15T14:30:00.000Z",
+      updated_at: "2024-01-15T16:00:00.000Z",
+      metadata: { cwd: "/large" },
+    };
+    const filler = 'abcdefghijklmnopqrstuvwxyzé\u0000"\\'.repeat(Math.ceil(SIZE / 30)).slice(0, SIZE);
+    function* messages(): Generator<MessageRecord> {
+      for (let i = 0; i < MESSAGES; i++) {
+        const timestamp = new Date(Date.parse(record.created_at) + Math.floor(i / 40)).toISOString();
+        const content = i % 10 === 0 ? { i, text: filler } : `${i} ${filler}`;
+        yield { role: i % 2 === 0 ? "user" : "assistant", content, timestamp };
+      }
+    }
+    try {
+      expect(b.importSessionSync(record, messages())).toBe(true);
+    } finally {
+      await b.close();
+    }
+    sourceExport = join(work, "large-source.jsonl");
+    await ok(["export", "--out", sourceExport, "--storage", source]);
+    expect((await stat(sourceExport)).size).toBeGreaterThan(3 * HEAP_MB * 2 ** 20);
+  }, 300_000);
+
+  afterAll(async () => {
+    if (redisUrl) {
+      const redis = new Redis(redisUrl);
+      const keys: string[] = [];
+      for await (const batch of redis.scanStream({ match: `${redisPrefix}-large:*`, count: 1000 })) keys.push(...batch);
+      if (keys.length > 0) await redis.unlink(...keys);
+      await redis.quit();
+    }
+  });
+
+  it("File → SQLite, byte for byte", async () => {
+    await copyUnderCap(`sqlite:${join(work, "large.db")}`);
+  }, 300_000);
+
+  it.skipIf(!redisUrl)(
+    "File → Redis, byte for byte",
+    async () => {
+      await copyUnderCap(withParam(redisUrl as string, "prefix", `${redisPrefix}-large`));
+    },
+    300_000,
+  );
+});

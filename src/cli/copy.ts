@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { Progress } from "./progress.js";
-import { pool, readStorage, redact, scanAll, selectStorage, snapshot, withStorage } from "./shared.js";
+import { pool, readStorage, redact, scanAll, selectStorage, streamSession, withStorage } from "./shared.js";
 
 /** A well-formed session id, so that the backend really looks it up (it answers any other id without asking). */
 const PROBE_ID = "00000000-0000-7000-8000-000000000000";
@@ -23,13 +23,12 @@ export function copyCommand(): Command {
           for await (const _ of scanAll(source, options.agent)) total++;
           const progress = new Progress(total);
           try {
-            // A few sessions in flight hide the round trips of a remote target. The source is read through
-            // iterateMessages (BATCH_SIZE at a time), but the target's importSession writes a session atomically,
-            // from one array of all its messages: copy still holds each session in flight (8 at most) whole in
-            // memory on the target side. `agentix export`, which streams, moves sessions larger than memory.
+            // A few sessions in flight hide the round trips of a remote target. Each streams: read through
+            // iterateMessages and written by the target's streamed importSession, BATCH_SIZE at a time, so that a
+            // session larger than memory can be copied; it appears in the target at once, when complete.
             await pool(scanAll(source, options.agent), 8, async (record) => {
-              const dump = await snapshot(source, record);
-              if (dump) progress.tick(await target.importSession(dump.session, dump.messages));
+              const copied = await streamSession(source, record, target);
+              if (copied !== null) progress.tick(copied);
             });
           } finally {
             progress.stop();

@@ -156,31 +156,34 @@ export async function* scanAll(storage: StorageBackend, agentId?: string): Async
 export const BATCH_SIZE = 1000;
 
 /**
- * The session and its messages, or `null` when it was deleted meanwhile: for `copy`, which needs them all in one
- * array (the target's `importSession` writes a session atomically). The messages are read through
- * `iterateMessages`, never `loadMessages`, but this still holds the whole session in memory: `export`, which
- * streams, is the way to move a session larger than memory. The record is read again after the messages: when a
- * writer appended in between, `updated_at` moved and the messages are read again (a few times at most), so that a
- * live session is copied as it was at one moment, its `updated_at` that of its last message.
+ * Copies one session into `target` as it was at one moment (see {@link settledHead}: the record, and the messages
+ * up to the length counted with it), streamed: read through `iterateMessages` and written by the target's streamed
+ * `importSession`, which stages BATCH_SIZE at a time and waits for the target before reading on (so about that many
+ * messages are in memory, whatever the session's size), then publishes the whole session at once. `true` when
+ * copied, `false` when the target has the id already, `null` when the session was deleted meanwhile (nothing is
+ * written then). A history edited while it is read may be copied in part, as `iterateMessages` says.
  */
-export async function snapshot(storage: StorageBackend, record: SessionRecord): Promise<SessionDump | null> {
-  let current: SessionRecord | null = record;
-  for (let attempt = 0; current; attempt++) {
-    const messages: MessageRecord[] = [];
-    try {
-      for await (const message of storage.iterateMessages(current.session_id, { batchSize: BATCH_SIZE })) {
-        messages.push(message);
-      }
-    } catch (error) {
-      if (error instanceof SessionNotFoundError) return null;
-      throw error;
+export async function streamSession(
+  source: StorageBackend,
+  record: SessionRecord,
+  target: StorageBackend,
+): Promise<boolean | null> {
+  const head = await settledHead(source, record);
+  if (!head) return null;
+  async function* upTo(length: number): AsyncGenerator<MessageRecord> {
+    if (length === 0) return;
+    let read = 0;
+    for await (const message of source.iterateMessages(record.session_id, { batchSize: BATCH_SIZE })) {
+      yield message;
+      if (++read === length) return;
     }
-    const after: SessionRecord | null = await storage.getSession(current.session_id);
-    if (!after) return null;
-    if (after.updated_at === current.updated_at || attempt >= 4) return { session: after, messages };
-    current = after;
   }
-  return null;
+  try {
+    return await target.importSession(head.session, upTo(head.length), { batchSize: BATCH_SIZE });
+  } catch (error) {
+    if (error instanceof SessionNotFoundError && error.sessionId === record.session_id) return null;
+    throw error;
+  }
 }
 
 /**

@@ -1,11 +1,12 @@
 import { AgentixStorageError, BackendClosedError, toStorageError } from "./errors.js";
-import { type Op, ops, primitives } from "./operations.js";
+import { type ImportPrimitives, importStream, importStreamSync, type Op, ops, primitives } from "./operations.js";
 import { type SyncTwin, SyncTwinHandle } from "./sync.js";
 import type {
   CopyOutcome,
   CreateOptions,
   EditOutcome,
   ForkOptions,
+  ImportOptions,
   IterateOptions,
   JsonObject,
   ListOptions,
@@ -20,6 +21,7 @@ import type {
   SessionPatch,
   SessionQuery,
   SessionRecord,
+  StagedImport,
   WriteOptions,
   WriteResult,
 } from "./types.js";
@@ -55,6 +57,8 @@ export interface ForkTarget {
 export abstract class StorageBackend implements AsyncDisposable {
   #closed = false;
   #twin: SyncTwinHandle | undefined;
+  /** The default import primitives' staging: each streamed import's messages, by stage, until published. */
+  readonly #staged = new Map<string, MessageRecord[]>();
 
   // ---- storage primitives: what a backend implements ----
 
@@ -138,6 +142,51 @@ export abstract class StorageBackend implements AsyncDisposable {
    */
   protected insertImported(_record: SessionRecord, _messages: MessageRecord[]): MaybePromise<boolean> {
     throw this.#unsupported("insertImported");
+  }
+
+  /**
+   * Optional, with {@link StorageBackend.stageMessages}, {@link StorageBackend.publishImport} and
+   * {@link StorageBackend.discardImport}: a streamed import (`importSession` given an iterable), written in chunks
+   * into staging that no reader sees, then published in one short atomic step. Starts `staged.stage`'s staging;
+   * `false` (nothing staged) when a session with that id exists already.
+   *
+   * The defaults keep the chunks in memory and publish them with {@link StorageBackend.insertImported}: correct
+   * (all or nothing), but the whole session is in memory at the end. A backend overrides all four to stream.
+   */
+  protected beginImport(staged: StagedImport): MaybePromise<boolean> {
+    const known = this.readSession(staged.record.session_id);
+    const start = (existing: SessionRecord | null) => {
+      if (existing === null) this.#staged.set(staged.stage, []);
+      return existing === null;
+    };
+    return known instanceof Promise ? known.then(start) : start(known);
+  }
+  /**
+   * Adds the messages (validated, in order; the first is at position `offset`) to the staging. `false` when the
+   * id was taken meanwhile (the import stops and returns `false`). Called one chunk at a time, never concurrently.
+   */
+  protected stageMessages(staged: StagedImport, _offset: number, messages: MessageRecord[]): MaybePromise<boolean> {
+    const kept = this.#staged.get(staged.stage);
+    if (kept === undefined) throw new AgentixStorageError(`import ${staged.stage} was not begun or is over`);
+    for (const message of messages) kept.push(message);
+    return true;
+  }
+  /**
+   * Makes the staged session (`length` messages) visible in one atomic step, exactly as given (ids, times,
+   * order). `false`, nothing visible, when the id was taken meanwhile (a racing create or import: never a mixed
+   * session). Its staging is gone afterwards.
+   */
+  protected publishImport(staged: StagedImport, _length: number): MaybePromise<boolean> {
+    const kept = this.#staged.get(staged.stage) ?? [];
+    this.#staged.delete(staged.stage);
+    return this.insertImported(staged.record, kept);
+  }
+  /**
+   * Drops the staging of an import that failed or lost a race (called once, unless `publishImport` returned
+   * `true`). A crash leaves staging behind: it must stay invisible, and be cleaned later.
+   */
+  protected discardImport(staged: StagedImport): MaybePromise<void> {
+    this.#staged.delete(staged.stage);
   }
 
   /**
@@ -268,11 +317,26 @@ export abstract class StorageBackend implements AsyncDisposable {
     return this.#async("scanSessions", ops.scanSessions, [options]);
   }
   /**
-   * Writes a session and its messages exactly as given (ids, times, order), for
-   * import and copy. Returns `false`, writing nothing, when the id exists already.
+   * Writes a session and its messages exactly as given (ids, times, order), all or nothing, for import and copy.
+   * Returns `false`, writing nothing, when the id exists already.
+   *
+   * `messages` may be an array, or an iterable or async iterable (such as another backend's `iterateMessages`):
+   * then they are validated and written `options.batchSize` at a time into staging no reader sees, and the
+   * session appears in one atomic step at the end, so that a session larger than memory can be imported. An id
+   * that exists already returns `false` before any message is read; a bad message (`ValidationError`), a failing
+   * iterable or store leave nothing visible.
    */
-  importSession(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
-    return this.#async("importSession", ops.importSession, [record, messages]);
+  importSession(
+    record: SessionRecord,
+    messages: MessageRecord[] | Iterable<MessageRecord> | AsyncIterable<MessageRecord>,
+    options?: ImportOptions,
+  ): Promise<boolean> {
+    if (Array.isArray(messages)) return this.#async("importSession", ops.importSession, [record, messages]);
+    this.#assertOpen();
+    // An iterable is streamed: checked and staged `batchSize` at a time, published at the end (see importStream).
+    return importStream(primitives(this), record, messages, options).catch((error: unknown) => {
+      throw toStorageError(error, `${this.constructor.name}.importSession`);
+    });
   }
 
   /** Releases pools, connections and file handles the backend opened. Idempotent. */
@@ -365,8 +429,36 @@ export abstract class StorageBackend implements AsyncDisposable {
     return this.runSync("scanSessions", ops.scanSessions, [options]);
   }
   /** {@link StorageBackend.importSession}, blocking the caller. */
-  importSessionSync(record: SessionRecord, messages: MessageRecord[]): boolean {
-    return this.runSync("importSession", ops.importSession, [record, messages]);
+  importSessionSync(
+    record: SessionRecord,
+    messages: MessageRecord[] | Iterable<MessageRecord>,
+    options?: ImportOptions,
+  ): boolean {
+    if (Array.isArray(messages)) return this.runSync("importSession", ops.importSession, [record, messages]);
+    this.#assertOpen();
+    try {
+      return importStreamSync(this.syncImport(), record, messages, options);
+    } catch (error) {
+      throw toStorageError(error, `${this.constructor.name}.importSessionSync`);
+    }
+  }
+
+  /**
+   * The import primitives as the sync path calls them: on the worker twin, one blocking call each (an iterable
+   * cannot cross to the worker, its chunks can); natively for {@link SyncStorageBackend}.
+   * @internal
+   */
+  protected syncImport(): ImportPrimitives {
+    const call =
+      (name: string) =>
+      (...args: unknown[]) =>
+        this.#twinFor("importSession").call(name, args) as never;
+    return {
+      beginImport: call("beginImport"),
+      stageMessages: call("stageMessages"),
+      publishImport: call("publishImport"),
+      discardImport: call("discardImport"),
+    };
   }
   /** Synchronous `close()`, for natively synchronous backends and sync-only callers. */
   closeSync(): void {
@@ -394,6 +486,17 @@ export abstract class StorageBackend implements AsyncDisposable {
     } catch (error) {
       throw toStorageError(error, `${this.constructor.name}.${method}Sync`);
     }
+    const twin = this.#twinFor(method);
+    try {
+      return twin.call(method, args) as R;
+    } catch (error) {
+      // The worker's own errors arrive revived; anything else (the worker failing to start) is wrapped.
+      throw toStorageError(error, `${this.constructor.name}.${method}Sync`);
+    }
+  }
+
+  /** The worker twin, started on first use. */
+  #twinFor(method: string): SyncTwinHandle {
     if (!this.#twin) {
       const twin = this.syncTwin();
       if (!twin) {
@@ -404,12 +507,7 @@ export abstract class StorageBackend implements AsyncDisposable {
       }
       this.#twin = new SyncTwinHandle(twin);
     }
-    try {
-      return this.#twin.call(method, args) as R;
-    } catch (error) {
-      // The worker's own errors arrive revived; anything else (the worker failing to start) is wrapped.
-      throw toStorageError(error, `${this.constructor.name}.${method}Sync`);
-    }
+    return this.#twin;
   }
 
   /**
@@ -472,6 +570,24 @@ export abstract class SyncStorageBackend extends StorageBackend {
   protected abstract override readLength(sessionId: string): number | null;
   protected abstract override readMessages(sessionId: string, range: MessageRange): MessageRecord[] | null;
   protected abstract override dispose(): void;
+
+  protected override beginImport(staged: StagedImport): boolean {
+    return super.beginImport(staged) as boolean;
+  }
+  protected override stageMessages(staged: StagedImport, offset: number, messages: MessageRecord[]): boolean {
+    return super.stageMessages(staged, offset, messages) as boolean;
+  }
+  protected override publishImport(staged: StagedImport, length: number): boolean {
+    return super.publishImport(staged, length) as boolean;
+  }
+  protected override discardImport(staged: StagedImport): void {
+    super.discardImport(staged);
+  }
+
+  /** @internal */
+  protected override syncImport(): ImportPrimitives {
+    return primitives(this);
+  }
 
   /** @internal */
   protected override runSync<A extends unknown[], P, R>(method: string, op: Op<A, P, R>, args: A): R {

@@ -8,6 +8,7 @@ import type {
   MessageRecord,
   SessionQuery,
   SessionRecord,
+  StagedImport,
 } from "./types.js";
 
 type Primitives = Record<string, (...args: unknown[]) => MaybePromise<unknown>>;
@@ -71,6 +72,18 @@ export abstract class DelegatingStorageBackend extends StorageBackend {
   }
   protected override insertImported(record: SessionRecord, messages: MessageRecord[]) {
     return this.#call<boolean>("insertImported", record, messages);
+  }
+  protected override beginImport(staged: StagedImport) {
+    return this.#call<boolean>("beginImport", staged);
+  }
+  protected override stageMessages(staged: StagedImport, offset: number, messages: MessageRecord[]) {
+    return this.#call<boolean>("stageMessages", staged, offset, messages);
+  }
+  protected override publishImport(staged: StagedImport, length: number) {
+    return this.#call<boolean>("publishImport", staged, length);
+  }
+  protected override discardImport(staged: StagedImport) {
+    return this.#call<void>("discardImport", staged);
   }
   protected async dispose() {
     await (await this.#target.catch(() => undefined))?.close();

@@ -1,9 +1,16 @@
 // Each public operation of StorageBackend, written once for sync and async backends alike: validation, then the
 // storage primitives (see backend.ts for what each primitive guarantees).
 
+import { randomUUID } from "node:crypto";
 import type { ForkTarget, MaybePromise, StorageBackend } from "./backend.js";
 import { newSessionId, now } from "./clock.js";
-import { ConflictError, SessionExistsError, SessionNotFoundError, ValidationError } from "./errors.js";
+import {
+  AgentixStorageError,
+  ConflictError,
+  SessionExistsError,
+  SessionNotFoundError,
+  ValidationError,
+} from "./errors.js";
 import type {
   CopyOutcome,
   EditOutcome,
@@ -14,6 +21,7 @@ import type {
   OpenedSession,
   SessionQuery,
   SessionRecord,
+  StagedImport,
   WriteResult,
 } from "./types.js";
 import {
@@ -21,6 +29,8 @@ import {
   createOptionsOf,
   fingerprint,
   forkOptionsOf,
+  ImportCheck,
+  importedRecordOf,
   importedSession,
   isSessionId,
   loadRange,
@@ -51,7 +61,14 @@ export interface Primitives {
   readMessages(sessionId: string, range: MessageRange): MaybePromise<MessageRecord[] | null>;
   scanPage(after: string | null, limit: number, agentId: string | undefined): MaybePromise<SessionRecord[]>;
   insertImported(record: SessionRecord, messages: MessageRecord[]): MaybePromise<boolean>;
+  beginImport(staged: StagedImport): MaybePromise<boolean>;
+  stageMessages(staged: StagedImport, offset: number, messages: MessageRecord[]): MaybePromise<boolean>;
+  publishImport(staged: StagedImport, length: number): MaybePromise<boolean>;
+  discardImport(staged: StagedImport): MaybePromise<void>;
 }
+
+/** The primitives of a streamed import: what `importSessionSync` calls on a worker twin, one call at a time. */
+export type ImportPrimitives = Pick<Primitives, "beginImport" | "stageMessages" | "publishImport" | "discardImport">;
 
 /**
  * One public operation, written once for sync and async backends alike: `prepare` validates the arguments
@@ -225,6 +242,112 @@ export const ops = {
   scanSessions: op(scanQuery, (b, scan) => b.scanPage(scan.after, scan.limit, scan.agentId)),
   importSession: op(importedSession, (b, imported) => b.insertImported(imported.record, imported.messages)),
 };
+
+/** The messages of a streamed import: an iterable (or, on the async path, an async iterable) of messages. */
+function streamOf<T extends Iterable<unknown> | AsyncIterable<unknown>>(messages: unknown, async: boolean): T {
+  const m = messages as { [Symbol.iterator]?: unknown; [Symbol.asyncIterator]?: unknown } | null;
+  const iterable =
+    typeof m?.[Symbol.iterator] === "function" || (async && typeof m?.[Symbol.asyncIterator] === "function");
+  if (typeof m !== "object" || !iterable) {
+    throw new ValidationError(
+      "messages",
+      `expected an array or ${async ? "an (async) iterable" : "an iterable"} of messages`,
+    );
+  }
+  return messages as T;
+}
+
+/** A streamed import's start: the record and options validated, the staging named. */
+function stagedImport(record: unknown, options: unknown): { staged: StagedImport; check: ImportCheck; size: number } {
+  const r = importedRecordOf(record);
+  const size = batchSizeOf(options);
+  return { staged: { stage: randomUUID(), record: r }, check: new ImportCheck(r), size };
+}
+
+/** A primitive's value on the sync path, where a promise is a backend's mistake. */
+function settled<T>(value: MaybePromise<T>, name: string): T {
+  if (value instanceof Promise) {
+    value.catch(() => {});
+    throw new AgentixStorageError(`${name} returned a promise on the synchronous path`);
+  }
+  return value;
+}
+
+/**
+ * `importSession` with the messages as an (async) iterable: `begin` (false: the id is taken, and nothing is read),
+ * then each chunk of `batchSize` validated and staged in turn, awaiting the backend before the next is read (so
+ * that about one chunk is held in memory), then `publish` in one atomic step. Any failure (a bad message, the
+ * iterable throwing, the store) discards the staging and is rethrown: nothing becomes visible.
+ */
+export async function importStream(
+  b: ImportPrimitives,
+  record: unknown,
+  messages: unknown,
+  options: unknown,
+): Promise<boolean> {
+  const source = streamOf<Iterable<unknown> | AsyncIterable<unknown>>(messages, true);
+  const { staged, check, size } = stagedImport(record, options);
+  if (!(await b.beginImport(staged))) return false;
+  let published = false;
+  try {
+    let chunk: unknown[] = [];
+    for await (const message of source) {
+      chunk.push(message);
+      if (chunk.length < size) continue;
+      const offset = check.count;
+      if (!(await b.stageMessages(staged, offset, check.chunk(chunk)))) return false;
+      chunk = [];
+    }
+    const offset = check.count;
+    if (chunk.length > 0 && !(await b.stageMessages(staged, offset, check.chunk(chunk)))) return false;
+    check.finish();
+    published = await b.publishImport(staged, check.count);
+    return published;
+  } finally {
+    if (!published) await discard(() => b.discardImport(staged));
+  }
+}
+
+/** {@link importStream} over a sync iterable, with primitives that answer synchronously. */
+export function importStreamSync(b: ImportPrimitives, record: unknown, messages: unknown, options: unknown): boolean {
+  const source = streamOf<Iterable<unknown>>(messages, false);
+  const { staged, check, size } = stagedImport(record, options);
+  if (!settled(b.beginImport(staged), "beginImport")) return false;
+  let published = false;
+  try {
+    let chunk: unknown[] = [];
+    for (const message of source) {
+      chunk.push(message);
+      if (chunk.length < size) continue;
+      const offset = check.count;
+      if (!settled(b.stageMessages(staged, offset, check.chunk(chunk)), "stageMessages")) return false;
+      chunk = [];
+    }
+    const offset = check.count;
+    if (chunk.length > 0 && !settled(b.stageMessages(staged, offset, check.chunk(chunk)), "stageMessages"))
+      return false;
+    check.finish();
+    published = settled(b.publishImport(staged, check.count), "publishImport");
+    return published;
+  } finally {
+    if (!published) {
+      try {
+        settled(b.discardImport(staged), "discardImport");
+      } catch {
+        // The import's own error (or false) is what the caller needs; leftovers are invisible and cleaned later.
+      }
+    }
+  }
+}
+
+/** Discards a staging, best effort: the import's own error (or `false`) is what the caller needs. */
+async function discard(run: () => MaybePromise<void>): Promise<void> {
+  try {
+    await run();
+  } catch {
+    // Leftovers are invisible, and cleaned by a later import or creation of that id.
+  }
+}
 
 /** A validated history edit; its fingerprint covers the operation and every argument that shapes the write. */
 function newEdit(

@@ -237,3 +237,20 @@ export type CopyOutcome =
       /** The source's length. */
       length: number;
     };
+
+/**
+ * A streamed import in progress, as a backend's import primitives receive it (`beginImport`, `stageMessages`,
+ * `publishImport`, `discardImport`): the validated record, and a random id naming this one import's staging.
+ */
+export interface StagedImport {
+  /** A random UUID, distinct for every import: two imports of one session id never share staging. */
+  stage: string;
+  /** The session record to publish, validated (its `updated_at` checked against the messages before publishing). */
+  record: SessionRecord;
+}
+
+/** Options of a streamed `importSession` (messages given as an iterable). */
+export interface ImportOptions {
+  /** How many messages are validated and staged at a time (and so held in memory). @default 1000 */
+  batchSize?: number;
+}

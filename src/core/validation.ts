@@ -365,37 +365,71 @@ const importedRecord = z.strictObject({
   metadata: schemas.metadata,
 });
 
+/** An imported session's record, validated (its `updated_at` is checked against the messages by {@link ImportCheck}). */
+export function importedRecordOf(record: unknown): SessionRecord {
+  const r = parse(importedRecord, record, "record") as SessionRecord;
+  return {
+    session_id: r.session_id,
+    agent_id: r.agent_id,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+    metadata: r.metadata,
+  };
+}
+
 /**
- * A session and its messages to import, validated: the same rules as for new
- * ones, and times that could have been written by agentix (message times never
- * decrease; `updated_at` is not before `created_at` nor before the last message).
+ * The checks of an import's messages, one chunk at a time (a streamed import validates each chunk before it is
+ * staged), in the order {@link importedSession} makes them: each message's shape, timestamps in order (also across
+ * chunks), then, at the end, `updated_at` not before `created_at` nor the newest message. Errors name a message by
+ * its position in the whole import (`messages[2345].content`).
+ */
+export class ImportCheck {
+  #count = 0;
+  #newest: string | undefined;
+
+  constructor(readonly record: SessionRecord) {}
+
+  /** How many messages were checked so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** The chunk's messages, validated and copied (exactly their three keys). */
+  chunk(messages: readonly unknown[]): MessageRecord[] {
+    const valid = messages.map((value, i) => parse(importedMessage, value, `messages[${this.#count + i}]`));
+    return valid.map((x) => {
+      if (this.#newest !== undefined && x.timestamp < this.#newest) {
+        throw new ValidationError(`messages[${this.#count}].timestamp`, "is before the previous message's");
+      }
+      this.#newest = x.timestamp;
+      this.#count++;
+      return { role: x.role, content: x.content, timestamp: x.timestamp } as MessageRecord;
+    });
+  }
+
+  /** The last check, once every message was seen. */
+  finish(): void {
+    const { created_at, updated_at } = this.record;
+    if (updated_at < created_at || updated_at < (this.#newest ?? created_at)) {
+      throw new ValidationError("record.updated_at", "is before created_at or before the newest message");
+    }
+  }
+}
+
+/**
+ * A session and its messages to import, validated: the record's five keys, each message's three, timestamps in
+ * order, `updated_at` not before `created_at` nor the newest message.
  */
 export function importedSession(
   record: unknown,
   messages: unknown,
 ): { record: SessionRecord; messages: MessageRecord[] } {
-  const r = parse(importedRecord, record, "record") as SessionRecord;
-  const m = parse(z.array(importedMessage), messages, "messages") as MessageRecord[];
-  m.forEach((message, i) => {
-    const previous = m[i - 1];
-    if (previous && message.timestamp < previous.timestamp) {
-      throw new ValidationError(`messages[${i}].timestamp`, "is before the previous message's");
-    }
-  });
-  const newest = m.at(-1)?.timestamp ?? r.created_at;
-  if (r.updated_at < r.created_at || r.updated_at < newest) {
-    throw new ValidationError("record.updated_at", "is before created_at or before the newest message");
-  }
-  return {
-    record: {
-      session_id: r.session_id,
-      agent_id: r.agent_id,
-      created_at: r.created_at,
-      updated_at: r.updated_at,
-      metadata: r.metadata,
-    },
-    messages: m.map((x) => ({ role: x.role, content: x.content, timestamp: x.timestamp })),
-  };
+  const r = importedRecordOf(record);
+  if (!Array.isArray(messages)) parse(z.array(importedMessage), messages, "messages");
+  const check = new ImportCheck(r);
+  const valid = check.chunk(messages as unknown[]);
+  check.finish();
+  return { record: r, messages: valid };
 }
 
 /** Validates a constructor's options object; unknown or mistyped options are a `ValidationError`. */

@@ -21,6 +21,7 @@ import { sessionTests } from "./sessions.js";
 import { syncTests } from "./sync.js";
 import { v2EditSyncTests, v2EditTests } from "./v2-edits.js";
 import { v2ForkTests } from "./v2-forks.js";
+import { v2ImportSyncTests, v2ImportTests } from "./v2-import.js";
 import { v2KeyTests } from "./v2-keys.js";
 import { v2MessageTests } from "./v2-messages.js";
 import { v2PagingSyncTests, v2PagingTests } from "./v2-paging.js";
@@ -59,6 +60,10 @@ export function runConformanceSuite(name: string, options: ConformanceOptions): 
       v2PagingSyncTests(ctx);
       v2EditSyncTests(ctx);
     }
-    if (options.portable !== false) portableTests(ctx);
+    if (options.portable !== false) {
+      portableTests(ctx);
+      v2ImportTests(ctx);
+      if (options.sync !== false) v2ImportSyncTests(ctx);
+    }
   });
 }
