@@ -23,8 +23,10 @@ import type {
   MessageRecord,
   SessionQuery,
   SessionRecord,
+  StagedImport,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import { PostgresImports } from "./postgres-import.js";
 import { editOutcome, json, message, roleAndContent, sessionValues, toSession } from "./postgres-rows.js";
 import type { AnyPgDatabase, CopyRow, EditRow, InsertRow, MessageRow, SessionRow } from "./postgres-statements.js";
 import type { PgTables } from "./schema/pg.js";
@@ -465,6 +467,31 @@ export class PostgresStorageBackend extends StorageBackend {
       batch: payload,
     });
     return row?.[0] === true;
+  }
+
+  // Streamed imports stage their chunks on the server (src/postgres-import.ts): the client holds one chunk.
+  protected override async beginImport(staged: StagedImport): Promise<boolean> {
+    return (await this.#imports()).begin(staged);
+  }
+
+  protected override async stageMessages(staged: StagedImport, offset: number, m: MessageRecord[]): Promise<boolean> {
+    return (await this.#imports()).stage(staged, offset, m);
+  }
+
+  protected override async publishImport(staged: StagedImport, length: number): Promise<boolean> {
+    return (await this.#imports()).publish(staged, length);
+  }
+
+  protected override async discardImport(staged: StagedImport): Promise<void> {
+    await (await this.#imports()).discard(staged);
+  }
+
+  async #imports(): Promise<PostgresImports> {
+    await this.#ready();
+    return new PostgresImports(
+      <R>(key: string, build: () => SQLWrapper, values: Values) => this.#run<R>(key, build, values),
+      this.#tables,
+    );
   }
 
   protected async dispose(): Promise<void> {

@@ -91,7 +91,29 @@ function define<S extends string | undefined>(table: PgTableFn<S>) {
       index("idempotency_keys_session_seq_idx").on(t.sessionId, t.seq),
     ],
   );
-  return { sessions, messages, idempotencyKeys };
+
+  /**
+   * The chunks of streamed imports not yet published (`importSession` given an iterable), one row per message at
+   * its position, under the import's random stage id. No foreign key: the session row does not exist yet, and
+   * staged rows are invisible to every read (all of them start at the session row). Publishing moves them to
+   * `messages` in one statement; what a crashed import left is dropped once old, by `staged_at`.
+   */
+  const importStages = table(
+    "import_stages",
+    {
+      stage: uuid("stage").notNull(),
+      position: integer("position").notNull(),
+      role: text("role").notNull(),
+      content: text("content").notNull(),
+      createdAt: at("created_at").notNull(),
+      stagedAt: at("staged_at").notNull().defaultNow(),
+    },
+    (t) => [
+      primaryKey({ name: "import_stages_pkey", columns: [t.stage, t.position] }),
+      index("import_stages_staged_idx").on(t.stagedAt),
+    ],
+  );
+  return { sessions, messages, idempotencyKeys, importStages };
 }
 
 // drizzle-kit reads these (drizzle.config.ts): the migrations are written for unqualified names.
@@ -102,10 +124,12 @@ export const sessions = unqualified.sessions;
 export const messages = unqualified.messages;
 /** The idempotency keys a session remembers, with what each write did (unqualified). See {@link pgTables}. */
 export const idempotencyKeys = unqualified.idempotencyKeys;
+/** Messages of streamed imports not yet published (unqualified). See {@link pgTables}. */
+export const importStages = unqualified.importStages;
 
 type Defined = ReturnType<typeof define<string>>;
 
-/** The tables of {@link pgTables}: `sessions`, `messages` and `idempotencyKeys` of one Postgres schema. */
+/** The tables of {@link pgTables}: `sessions`, `messages`, `idempotencyKeys` and `importStages` of one Postgres schema. */
 export interface PgTables {
   /** {@link sessions}, in the schema. */
   sessions: Defined["sessions"];
@@ -113,6 +137,8 @@ export interface PgTables {
   messages: Defined["messages"];
   /** {@link idempotencyKeys}, in the schema. */
   idempotencyKeys: Defined["idempotencyKeys"];
+  /** {@link importStages}, in the schema. */
+  importStages: Defined["importStages"];
 }
 
 /**
