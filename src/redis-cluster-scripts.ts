@@ -192,6 +192,32 @@ redis.call('HSET', KEYS[1], 'session_id', ARGV[1], 'agent_id', ARGV[2], 'created
 if ARGV[5] == '1' then redis.call('SET', KEYS[6], ARGV[6]) else redis.call('DEL', KEYS[6]) end
 return 'copied'`,
   ],
+  // KEYS: session, messages, keys, keyorder, edits, cwd, temp (a streamed import's staged list, in the session's
+  // slot). ARGV: id, agent, created_at, updated_at, metadata, has cwd, cwd, length. A streamed import's publish: 1
+  // when published (the temp list RENAMEd into place: O(1)), 0 when the id is taken, -1 when the temp list is not
+  // the whole import; the temp key is gone in every case. The index step follows, as for a create.
+  agentixImportPublish: [
+    7,
+    `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('UNLINK', KEYS[7])
+  return 0
+end
+local length = tonumber(ARGV[8])
+if redis.call('LLEN', KEYS[7]) ~= length then
+  redis.call('UNLINK', KEYS[7])
+  return -1
+end
+redis.call('UNLINK', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+if length > 0 then
+  redis.call('RENAME', KEYS[7], KEYS[2])
+  redis.call('PERSIST', KEYS[2])
+end
+redis.call('HSET', KEYS[1], 'session_id', ARGV[1], 'agent_id', ARGV[2], 'created_at', ARGV[3], 'updated_at', ARGV[4],
+  'metadata', ARGV[5])
+if ARGV[6] == '1' then redis.call('SET', KEYS[6], ARGV[7]) else redis.call('DEL', KEYS[6]) end
+return 1`,
+  ],
   // KEYS: index, cwd index (or the index again), ids. ARGV: id, score, has cwd, in ids ('1'). Adds or moves a
   // session's entries forward (GT: steps of concurrent writes may arrive in any order).
   agentixIndex: [

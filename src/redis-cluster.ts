@@ -19,10 +19,21 @@ import type {
   MessageRecord,
   SessionQuery,
   SessionRecord,
+  StagedImport,
 } from "./core/types.js";
 import { clusterCommands, type clusterScripts } from "./redis-cluster-scripts.js";
 import { Chunks, copyChunks } from "./redis-fork.js";
-import { CHUNK, CHUNK_BYTES, editOutcome, type Fields, fieldsRecord, heads, toRecord } from "./redis-scripts.js";
+import { exec } from "./redis-reads.js";
+import {
+  CHUNK,
+  CHUNK_BYTES,
+  editOutcome,
+  type Fields,
+  fieldsRecord,
+  heads,
+  TEMP_TTL_MS,
+  toRecord,
+} from "./redis-scripts.js";
 import { parseClusterUrl } from "./redis-server.js";
 
 type Arg = string | number | string[];
@@ -411,6 +422,62 @@ export class ClusterStore {
     await Promise.all(steps);
   }
 
+  /**
+   * A streamed import (`importSession` given an iterable), as standalone mode does it (src/redis-import.ts): each
+   * chunk pushed to a temp key under the session's hash tag (`tmp:{<id>}:import:<stage>`, expiring TEMP_TTL_MS
+   * after its last chunk), so that the publish script's keys share a slot; then the index step, as for a create
+   * (session first, index after; readers repair an entry that is missing).
+   */
+  async importBegin(staged: StagedImport): Promise<boolean> {
+    return (await this.redis.exists(this.keys.session("session", staged.record.session_id))) === 0;
+  }
+
+  async importStage(staged: StagedImport, offset: number, messages: MessageRecord[]): Promise<boolean> {
+    const temp = this.#importTemp(staged);
+    const lines = messages.map((m) => JSON.stringify({ role: m.role, content: m.content, timestamp: m.timestamp }));
+    // One slot (the session's hash tag): one MULTI on its node.
+    const [taken, length] = (await exec(
+      this.redis
+        .multi()
+        .exists(this.keys.session("session", staged.record.session_id))
+        .rpush(temp, ...lines)
+        .pexpire(temp, TEMP_TTL_MS),
+    )) as [number, number];
+    if (taken === 1) return false;
+    // A chunk resent after a dropped connection is there twice; an expired temp key lost the first ones.
+    if (length !== offset + messages.length) throw importIncomplete(staged);
+    return true;
+  }
+
+  async importPublish(staged: StagedImport, length: number): Promise<boolean> {
+    const { session_id: id, agent_id, created_at, updated_at, metadata } = staged.record;
+    const cwd = cwdOf(metadata);
+    const reply = (await this.redis.agentixImportPublish(
+      ...this.keys.sessionKeys(id),
+      this.#importTemp(staged),
+      id,
+      agent_id,
+      created_at,
+      updated_at,
+      JSON.stringify(metadata),
+      cwd === null ? 0 : 1,
+      cwd ?? "",
+      length,
+    )) as number;
+    if (reply === -1) throw importIncomplete(staged);
+    if (reply === 0) return false;
+    await this.#indexed(id, agent_id, updated_at, cwd, true);
+    return true;
+  }
+
+  async importDiscard(staged: StagedImport): Promise<void> {
+    await this.redis.unlink(this.#importTemp(staged));
+  }
+
+  #importTemp(staged: StagedImport): string {
+    return `${this.keys.prefix}:tmp:{${staged.record.session_id}}:import:${staged.stage}`;
+  }
+
   /** The op bitmap of this backend's next write to `id` (slot-local: in the session's slot) and its bit. */
   #nextOp(id: string): { key: string; bit: number } {
     let entry = this.#ops.get(id);
@@ -429,4 +496,11 @@ function pairs(flat: string[]): Array<[string, number]> {
   const out: Array<[string, number]> = [];
   for (let i = 0; i < flat.length; i += 2) out.push([flat[i] as string, Number(flat[i + 1])]);
   return out;
+}
+
+function importIncomplete(staged: StagedImport): AgentixStorageError {
+  return new AgentixStorageError(
+    `RedisStorageBackend: the staged messages of session ${staged.record.session_id} are not those sent ` +
+      "(a chunk resent after a dropped connection, or staging expired): nothing was published, import again",
+  );
 }

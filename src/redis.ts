@@ -292,26 +292,30 @@ export class RedisStorageBackend extends StorageBackend {
     return (await (cluster ? cluster.insert(record, messages) : this.#insert(record, messages))) === null;
   }
 
-  // A streamed import: chunks in a temp key, published by one short script (see src/redis-import.ts); cluster
-  // mode takes the core's buffered default.
+  // A streamed import: chunks in a temp key, published by one short script (see src/redis-import.ts; cluster
+  // mode: ClusterStore.importBegin and on, the temp key under the session's hash tag).
   readonly #imports = new RedisImports(
     (kind, id) => this.#key(kind, id),
     () => this.#base(),
   );
   protected override async beginImport(staged: StagedImport): Promise<boolean> {
-    if (await this.#cluster()) return super.beginImport(staged);
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.importBegin(staged);
     return this.#imports.begin(await this.#ready(), staged);
   }
   protected override async stageMessages(staged: StagedImport, offset: number, messages: MessageRecord[]) {
-    if (await this.#cluster()) return super.stageMessages(staged, offset, messages);
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.importStage(staged, offset, messages);
     return this.#imports.stage(await this.#ready(), staged, offset, messages);
   }
   protected override async publishImport(staged: StagedImport, length: number): Promise<boolean> {
-    if (await this.#cluster()) return super.publishImport(staged, length);
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.importPublish(staged, length);
     return this.#imports.publish(await this.#ready(), staged, length);
   }
   protected override async discardImport(staged: StagedImport): Promise<void> {
-    if (await this.#cluster()) return super.discardImport(staged);
+    const cluster = await this.#cluster();
+    if (cluster) return cluster.importDiscard(staged);
     return this.#imports.discard(await this.#ready(), staged);
   }
 

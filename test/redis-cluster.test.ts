@@ -99,6 +99,59 @@ describe.skipIf(!url)("RedisStorageBackend in cluster mode", () => {
     expect(await dataKeys(p)).toEqual([]);
   });
 
+  it("streams an import through a temp key in the session's slot, invisible until published, gone after", async () => {
+    const p = `${prefix}-import`;
+    await using b = new RedisStorageBackend({ url: clusterUrl, prefix: p });
+    const at = "2024-01-15T14:30:00.000Z";
+    const record = { session_id: randomUUID(), agent_id: "streamed", created_at: at, updated_at: at, metadata: null };
+    const messages = Array.from({ length: 50 }, (_, i) => ({ role: "user" as const, content: { i }, timestamp: at }));
+    const temps = async () => (await clusterKeysOf(raw, p)).filter((key) => key.startsWith(`${p}:tmp:`));
+    /** Imports `messages`, checking at message 35 (three chunks of 10 staged) what is stored; then throws if `fail`. */
+    const run = async (fail: boolean) => {
+      let seen: { temp: string[]; length: number; session: unknown; listed: unknown[] } | undefined;
+      async function* source() {
+        for (const [i, m] of messages.entries()) {
+          if (i === 35) {
+            const temp = await temps();
+            seen = {
+              temp,
+              length: temp[0] ? await raw.llen(temp[0]) : 0,
+              session: await b.getSession(record.session_id),
+              listed: await b.listSessions(record.agent_id),
+            };
+            if (fail) throw new Error("source broke");
+          }
+          yield m;
+        }
+      }
+      const result = await b.importSession(record, source(), { batchSize: 10 }).catch((e: unknown) => e);
+      return { result, seen };
+    };
+    const failed = await run(true);
+    expect(failed.result).toBeInstanceOf(AgentixStorageError);
+    expect(failed.seen?.temp).toEqual([
+      `${p}:tmp:{${record.session_id}}:import:${failed.seen?.temp[0]?.split(":import:")[1]}`,
+    ]);
+    expect(failed.seen?.length).toBe(30);
+    expect(failed.seen?.session).toBeNull();
+    expect(failed.seen?.listed).toEqual([]);
+    expect(await temps()).toEqual([]);
+    expect(await b.getSession(record.session_id)).toBeNull();
+
+    const done = await run(false);
+    expect(done.result).toBe(true);
+    expect(done.seen?.length).toBe(30);
+    expect(done.seen?.session).toBeNull();
+    const temp = done.seen?.temp[0] as string;
+    expect(await slotOf(temp)).toBe(await slotOf(`${p}:session:{${record.session_id}}`));
+    expect(await temps()).toEqual([]);
+    expect(await b.loadMessages(record.session_id)).toStrictEqual(messages);
+    expect((await b.listSessions(record.agent_id)).map((s) => s.session_id)).toEqual([record.session_id]);
+    // The id is taken now: a second import stages nothing and returns false.
+    expect(await b.importSession(record, messages.values(), { batchSize: 10 })).toBe(false);
+    expect(await temps()).toEqual([]);
+  });
+
   it("repairs what a crash between a write's session step and its index step leaves behind", async () => {
     const p = `${prefix}-crash`;
     await using b = new RedisStorageBackend({ url: clusterUrl, prefix: p });
