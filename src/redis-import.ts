@@ -4,7 +4,7 @@
  * leaves nothing for long), and one short script publishes the session: the hash, cwd and index entries as an
  * import's insert writes them, and the temp list RENAMEd to the session's list (O(1): no script ever holds a big
  * session's messages). The id taken meanwhile: the temp key is dropped and the import returns `false`. Internal to
- * `agentix/redis`; cluster mode falls back to the core's buffered import.
+ * `agentix/redis`; cluster mode does the same with the temp key in the session's slot (ClusterStore.importStage and on).
  * @module
  */
 import type { Redis as RedisClient } from "ioredis";

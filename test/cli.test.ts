@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { exportSessions } from "../src/cli/export.js";
@@ -25,6 +25,7 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = join(ROOT, "dist/cli/index.js");
 const pgUrl = inject("postgresUrl");
 const redisUrl = inject("redisUrl");
+const redisClusterUrl = inject("redisClusterUrl");
 const tag = randomUUID().slice(0, 8);
 const pgSchema = `agentix_cli_${tag}`;
 const redisPrefix = `agentix-cli-${tag}`;
@@ -910,6 +911,22 @@ describe("agentix copy of a session larger than the process's memory", () => {
   }, 300_000);
 
   afterAll(async () => {
+    if (pgUrl) {
+      const sql = postgres(pgUrl, { onnotice: () => {} });
+      await sql`drop schema if exists ${sql(`${pgSchema}_large`)} cascade`;
+      await sql.end();
+    }
+    if (redisClusterUrl) {
+      const { parseClusterUrl } = await import("../src/redis-server.js");
+      const cluster = new Cluster(parseClusterUrl(redisClusterUrl)?.nodes ?? []);
+      for (const node of cluster.nodes("master")) {
+        const keys: string[] = [];
+        for await (const batch of node.scanStream({ match: `${redisPrefix}-large:*`, count: 1000 }))
+          keys.push(...batch);
+        for (const key of keys) await cluster.unlink(key);
+      }
+      await cluster.quit();
+    }
     if (redisUrl) {
       const redis = new Redis(redisUrl);
       const keys: string[] = [];
@@ -923,10 +940,27 @@ describe("agentix copy of a session larger than the process's memory", () => {
     await copyUnderCap(`sqlite:${join(work, "large.db")}`);
   }, 300_000);
 
+  it.skipIf(!pgUrl)(
+    "File → Postgres, byte for byte (chunks staged on the server)",
+    async () => {
+      await copyUnderCap(withParam(pgUrl as string, "schema", `${pgSchema}_large`));
+    },
+    300_000,
+  );
+
   it.skipIf(!redisUrl)(
     "File → Redis, byte for byte",
     async () => {
       await copyUnderCap(withParam(redisUrl as string, "prefix", `${redisPrefix}-large`));
+    },
+    300_000,
+  );
+
+  it.skipIf(!redisClusterUrl)(
+    "File → Redis Cluster, byte for byte (chunks in a temp key in the session's slot)",
+    async () => {
+      // A cluster URL lists several hosts, which URL cannot parse: the parameter goes on as text.
+      await copyUnderCap(`${redisClusterUrl as string}?prefix=${redisPrefix}-large`);
     },
     300_000,
   );

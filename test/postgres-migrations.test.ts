@@ -77,6 +77,9 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
       "idempotency_keys:r",
       "idempotency_keys_pkey:i",
       "idempotency_keys_session_seq_idx:i",
+      "import_stages:r",
+      "import_stages_pkey:i",
+      "import_stages_staged_idx:i",
       "messages:r",
       "messages_id_seq:S",
       "messages_pkey:i",
@@ -237,6 +240,49 @@ describe.skipIf(!url)("PostgresStorageBackend migrations and schemas", () => {
     expect(await b.countMessages(old)).toBe(3);
     // A second backend finds the schema up to date and migrates nothing.
     expect(await open({ url: pgUrl, schema }).migrate()).toEqual([]);
+  });
+
+  it("upgrades a schema of the release before streamed imports (0000 … 0004), which then streams an import", async () => {
+    const previous = journal.filter((m) => journal.indexOf(m) < 5);
+    expect(journal.length).toBe(6);
+    const schema = fresh();
+    const q = `"${schema}"`;
+    await admin.begin(async (tx) => {
+      await tx.unsafe(`create schema ${q}`);
+      await tx.unsafe(`set local search_path to ${q}`);
+      await tx.unsafe(
+        `create table ${q}."__agentix_migrations" (id serial primary key, hash text not null, created_at bigint)`,
+      );
+      for (const migration of previous) {
+        for (const statement of migration.sql) await tx.unsafe(statement.replaceAll('"public".', `${q}.`));
+        await tx.unsafe(`insert into ${q}."__agentix_migrations" (hash, created_at) values ($1, $2)`, [
+          migration.hash,
+          migration.folderMillis,
+        ]);
+      }
+    });
+    const old = randomUUID();
+    await admin.unsafe(
+      `insert into ${q}.sessions (id, agent_id, created_at, updated_at, message_count)
+       values ($1, 'old', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 0)`,
+      [old],
+    );
+    const [before] = await admin`select to_regclass(${`${schema}.import_stages`}) as t`;
+    expect(before?.t).toBeNull();
+    const b = open({ url: pgUrl, schema });
+    const at = "2026-01-02T00:00:00.000Z";
+    const messages = Array.from({ length: 25 }, (_, i) => ({
+      role: "user" as const,
+      content: `m ${i}`,
+      timestamp: at,
+    }));
+    const record = { session_id: randomUUID(), agent_id: "old", created_at: at, updated_at: at, metadata: null };
+    expect(await b.importSession(record, messages.values(), { batchSize: 10 })).toBe(true);
+    expect(await b.loadMessages(record.session_id)).toStrictEqual(messages);
+    expect(await b.countMessages(old)).toBe(0);
+    const applied = await admin.unsafe(`select created_at::float8 as at from ${q}."__agentix_migrations" order by id`);
+    expect(applied.map((r) => r.at)).toEqual(journal.map((m) => m.folderMillis));
+    expect(await admin.unsafe(`select from ${q}.import_stages`)).toHaveLength(0);
   });
 
   it("with migrate: false, creates nothing and fails clearly on a schema that was never migrated", async () => {
