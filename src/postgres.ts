@@ -26,7 +26,7 @@ import type {
   StagedImport,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
-import { PostgresImports } from "./postgres-import.js";
+import type { PostgresImports } from "./postgres-import.js";
 import { editOutcome, json, message, roleAndContent, sessionValues, toSession } from "./postgres-rows.js";
 import type { AnyPgDatabase, CopyRow, EditRow, InsertRow, MessageRow, SessionRow } from "./postgres-statements.js";
 import type { PgTables } from "./schema/pg.js";
@@ -41,6 +41,7 @@ const { PgDatabase, PgDialect, PgTransaction } = await import("drizzle-orm/pg-co
 const { PostgresJsSession } = await import("drizzle-orm/postgres-js/session");
 const { pgTables } = await import("./schema/pg.js");
 const q = await import("./postgres-statements.js");
+const { PostgresImports: Imports } = await import("./postgres-import.js");
 const { driverError, migrateSchema } = await import("./postgres-migrate.js");
 const { runStatement } = await import("./postgres-retry.js");
 const postgresJs = await importDriver<{ default: typeof import("postgres") }>("postgres", "agentix/postgres", [
@@ -488,7 +489,7 @@ export class PostgresStorageBackend extends StorageBackend {
 
   async #imports(): Promise<PostgresImports> {
     await this.#ready();
-    return new PostgresImports(
+    return new Imports(
       <R>(key: string, build: () => SQLWrapper, values: Values) => this.#run<R>(key, build, values),
       this.#tables,
     );
