@@ -39,7 +39,7 @@ const USAGE = `Usage: npm run bench -- [options]
                        (\`all\`: every one of these, e.g. --workloads all,scale);
                        opt-in (Redis only): stall (another client's worst PING during a load, iterate, fork, delete)
                        opt-in: scale (listings at 1k/10k/100k sessions per agent, export of a 10k and a 100k agent;
-                       seeds 111,000 sessions per backend, a few minutes in all)
+                       seeds 111,000 sessions per backend: about 6 minutes for the five)
   --docs / --no-docs   write docs/benchmarks.md and .svg (default: after a complete full run, all workloads)
 
 Servers: AGENTIX_BENCH_POSTGRES_URL / AGENTIX_BENCH_REDIS_URL, else AGENTIX_TEST_*_URL, else the local default ports.`;
