@@ -3,15 +3,12 @@
  * @module agentix/postgres
  */
 import { createHash } from "node:crypto";
-import type { PGlite } from "@electric-sql/pglite";
 import type { SQLWrapper } from "drizzle-orm";
 import type { PgPreparedQuery, PreparedQueryConfig } from "drizzle-orm/pg-core";
 import type { Sql } from "postgres";
-import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
 import { AgentixStorageError, BackendClosedError, toStorageError } from "./core/errors.js";
-import { expandHome } from "./core/paths.js";
 import { cwdOf } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
 import type {
@@ -25,26 +22,20 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import type { Connection, DriverOptions } from "./postgres-driver.js";
 import { editOutcome, json, message, roleAndContent, sessionValues, toSession } from "./postgres-rows.js";
 import type { AnyPgDatabase, CopyRow, EditRow, InsertRow, MessageRow, SessionRow } from "./postgres-statements.js";
 import type { PgTables } from "./schema/pg.js";
 
-// drizzle-orm always; a driver only for what is given: postgres.js for a postgres:// url or a client, PGlite for a
-// pglite: url (loaded then). A db passed in brings its own. Without drizzle-orm, the message names postgres.js too,
-// the default driver.
-const PACKAGES = ["drizzle-orm"];
-await importDriver<typeof import("drizzle-orm")>("drizzle-orm", "agentix/postgres", ["postgres", ...PACKAGES]);
-const { is } = await import("drizzle-orm");
-const { PgDatabase, PgDialect, PgTransaction } = await import("drizzle-orm/pg-core");
-const { PostgresJsSession } = await import("drizzle-orm/postgres-js/session");
+// drizzle-orm first, so that without it the message names postgres.js too, the default driver; then the modules
+// that import it (the driver's own import is in postgres-driver.ts).
+await importDriver<typeof import("drizzle-orm")>("drizzle-orm", "agentix/postgres", ["postgres", "drizzle-orm"]);
+const { PgDialect } = await import("drizzle-orm/pg-core");
 const { pgTables } = await import("./schema/pg.js");
 const q = await import("./postgres-statements.js");
 const { driverError, migrateSchema } = await import("./postgres-migrate.js");
 const { runStatement } = await import("./postgres-retry.js");
-const postgresJs = await importDriver<{ default: typeof import("postgres") }>("postgres", "agentix/postgres", [
-  "postgres",
-  ...PACKAGES,
-]).catch((error: unknown) => error as AgentixStorageError);
+const { OPTIONS, connect, isPglite } = await import("./postgres-driver.js");
 
 /** Options of {@link PostgresStorageBackend}: a `url`, a postgres.js `client` or a Drizzle `db`, plus the schema. */
 export type PostgresStorageOptions = PostgresSchemaOptions &
@@ -108,118 +99,6 @@ export interface PostgresSchemaOptions {
   migrate?: boolean;
 }
 
-const SCHEMA_NAME = z
-  .string()
-  .min(1, "must not be empty")
-  .refine((s) => s.isWellFormed() && !s.includes("\u0000"), "must be well-formed Unicode without NUL characters")
-  // Postgres silently truncates longer names: two tenants would share one schema.
-  .refine((s) => Buffer.byteLength(s) <= 63, "must be at most 63 bytes (UTF-8)")
-  .refine((s) => !s.startsWith("pg_"), 'must not start with "pg_" (reserved by Postgres)');
-
-const isClient = (v: unknown): v is Sql =>
-  typeof v === "function" &&
-  ["unsafe", "begin", "end"].every((k) => typeof (v as unknown as Record<string, unknown>)[k] === "function");
-
-const PGLITE = /^pglite:/i;
-
-const OPTIONS = z
-  .strictObject({
-    url: z
-      .string()
-      .regex(/^(postgres(ql)?:\/\/|pglite:)/i, "must be a postgres://, postgresql:// or pglite: URL")
-      .optional(),
-    client: z
-      .custom<Sql>(isClient, "expected a client made by postgres() (not a transaction or reserved connection)")
-      .optional(),
-    db: z
-      .custom<AnyPgDatabase>(
-        (v) => is(v, PgDatabase) && !is(v, PgTransaction),
-        "expected a Drizzle Postgres database, such as drizzle(pool) of drizzle-orm/node-postgres (not a transaction)",
-      )
-      .optional(),
-    max: z.number().int().positive().optional(),
-    prepare: z.boolean().optional(),
-    schema: SCHEMA_NAME.optional(),
-    migrate: z.boolean().optional(),
-  })
-  .superRefine((o, ctx) => {
-    if ([o.url, o.client, o.db].filter((v) => v !== undefined).length !== 1)
-      ctx.addIssue({ code: "custom", message: "give either url, client or db" });
-    if (o.max !== undefined && (o.url === undefined || PGLITE.test(o.url)))
-      ctx.addIssue({ code: "custom", path: ["max"], message: "sizes the pool opened from a postgres:// url only" });
-    if (o.prepare !== undefined && (o.url === undefined || PGLITE.test(o.url)))
-      ctx.addIssue({
-        code: "custom",
-        path: ["prepare"],
-        message:
-          "configures the pool opened from a postgres:// url only; make a client with postgres(url, { prepare }) instead",
-      });
-  });
-
-/** A database the backend works through, and how to close it when the backend opened it. */
-interface Connection {
-  db: AnyPgDatabase;
-  close: (() => Promise<void>) | undefined;
-}
-
-/** What {@link connect} makes a connection of. */
-interface DriverOptions {
-  url: string | undefined;
-  client: Sql | undefined;
-  db: AnyPgDatabase | undefined;
-  max: number | undefined;
-  prepare: boolean | undefined;
-}
-
-/** A database on a postgres.js client, without drizzle()'s changes to the client's own date parsers. */
-function postgresJsDatabase(client: Sql): AnyPgDatabase {
-  const dialect = new PgDialect();
-  return new PgDatabase(dialect, new PostgresJsSession(client, dialect, undefined), undefined);
-}
-
-/**
- * The one place where the backend makes a client: from `url` (postgres.js, or PGlite for `pglite:`, which loads
- * asynchronously), or around a client or db passed in. Options of the driver go here.
- */
-function connect(o: DriverOptions): Connection | Promise<Connection> {
-  if (o.db) return { db: o.db, close: undefined };
-  if (o.url !== undefined && PGLITE.test(o.url)) return openPglite(o.url);
-  if (postgresJs instanceof Error) throw postgresJs;
-  const client =
-    o.client ??
-    postgresJs.default(o.url as string, {
-      ...(o.max === undefined ? {} : { max: o.max }),
-      ...(o.prepare === undefined ? {} : { prepare: o.prepare }),
-      // With named statements, no pipelining (postgres.js's `max_pipeline`, 100 by default, missing from its
-      // types): a statement's first run sends Parse/Describe/Flush without a Sync, and queued behind queries in
-      // flight, a transaction pooler hands the server connection on at their ReadyForQuery while the describe
-      // is still answered there. Replies then reach the wrong client: calls hung, one's failure was another's
-      // (which postgres.js ran again: duplicated) and its success another's (lost). One query in flight per
-      // connection keeps every exchange on one server connection; postgres.js then re-prepares a statement
-      // the pooler lost (26000) by itself, which is safe, since the Bind failed before anything ran.
-      ...(o.prepare === false ? {} : ({ max_pipeline: 0 } as object)),
-      connection: { application_name: "agentix" },
-      // postgres.js prints server notices to stdout by default; a library must not.
-      onnotice: () => {},
-    });
-  return { db: postgresJsDatabase(client), close: o.client ? undefined : () => client.end({ timeout: 5 }) };
-}
-
-/** `pglite:memory:` (or `pglite:`) in memory; `pglite:<dir>`, `pglite:///abs/dir` in that directory (`~` expanded). */
-async function openPglite(url: string): Promise<Connection> {
-  const packages = ["@electric-sql/pglite", ...PACKAGES];
-  const { PGlite } = await importDriver<typeof import("@electric-sql/pglite")>(
-    "@electric-sql/pglite",
-    "agentix/postgres with a pglite: url",
-    packages,
-  );
-  const { drizzle } = await import("drizzle-orm/pglite");
-  const rest = decodeURIComponent(url.slice("pglite:".length));
-  const dir = rest === "" || rest === "memory:" ? undefined : expandHome(rest.replace(/^\/\/(?=\/)/, ""));
-  const client: PGlite = await PGlite.create(dir);
-  return { db: drizzle({ client }) as unknown as AnyPgDatabase, close: () => client.close() };
-}
-
 type Values = Record<string, unknown>;
 type Prepared = PgPreparedQuery<PreparedQueryConfig & { execute: unknown[][] }>;
 const dialect = new PgDialect();
@@ -255,7 +134,7 @@ export class PostgresStorageBackend extends StorageBackend {
     this.#migrate = o.migrate ?? true;
     this.#tables = pgTables(this.#schema);
     // postgres.js and a db passed in are ready at once (a missing driver is an error here); PGlite opens on first use.
-    if (o.url === undefined || !PGLITE.test(o.url)) this.#connection = connect(this.#options) as Connection;
+    if (!isPglite(o.url)) this.#connection = connect(this.#options) as Connection;
   }
 
   get #db(): AnyPgDatabase {
@@ -475,7 +354,7 @@ export class PostgresStorageBackend extends StorageBackend {
 
   protected override syncTwin(): SyncTwin {
     const { url, max, prepare } = this.#options;
-    if (url === undefined || PGLITE.test(url)) {
+    if (url === undefined || isPglite(url)) {
       throw new AgentixStorageError(
         url === undefined
           ? "PostgresStorageBackend: the ...Sync methods run on a worker thread, which cannot share a client or db " +
