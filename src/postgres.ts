@@ -4,7 +4,6 @@
  */
 import { createHash } from "node:crypto";
 import type { SQLWrapper } from "drizzle-orm";
-import type { PgPreparedQuery, PreparedQueryConfig } from "drizzle-orm/pg-core";
 import type { Sql } from "postgres";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
@@ -22,7 +21,7 @@ import type {
   SessionRecord,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
-import type { Connection, DriverOptions } from "./postgres-driver.js";
+import type { Connection, DriverOptions, Statement } from "./postgres-driver.js";
 import { editOutcome, json, message, roleAndContent, sessionValues, toSession } from "./postgres-rows.js";
 import type { AnyPgDatabase, CopyRow, EditRow, InsertRow, MessageRow, SessionRow } from "./postgres-statements.js";
 import type { PgTables } from "./schema/pg.js";
@@ -33,9 +32,9 @@ await importDriver<typeof import("drizzle-orm")>("drizzle-orm", "agentix/postgre
 const { PgDialect } = await import("drizzle-orm/pg-core");
 const { pgTables } = await import("./schema/pg.js");
 const q = await import("./postgres-statements.js");
-const { driverError, migrateSchema } = await import("./postgres-migrate.js");
+const { migrateSchema } = await import("./postgres-migrate.js");
 const { runStatement } = await import("./postgres-retry.js");
-const { OPTIONS, connect, isPglite } = await import("./postgres-driver.js");
+const { OPTIONS, connect, isPglite, prepareStatement } = await import("./postgres-driver.js");
 
 /** Options of {@link PostgresStorageBackend}: a `url`, a postgres.js `client` or a Drizzle `db`, plus the schema. */
 export type PostgresStorageOptions = PostgresSchemaOptions &
@@ -100,7 +99,6 @@ export interface PostgresSchemaOptions {
 }
 
 type Values = Record<string, unknown>;
-type Prepared = PgPreparedQuery<PreparedQueryConfig & { execute: unknown[][] }>;
 const dialect = new PgDialect();
 
 /**
@@ -120,11 +118,13 @@ export class PostgresStorageBackend extends StorageBackend {
   readonly #schema: string;
   readonly #migrate: boolean;
   readonly #tables: PgTables;
-  readonly #prepared = new Map<string, Prepared>();
+  readonly #prepared = new Map<string, Statement>();
   /** The connection once open; `#opening` while it opens (PGlite loads on first use). */
   #connection: Connection | undefined;
   #opening: Promise<Connection> | undefined;
   #migrated: Promise<void> | undefined;
+  /** Whether `#migrated` has settled successfully: open and migrated. */
+  #isReady = false;
 
   constructor(options: PostgresStorageOptions) {
     super();
@@ -142,13 +142,15 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   /**
-   * Every statement of the operations goes through here: its prepared query (made once per shape and backend:
-   * `build` renders it, `key` names the shape), run with `values`, one round trip; rows as arrays, so that column
-   * names never matter (a postgres.js client with `transform: postgres.camel` reads the same). Errors come out as
-   * the driver threw them. Serialization failures and deadlocks are run again ({@link runStatement}), a fresh
-   * query each time.
+   * Every statement of the operations goes through here: its statement (made once per shape and backend: `build`
+   * renders it, `key` names the shape, {@link prepareStatement} readies it for the driver), run with `values`, one
+   * round trip; rows as arrays, so that column names never matter (a postgres.js client with
+   * `transform: postgres.camel` reads the same). Errors come out as the driver threw them. Serialization failures
+   * and deadlocks are run again ({@link runStatement}), a fresh query each time.
    */
-  async #run<R>(key: string, build: () => SQLWrapper, values: Values): Promise<R[]> {
+  #run<R>(key: string, build: () => SQLWrapper, values: Values): Promise<R[]> {
+    // Open and migrated once (see #ready); checked here, so that the statements of a ready backend wait for nothing.
+    if (!this.#isReady) return this.#ready().then(() => this.#run<R>(key, build, values));
     let prepared = this.#prepared.get(key);
     if (prepared === undefined) {
       const query = dialect.sqlToQuery(build().getSQL());
@@ -159,21 +161,14 @@ export class PostgresStorageBackend extends StorageBackend {
         this.#options.prepare === false
           ? undefined
           : `agentix_${createHash("sha256").update(query.sql).digest("base64url").slice(0, 22)}`;
-      prepared = this.#db._.session.prepareQuery(query, undefined, name, true, (rows) => rows) as Prepared;
+      prepared = prepareStatement(this.#db, query, name);
       this.#prepared.set(key, prepared);
     }
     const run = prepared;
-    return runStatement(async () => {
-      try {
-        return (await run.execute(values)) as R[];
-      } catch (error) {
-        throw driverError(error);
-      }
-    });
+    return runStatement(() => run(values)) as Promise<R[]>;
   }
 
   protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
-    await this.#ready();
     const values = { ...sessionValues(record), id: record.session_id };
     // Run again only when the id was stored by a transaction that committed after the statement began (see insertSession).
     for (;;) {
@@ -185,13 +180,11 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
-    await this.#ready();
     const [row] = await this.#run<SessionRow>("read", () => q.readSession(this.#db, this.#tables), { id: sessionId });
     return row ? toSession(row) : null;
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
-    await this.#ready();
     const { cwd, before, limit } = query;
     const shape = { cwd: cwd !== undefined, before: before !== undefined, limit: limit !== undefined };
     const rows = await this.#run<SessionRow>(
@@ -207,7 +200,6 @@ export class PostgresStorageBackend extends StorageBackend {
     metadata: JsonObject | null,
     at: string,
   ): Promise<SessionRecord | null> {
-    await this.#ready();
     const [row] = await this.#run<SessionRow>("update", () => q.replaceMetadata(this.#db, this.#tables), {
       id: sessionId,
       metadata: json(metadata),
@@ -218,7 +210,6 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
-    await this.#ready();
     const { length, metadata } = target;
     const shape = { length: length !== undefined, metadata: metadata !== undefined };
     const [row] = await this.#run<CopyRow>(
@@ -243,31 +234,25 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
-    await this.#ready();
     await this.#run("remove", () => q.removeSession(this.#db, this.#tables), { id: sessionId });
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
-    await this.#ready();
     const [first] = messages as [MessageRecord];
     const batch = messages.length > 1;
+    const at = first.timestamp;
+    const values = batch
+      ? { id: sessionId, at, count: messages.length, batch: roleAndContent(messages) }
+      : { id: sessionId, at, role: first.role, content: JSON.stringify(first.content) };
     const [row] = await this.#run<[number]>(
       batch ? "append:n" : "append:1",
       () => q.appendMessages(this.#tables, batch),
-      {
-        id: sessionId,
-        at: first.timestamp,
-        count: messages.length,
-        role: first.role,
-        content: batch ? null : JSON.stringify(first.content),
-        batch: batch ? roleAndContent(messages) : null,
-      },
+      values,
     );
     return row ? row[0] : null;
   }
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
-    await this.#ready();
     const shape = q.editShape(edit);
     const key = `edit:${shape.pop}:${shape.from}:${shape.key}:${shape.appends}`;
     const values = {
@@ -297,13 +282,11 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
-    await this.#ready();
     const [row] = await this.#run<[number]>("length", () => q.readLength(this.#db, this.#tables), { id: sessionId });
     return row ? row[0] : null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
-    await this.#ready();
     const shape = q.readShape(range);
     const rows = await this.#run<MessageRow>(`messages:${shape}`, () => q.readMessages(this.#tables, shape), {
       id: sessionId,
@@ -324,7 +307,6 @@ export class PostgresStorageBackend extends StorageBackend {
     limit: number,
     agentId: string | undefined,
   ): Promise<SessionRecord[]> {
-    await this.#ready();
     const shape = { agent: agentId !== undefined, after: after !== null };
     const rows = await this.#run<SessionRow>(
       `scan:${shape.agent}:${shape.after}`,
@@ -335,7 +317,6 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
-    await this.#ready();
     const payload = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content), m.timestamp]));
     const [row] = await this.#run<[boolean]>("import", () => q.importSession(this.#tables), {
       ...sessionValues(record),
@@ -379,7 +360,10 @@ export class PostgresStorageBackend extends StorageBackend {
     if (this.closed) throw new BackendClosedError("PostgresStorageBackend");
     try {
       const applied = await migrateSchema((await this.#open()).db, this.#schema);
-      this.#migrated ??= Promise.resolve();
+      if (this.#migrated === undefined) {
+        this.#migrated = Promise.resolve();
+        this.#isReady = true;
+      }
       return applied;
     } catch (error) {
       throw toStorageError(error, "PostgresStorageBackend.migrate");
@@ -398,7 +382,9 @@ export class PostgresStorageBackend extends StorageBackend {
     if (this.#migrated === undefined) {
       const migrating = this.#open().then((c) => (this.#migrate ? migrateSchema(c.db, this.#schema) : []));
       this.#migrated = migrating.then(
-        () => {},
+        () => {
+          this.#isReady = true;
+        },
         (error: unknown) => {
           this.#migrated = undefined;
           // A PGlite that failed to open is opened again by the next call.
