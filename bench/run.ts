@@ -12,6 +12,7 @@ import { redisTarget } from "./baselines/redis.js";
 import { sqliteTarget } from "./baselines/sqlite.js";
 import { loadAverage, machine } from "./machine.js";
 import { type Figure, markdown, met, type Report, type Result, type RoundTrips, writeDocs } from "./report.js";
+import { runScale, scaleRows } from "./scale.js";
 import { stall } from "./stall.js";
 import {
   type BackendName,
@@ -34,8 +35,11 @@ const USAGE = `Usage: npm run bench -- [options]
 
   --quick              smaller workloads and fewer repetitions (under a minute)
   --only <names>       comma-separated backends: postgres,pg,redis,sqlite,file (pg: Postgres on node-postgres)
-  --workloads <names>  comma-separated workloads (default: all): ${WORKLOADS.map((w) => w.name).join(",")};
+  --workloads <names>  comma-separated workloads (default: all): ${WORKLOADS.map((w) => w.name).join(",")}
+                       (\`all\`: every one of these, e.g. --workloads all,scale);
                        opt-in (Redis only): stall (another client's worst PING during a load, iterate, fork, delete)
+                       opt-in: scale (listings at 1k/10k/100k sessions per agent, export of a 10k and a 100k agent;
+                       seeds 111,000 sessions per backend: about 6 minutes for the five)
   --docs / --no-docs   write docs/benchmarks.md and .svg (default: after a complete full run, all workloads)
 
 Servers: AGENTIX_BENCH_POSTGRES_URL / AGENTIX_BENCH_REDIS_URL, else AGENTIX_TEST_*_URL, else the local default ports.`;
@@ -82,16 +86,23 @@ for (const name of names) {
   }
 }
 
-const selected = args.workloads?.split(",").map((s) => s.trim());
-// Opt-in workloads (named in --workloads only): the stall row seeds a million messages, on Redis only.
-const OPT_IN = [stall as Workload];
+// `all` stands for the default workloads, so that `--workloads all,scale` runs them and an opt-in one.
+const selected = args.workloads
+  ?.split(",")
+  .map((s) => s.trim())
+  .flatMap((s) => (s === "all" ? WORKLOADS.map((w) => w.name) : [s]));
+// Opt-in workloads (named in --workloads only): the stall row seeds a million messages, on Redis only; the scale rows
+// 111,000 sessions per backend, with a runner of their own (bench/scale.ts).
+const OPT_IN = [stall as Workload, scaleRows];
 for (const name of selected ?? []) {
   if (![...WORKLOADS, ...OPT_IN].some((w) => w.name === name)) {
     console.error(`unknown workload "${name}"\n\n${USAGE}`);
     process.exit(2);
   }
 }
-const workloads = selected ? [...WORKLOADS, ...OPT_IN].filter((w) => selected.includes(w.name)) : WORKLOADS;
+const workloads: Array<Workload | typeof scaleRows> = selected
+  ? [...WORKLOADS, ...OPT_IN].filter((w) => selected.includes(w.name))
+  : WORKLOADS;
 
 const quick = args.quick;
 const scale: Scale = quick ? QUICK : FULL;
@@ -104,8 +115,8 @@ process.once("SIGINT", () => {
   void Promise.allSettled([...open].map((ns) => ns.drop())).then(() => process.exit(130));
 });
 
-async function openNamespace(target: BenchTarget, side: Side, count = false): Promise<Namespace> {
-  const ns = await target.open(side, count);
+async function openNamespace(target: BenchTarget, side: Side, count = false, parent?: string): Promise<Namespace> {
+  const ns = await target.open(side, count, parent);
   open.add(ns);
   return ns;
 }
@@ -282,7 +293,14 @@ async function main(): Promise<number> {
       for (const workload of workloads) {
         if (workload === stall && name !== "redis") continue;
         const t = performance.now();
-        results.push(...(await runWorkload(target, workload)));
+        if (workload === scaleRows) {
+          const env = {
+            open: (t: BenchTarget, side: Side, parent?: string) => openNamespace(t, side, false, parent),
+            drop: dropNamespace,
+            log,
+          };
+          results.push(...(await runScale(target, env, quick ? scaleRows.reps.quick : scaleRows.reps.full)));
+        } else results.push(...(await runWorkload(target, workload as Workload)));
         log(`  ${name} ${workload.name}: ${((performance.now() - t) / 1000).toFixed(1)} s`);
       }
       if (name === "postgres" || name === "pg" || name === "redis") roundTrips.push(...(await countRoundTrips(target)));
@@ -315,7 +333,7 @@ async function main(): Promise<number> {
     skipped.length === 0 &&
     failed.length === 0 &&
     names.length === Object.keys(ALL).length &&
-    workloads.length === WORKLOADS.length;
+    WORKLOADS.every((w) => workloads.includes(w));
   if (args["no-docs"] !== true && (args.docs === true || complete)) {
     mkdirSync(here("../docs"), { recursive: true });
     writeDocs(report, here("../docs/benchmarks.md"), here("../docs/benchmarks.svg"), "benchmarks.svg");

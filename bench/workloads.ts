@@ -5,6 +5,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
+import type { Sql } from "postgres";
 import { uuidv7 } from "uuidv7";
 import type { StorageBackend } from "../src/core/backend.js";
 import { ConflictError } from "../src/core/errors.js";
@@ -83,6 +84,11 @@ export interface Namespace {
   seedSessions(records: SessionRecord[]): Promise<void>;
   /** Redis: the server, for another connection's PINGs (the stall workload, bench/stall.ts). */
   pingTarget?: { host: string; port: number };
+  /**
+   * The store under the namespace (Postgres on postgres.js, SQLite), for floor statements on the very data that the
+   * agentix side reads (bench/scale.ts, which seeds one store for both).
+   */
+  store?: { postgres: Sql; schema: string } | { sqlite: string };
   /** Called once the data is seeded: statistics refreshed where the store keeps them. */
   settle?(): Promise<void>;
   drop(): Promise<void>;
@@ -98,8 +104,11 @@ export interface BenchTarget {
   probe(): Promise<string | null>;
   /** Server and driver versions, for the report. */
   versions(): Promise<Record<string, string>>;
-  /** A fresh namespace for `side`; with `count`, one whose client counts what it sends (which costs CPU). */
-  open(side: Side, count?: boolean): Promise<Namespace>;
+  /**
+   * A fresh namespace for `side`; with `count`, one whose client counts what it sends (which costs CPU). `parent`:
+   * where a File or SQLite store makes its directory (default: the temp dir).
+   */
+  open(side: Side, count?: boolean, parent?: string): Promise<Namespace>;
   close(): Promise<void>;
 }
 
@@ -669,7 +678,7 @@ const list: Workload<ListState> = {
   },
 };
 
-function checkPage(page: SessionRecord[], expected: SessionRecord[], what: string): void {
+export function checkPage(page: SessionRecord[], expected: SessionRecord[], what: string): void {
   expect(page.length === expected.length, `${what}: ${page.length} sessions, expected ${expected.length}`);
   page.forEach((record, i) => {
     const want = expected[i] as SessionRecord;

@@ -29,15 +29,27 @@ export function sqlState(error: unknown): string | undefined {
  * failure or a deadlock, up to {@link STATEMENT_ATTEMPTS} runs with jittered backoff, so that colliding writers do
  * not collide again in lockstep. Only for work that is one statement (one implicit transaction): a retry never
  * repeats part of a transaction. A missing prepared statement becomes an error that names the likely cause.
+ * The first run is the statement's own promise with a handler for its failure (every call takes this path, so it
+ * adds no async function of its own); the retries are in {@link retried}.
  */
-export async function runStatement<T>(statement: () => Promise<T>): Promise<T> {
+export function runStatement<T>(statement: () => Promise<T>): Promise<T> {
+  try {
+    return statement().catch((error: unknown) => retried(statement, error));
+  } catch (error) {
+    return retried(statement, error);
+  }
+}
+
+/** The retries of {@link runStatement} after its first run failed with `error`. */
+async function retried<T>(statement: () => Promise<T>, error: unknown): Promise<T> {
   for (let attempt = 1; ; attempt++) {
+    const code = sqlState(error);
+    if (code === undefined || !RETRIED.has(code) || attempt >= STATEMENT_ATTEMPTS) throw explained(error);
+    await new Promise((resolve) => setTimeout(resolve, backoff(attempt)));
     try {
       return await statement();
-    } catch (error) {
-      const code = sqlState(error);
-      if (code === undefined || !RETRIED.has(code) || attempt >= STATEMENT_ATTEMPTS) throw explained(error);
-      await new Promise((resolve) => setTimeout(resolve, backoff(attempt)));
+    } catch (next) {
+      error = next;
     }
   }
 }

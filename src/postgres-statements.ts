@@ -155,7 +155,7 @@ export function insertSession(db: AnyPgDatabase, t: PgTables): SQL {
  * takes the positions after the count it read there, and a timestamp no earlier than the previous one
  * (GREATEST). No row, no insert. One message (saveMessage, the hot path) goes as plain parameters; a batch as
  * one JSON text parameter (no array types needed from the client), numbered in its order.
- * Placeholders: `id`, `at`, `count`, and `role` and `content` (one message) or `batch` (`[[role, content], ...]`).
+ * Placeholders: `id`, `at`, and `role` and `content` (one message) or `count` and `batch` (`[[role, content], ...]`).
  */
 export function appendMessages(t: PgTables, batch: boolean): SQL {
   const S = names(t.sessions);
@@ -168,7 +168,7 @@ export function appendMessages(t: PgTables, batch: boolean): SQL {
   return sql`
     with session as (
       update ${t.sessions} set ${S.updatedAt} = greatest(${S.updatedAt}, ${p("at")}),
-        ${S.messageCount} = ${S.messageCount} + ${p("count")}::int
+        ${S.messageCount} = ${S.messageCount} + ${batch ? sql`${p("count")}::int` : sql`1`}
       where ${S.id} = ${p("id")}
       returning ${S.id}, ${S.updatedAt}, ${S.messageCount}
     ), appended as (

@@ -3,15 +3,11 @@
  * @module agentix/postgres
  */
 import { createHash } from "node:crypto";
-import type { PGlite } from "@electric-sql/pglite";
 import type { SQLWrapper } from "drizzle-orm";
-import type { PgPreparedQuery, PreparedQueryConfig } from "drizzle-orm/pg-core";
 import type { Sql } from "postgres";
-import { z } from "zod";
 import { type ForkTarget, StorageBackend } from "./core/backend.js";
 import { importDriver } from "./core/driver.js";
 import { AgentixStorageError, BackendClosedError, toStorageError } from "./core/errors.js";
-import { expandHome } from "./core/paths.js";
 import { cwdOf } from "./core/records.js";
 import type { SyncTwin } from "./core/sync.js";
 import type {
@@ -26,28 +22,22 @@ import type {
   StagedImport,
 } from "./core/types.js";
 import { parseOptions } from "./core/validation.js";
+import type { Connection, DriverOptions, Statement } from "./postgres-driver.js";
 import type { PostgresImports } from "./postgres-import.js";
 import { editOutcome, json, message, roleAndContent, sessionValues, toSession } from "./postgres-rows.js";
 import type { AnyPgDatabase, CopyRow, EditRow, InsertRow, MessageRow, SessionRow } from "./postgres-statements.js";
 import type { PgTables } from "./schema/pg.js";
 
-// drizzle-orm always; a driver only for what is given: postgres.js for a postgres:// url or a client, PGlite for a
-// pglite: url (loaded then). A db passed in brings its own. Without drizzle-orm, the message names postgres.js too,
-// the default driver.
-const PACKAGES = ["drizzle-orm"];
-await importDriver<typeof import("drizzle-orm")>("drizzle-orm", "agentix/postgres", ["postgres", ...PACKAGES]);
-const { is } = await import("drizzle-orm");
-const { PgDatabase, PgDialect, PgTransaction } = await import("drizzle-orm/pg-core");
-const { PostgresJsSession } = await import("drizzle-orm/postgres-js/session");
+// drizzle-orm first, so that without it the message names postgres.js too, the default driver; then the modules
+// that import it (the driver's own import is in postgres-driver.ts).
+await importDriver<typeof import("drizzle-orm")>("drizzle-orm", "agentix/postgres", ["postgres", "drizzle-orm"]);
+const { PgDialect } = await import("drizzle-orm/pg-core");
 const { pgTables } = await import("./schema/pg.js");
 const q = await import("./postgres-statements.js");
 const { PostgresImports: Imports } = await import("./postgres-import.js");
-const { driverError, migrateSchema } = await import("./postgres-migrate.js");
+const { migrateSchema } = await import("./postgres-migrate.js");
 const { runStatement } = await import("./postgres-retry.js");
-const postgresJs = await importDriver<{ default: typeof import("postgres") }>("postgres", "agentix/postgres", [
-  "postgres",
-  ...PACKAGES,
-]).catch((error: unknown) => error as AgentixStorageError);
+const { OPTIONS, connect, isPglite, prepareStatement } = await import("./postgres-driver.js");
 
 /** Options of {@link PostgresStorageBackend}: a `url`, a postgres.js `client` or a Drizzle `db`, plus the schema. */
 export type PostgresStorageOptions = PostgresSchemaOptions &
@@ -111,120 +101,7 @@ export interface PostgresSchemaOptions {
   migrate?: boolean;
 }
 
-const SCHEMA_NAME = z
-  .string()
-  .min(1, "must not be empty")
-  .refine((s) => s.isWellFormed() && !s.includes("\u0000"), "must be well-formed Unicode without NUL characters")
-  // Postgres silently truncates longer names: two tenants would share one schema.
-  .refine((s) => Buffer.byteLength(s) <= 63, "must be at most 63 bytes (UTF-8)")
-  .refine((s) => !s.startsWith("pg_"), 'must not start with "pg_" (reserved by Postgres)');
-
-const isClient = (v: unknown): v is Sql =>
-  typeof v === "function" &&
-  ["unsafe", "begin", "end"].every((k) => typeof (v as unknown as Record<string, unknown>)[k] === "function");
-
-const PGLITE = /^pglite:/i;
-
-const OPTIONS = z
-  .strictObject({
-    url: z
-      .string()
-      .regex(/^(postgres(ql)?:\/\/|pglite:)/i, "must be a postgres://, postgresql:// or pglite: URL")
-      .optional(),
-    client: z
-      .custom<Sql>(isClient, "expected a client made by postgres() (not a transaction or reserved connection)")
-      .optional(),
-    db: z
-      .custom<AnyPgDatabase>(
-        (v) => is(v, PgDatabase) && !is(v, PgTransaction),
-        "expected a Drizzle Postgres database, such as drizzle(pool) of drizzle-orm/node-postgres (not a transaction)",
-      )
-      .optional(),
-    max: z.number().int().positive().optional(),
-    prepare: z.boolean().optional(),
-    schema: SCHEMA_NAME.optional(),
-    migrate: z.boolean().optional(),
-  })
-  .superRefine((o, ctx) => {
-    if ([o.url, o.client, o.db].filter((v) => v !== undefined).length !== 1)
-      ctx.addIssue({ code: "custom", message: "give either url, client or db" });
-    if (o.max !== undefined && (o.url === undefined || PGLITE.test(o.url)))
-      ctx.addIssue({ code: "custom", path: ["max"], message: "sizes the pool opened from a postgres:// url only" });
-    if (o.prepare !== undefined && (o.url === undefined || PGLITE.test(o.url)))
-      ctx.addIssue({
-        code: "custom",
-        path: ["prepare"],
-        message:
-          "configures the pool opened from a postgres:// url only; make a client with postgres(url, { prepare }) instead",
-      });
-  });
-
-/** A database the backend works through, and how to close it when the backend opened it. */
-interface Connection {
-  db: AnyPgDatabase;
-  close: (() => Promise<void>) | undefined;
-}
-
-/** What {@link connect} makes a connection of. */
-interface DriverOptions {
-  url: string | undefined;
-  client: Sql | undefined;
-  db: AnyPgDatabase | undefined;
-  max: number | undefined;
-  prepare: boolean | undefined;
-}
-
-/** A database on a postgres.js client, without drizzle()'s changes to the client's own date parsers. */
-function postgresJsDatabase(client: Sql): AnyPgDatabase {
-  const dialect = new PgDialect();
-  return new PgDatabase(dialect, new PostgresJsSession(client, dialect, undefined), undefined);
-}
-
-/**
- * The one place where the backend makes a client: from `url` (postgres.js, or PGlite for `pglite:`, which loads
- * asynchronously), or around a client or db passed in. Options of the driver go here.
- */
-function connect(o: DriverOptions): Connection | Promise<Connection> {
-  if (o.db) return { db: o.db, close: undefined };
-  if (o.url !== undefined && PGLITE.test(o.url)) return openPglite(o.url);
-  if (postgresJs instanceof Error) throw postgresJs;
-  const client =
-    o.client ??
-    postgresJs.default(o.url as string, {
-      ...(o.max === undefined ? {} : { max: o.max }),
-      ...(o.prepare === undefined ? {} : { prepare: o.prepare }),
-      // With named statements, no pipelining (postgres.js's `max_pipeline`, 100 by default, missing from its
-      // types): a statement's first run sends Parse/Describe/Flush without a Sync, and queued behind queries in
-      // flight, a transaction pooler hands the server connection on at their ReadyForQuery while the describe
-      // is still answered there. Replies then reach the wrong client: calls hung, one's failure was another's
-      // (which postgres.js ran again: duplicated) and its success another's (lost). One query in flight per
-      // connection keeps every exchange on one server connection; postgres.js then re-prepares a statement
-      // the pooler lost (26000) by itself, which is safe, since the Bind failed before anything ran.
-      ...(o.prepare === false ? {} : ({ max_pipeline: 0 } as object)),
-      connection: { application_name: "agentix" },
-      // postgres.js prints server notices to stdout by default; a library must not.
-      onnotice: () => {},
-    });
-  return { db: postgresJsDatabase(client), close: o.client ? undefined : () => client.end({ timeout: 5 }) };
-}
-
-/** `pglite:memory:` (or `pglite:`) in memory; `pglite:<dir>`, `pglite:///abs/dir` in that directory (`~` expanded). */
-async function openPglite(url: string): Promise<Connection> {
-  const packages = ["@electric-sql/pglite", ...PACKAGES];
-  const { PGlite } = await importDriver<typeof import("@electric-sql/pglite")>(
-    "@electric-sql/pglite",
-    "agentix/postgres with a pglite: url",
-    packages,
-  );
-  const { drizzle } = await import("drizzle-orm/pglite");
-  const rest = decodeURIComponent(url.slice("pglite:".length));
-  const dir = rest === "" || rest === "memory:" ? undefined : expandHome(rest.replace(/^\/\/(?=\/)/, ""));
-  const client: PGlite = await PGlite.create(dir);
-  return { db: drizzle({ client }) as unknown as AnyPgDatabase, close: () => client.close() };
-}
-
 type Values = Record<string, unknown>;
-type Prepared = PgPreparedQuery<PreparedQueryConfig & { execute: unknown[][] }>;
 const dialect = new PgDialect();
 
 /**
@@ -244,11 +121,13 @@ export class PostgresStorageBackend extends StorageBackend {
   readonly #schema: string;
   readonly #migrate: boolean;
   readonly #tables: PgTables;
-  readonly #prepared = new Map<string, Prepared>();
+  readonly #prepared = new Map<string, Statement>();
   /** The connection once open; `#opening` while it opens (PGlite loads on first use). */
   #connection: Connection | undefined;
   #opening: Promise<Connection> | undefined;
   #migrated: Promise<void> | undefined;
+  /** Whether `#migrated` has settled successfully: open and migrated. */
+  #isReady = false;
 
   constructor(options: PostgresStorageOptions) {
     super();
@@ -258,7 +137,7 @@ export class PostgresStorageBackend extends StorageBackend {
     this.#migrate = o.migrate ?? true;
     this.#tables = pgTables(this.#schema);
     // postgres.js and a db passed in are ready at once (a missing driver is an error here); PGlite opens on first use.
-    if (o.url === undefined || !PGLITE.test(o.url)) this.#connection = connect(this.#options) as Connection;
+    if (!isPglite(o.url)) this.#connection = connect(this.#options) as Connection;
   }
 
   get #db(): AnyPgDatabase {
@@ -266,13 +145,15 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   /**
-   * Every statement of the operations goes through here: its prepared query (made once per shape and backend:
-   * `build` renders it, `key` names the shape), run with `values`, one round trip; rows as arrays, so that column
-   * names never matter (a postgres.js client with `transform: postgres.camel` reads the same). Errors come out as
-   * the driver threw them. Serialization failures and deadlocks are run again ({@link runStatement}), a fresh
-   * query each time.
+   * Every statement of the operations goes through here: its statement (made once per shape and backend: `build`
+   * renders it, `key` names the shape, {@link prepareStatement} readies it for the driver), run with `values`, one
+   * round trip; rows as arrays, so that column names never matter (a postgres.js client with
+   * `transform: postgres.camel` reads the same). Errors come out as the driver threw them. Serialization failures
+   * and deadlocks are run again ({@link runStatement}), a fresh query each time.
    */
-  async #run<R>(key: string, build: () => SQLWrapper, values: Values): Promise<R[]> {
+  #run<R>(key: string, build: () => SQLWrapper, values: Values): Promise<R[]> {
+    // Open and migrated once (see #ready); checked here, so that the statements of a ready backend wait for nothing.
+    if (!this.#isReady) return this.#ready().then(() => this.#run<R>(key, build, values));
     let prepared = this.#prepared.get(key);
     if (prepared === undefined) {
       const query = dialect.sqlToQuery(build().getSQL());
@@ -283,21 +164,14 @@ export class PostgresStorageBackend extends StorageBackend {
         this.#options.prepare === false
           ? undefined
           : `agentix_${createHash("sha256").update(query.sql).digest("base64url").slice(0, 22)}`;
-      prepared = this.#db._.session.prepareQuery(query, undefined, name, true, (rows) => rows) as Prepared;
+      prepared = prepareStatement(this.#db, query, name);
       this.#prepared.set(key, prepared);
     }
     const run = prepared;
-    return runStatement(async () => {
-      try {
-        return (await run.execute(values)) as R[];
-      } catch (error) {
-        throw driverError(error);
-      }
-    });
+    return runStatement(() => run(values)) as Promise<R[]>;
   }
 
   protected async insertSession(record: SessionRecord): Promise<SessionRecord | null> {
-    await this.#ready();
     const values = { ...sessionValues(record), id: record.session_id };
     // Run again only when the id was stored by a transaction that committed after the statement began (see insertSession).
     for (;;) {
@@ -309,13 +183,11 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected async readSession(sessionId: string): Promise<SessionRecord | null> {
-    await this.#ready();
     const [row] = await this.#run<SessionRow>("read", () => q.readSession(this.#db, this.#tables), { id: sessionId });
     return row ? toSession(row) : null;
   }
 
   protected async querySessions(agentId: string, query: SessionQuery): Promise<SessionRecord[]> {
-    await this.#ready();
     const { cwd, before, limit } = query;
     const shape = { cwd: cwd !== undefined, before: before !== undefined, limit: limit !== undefined };
     const rows = await this.#run<SessionRow>(
@@ -331,7 +203,6 @@ export class PostgresStorageBackend extends StorageBackend {
     metadata: JsonObject | null,
     at: string,
   ): Promise<SessionRecord | null> {
-    await this.#ready();
     const [row] = await this.#run<SessionRow>("update", () => q.replaceMetadata(this.#db, this.#tables), {
       id: sessionId,
       metadata: json(metadata),
@@ -342,7 +213,6 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected async copySession(sessionId: string, target: ForkTarget): Promise<CopyOutcome> {
-    await this.#ready();
     const { length, metadata } = target;
     const shape = { length: length !== undefined, metadata: metadata !== undefined };
     const [row] = await this.#run<CopyRow>(
@@ -367,31 +237,25 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected async removeSession(sessionId: string): Promise<void> {
-    await this.#ready();
     await this.#run("remove", () => q.removeSession(this.#db, this.#tables), { id: sessionId });
   }
 
   protected async appendMessages(sessionId: string, messages: MessageRecord[]): Promise<number | null> {
-    await this.#ready();
     const [first] = messages as [MessageRecord];
     const batch = messages.length > 1;
+    const at = first.timestamp;
+    const values = batch
+      ? { id: sessionId, at, count: messages.length, batch: roleAndContent(messages) }
+      : { id: sessionId, at, role: first.role, content: JSON.stringify(first.content) };
     const [row] = await this.#run<[number]>(
       batch ? "append:n" : "append:1",
       () => q.appendMessages(this.#tables, batch),
-      {
-        id: sessionId,
-        at: first.timestamp,
-        count: messages.length,
-        role: first.role,
-        content: batch ? null : JSON.stringify(first.content),
-        batch: batch ? roleAndContent(messages) : null,
-      },
+      values,
     );
     return row ? row[0] : null;
   }
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
-    await this.#ready();
     const shape = q.editShape(edit);
     const key = `edit:${shape.pop}:${shape.from}:${shape.key}:${shape.appends}`;
     const values = {
@@ -421,13 +285,11 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected async readLength(sessionId: string): Promise<number | null> {
-    await this.#ready();
     const [row] = await this.#run<[number]>("length", () => q.readLength(this.#db, this.#tables), { id: sessionId });
     return row ? row[0] : null;
   }
 
   protected async readMessages(sessionId: string, range: MessageRange): Promise<MessageRecord[] | null> {
-    await this.#ready();
     const shape = q.readShape(range);
     const rows = await this.#run<MessageRow>(`messages:${shape}`, () => q.readMessages(this.#tables, shape), {
       id: sessionId,
@@ -448,7 +310,6 @@ export class PostgresStorageBackend extends StorageBackend {
     limit: number,
     agentId: string | undefined,
   ): Promise<SessionRecord[]> {
-    await this.#ready();
     const shape = { agent: agentId !== undefined, after: after !== null };
     const rows = await this.#run<SessionRow>(
       `scan:${shape.agent}:${shape.after}`,
@@ -459,7 +320,6 @@ export class PostgresStorageBackend extends StorageBackend {
   }
 
   protected override async insertImported(record: SessionRecord, messages: MessageRecord[]): Promise<boolean> {
-    await this.#ready();
     const payload = JSON.stringify(messages.map((m) => [m.role, JSON.stringify(m.content), m.timestamp]));
     const [row] = await this.#run<[boolean]>("import", () => q.importSession(this.#tables), {
       ...sessionValues(record),
@@ -503,7 +363,7 @@ export class PostgresStorageBackend extends StorageBackend {
 
   protected override syncTwin(): SyncTwin {
     const { url, max, prepare } = this.#options;
-    if (url === undefined || PGLITE.test(url)) {
+    if (url === undefined || isPglite(url)) {
       throw new AgentixStorageError(
         url === undefined
           ? "PostgresStorageBackend: the ...Sync methods run on a worker thread, which cannot share a client or db " +
@@ -528,7 +388,10 @@ export class PostgresStorageBackend extends StorageBackend {
     if (this.closed) throw new BackendClosedError("PostgresStorageBackend");
     try {
       const applied = await migrateSchema((await this.#open()).db, this.#schema);
-      this.#migrated ??= Promise.resolve();
+      if (this.#migrated === undefined) {
+        this.#migrated = Promise.resolve();
+        this.#isReady = true;
+      }
       return applied;
     } catch (error) {
       throw toStorageError(error, "PostgresStorageBackend.migrate");
@@ -547,7 +410,9 @@ export class PostgresStorageBackend extends StorageBackend {
     if (this.#migrated === undefined) {
       const migrating = this.#open().then((c) => (this.#migrate ? migrateSchema(c.db, this.#schema) : []));
       this.#migrated = migrating.then(
-        () => {},
+        () => {
+          this.#isReady = true;
+        },
         (error: unknown) => {
           this.#migrated = undefined;
           // A PGlite that failed to open is opened again by the next call.

@@ -46,10 +46,10 @@ export async function readRange(redis: Redis, keys: RangeKeys, range: MessageRan
   return lines.map((line) => JSON.parse(line) as MessageRecord);
 }
 
-/** Messages per page after one of `lines`: as many as fit in PAGE_BYTES at their size, from 1 to 4 pages' worth. */
+/** Messages per page after one of `lines`: as many as fit in PAGE_BYTES at their size, from 1 to PAGE. */
 function nextPage(lines: string[]): number {
   const bytes = lines.reduce((n, line) => n + line.length, 0) / Math.max(1, lines.length);
-  return Math.max(1, Math.min(4 * PAGE, Math.floor(PAGE_BYTES / Math.max(1, bytes))));
+  return Math.max(1, Math.min(PAGE, Math.floor(PAGE_BYTES / Math.max(1, bytes))));
 }
 
 /**

@@ -5,10 +5,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import fc from "fast-check";
 import { afterAll, describe, expect, it } from "vitest";
 import { compareSessions } from "../src/core/records.js";
 import type { SessionRecord } from "../src/core/types.js";
-import { encodeSlot, SLOT_BYTES } from "../src/file/listing.js";
+import { encodeSlot, newestSlots, readSlots, SLOT_BYTES } from "../src/file/listing.js";
 import { agentKey } from "../src/file/session.js";
 import { FileStorageBackend } from "../src/file.js";
 
@@ -94,7 +95,8 @@ describe("FileStorageBackend listings from the agent index", () => {
     const basePath = fresh();
     const b = new FileStorageBackend({ basePath });
     const ids: string[] = [];
-    for (let i = 0; i < 24; i++) ids.push(await b.createSession("a", { i }));
+    // More sessions than a page of 6 takes candidates (2 × 6 + 32): the page is picked from the newest slots.
+    for (let i = 0; i < 60; i++) ids.push(await b.createSession("a", { i }));
     const writers = Array.from({ length: 4 }, (_, writer) => {
       const child = spawn(
         process.execPath,
@@ -136,4 +138,37 @@ describe("FileStorageBackend listings from the agent index", () => {
     expect(messages.reduce((s, n) => s + n, 0)).toBe(4 * 120);
     await b.close();
   }, 120_000);
+
+  it("picks a page's candidates from the slots' bytes as from the parsed slots (damage, ties, deletes, cursors)", () => {
+    const dir = fresh();
+    const times = ["2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.000Z", "2026-03-01T12:00:00.000Z"];
+    const ids = Array.from({ length: 40 }, (_, i) => `01900000-0000-7000-8000-${String(i).padStart(12, "0")}`);
+    const slot = fc.record({ at: fc.constantFrom(...times), id: fc.constantFrom(...ids), live: fc.boolean() });
+    fc.assert(
+      fc.property(
+        fc.array(slot, { maxLength: 120 }),
+        fc.option(fc.record({ at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) })),
+        fc.option(fc.nat({ max: SLOT_BYTES - 1 })),
+        fc.integer({ min: 1, max: 60 }),
+        fc.option(fc.tuple(fc.constantFrom(...times), fc.constantFrom(...ids))),
+        (slots, damage, torn, want, cursor) => {
+          const bytes = Buffer.concat(slots.map((s) => encodeSlot(s.at, s.id, s.live)));
+          if (damage && bytes.length > 0) bytes[damage.at % bytes.length] = damage.byte;
+          const path = join(dir, "index.slots");
+          writeFileSync(path, torn ? Buffer.concat([bytes, bytes.subarray(0, torn)]) : bytes);
+          const before = cursor ? cursor.join(" ") : undefined;
+          const all = readSlots(path) as NonNullable<ReturnType<typeof readSlots>>;
+          const keys = [...new Set(all.slots.filter((s) => s.live && (!before || s.key < before)).map((s) => s.key))];
+          keys.sort();
+          expect(newestSlots(path, want, before)).toEqual({
+            keys: keys.slice(-want),
+            cut: keys.length > want,
+            damaged: all.damaged,
+          });
+        },
+      ),
+      { numRuns: 400 },
+    );
+    expect(newestSlots(join(dir, "none"), 5, undefined)).toBeNull();
+  });
 });

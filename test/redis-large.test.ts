@@ -283,7 +283,7 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     expect(await raw.lrange(`${prefix}:messages:${fork}`, 0, -1)).toEqual(
       await raw.lrange(`${prefix}:messages:${id}`, 0, -1),
     );
-    // A full load of them: after the probe of 4,097 (one LRANGE when the session fits), pages of at most 2 MiB.
+    // A full load of them: after the probe of 4,097 (one LRANGE when the session fits), pages of at most 1 MiB.
     let loaded = 0;
     const reads = await sent(client, async () => {
       loaded = (await b.loadMessages(fork)).length;
@@ -292,7 +292,7 @@ describe.skipIf(!runs)("RedisStorageBackend with a large session", { timeout: 12
     const pages = reads.filter(([name]) => name === "lrange").map(([, , from, to]) => Number(to) - Number(from) + 1);
     expect(pages[0]).toBe(4_097);
     expect(pages.length).toBeGreaterThan(5);
-    expect(Math.max(...pages.slice(1))).toBeLessThanOrEqual(Math.ceil((2 * 1024 * 1024) / 4_000));
+    expect(Math.max(...pages.slice(1))).toBeLessThanOrEqual(Math.ceil((1024 * 1024) / 4_000));
     await b.deleteSession(id);
     await b.deleteSession(fork);
     client.disconnect();

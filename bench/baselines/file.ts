@@ -253,14 +253,39 @@ function notFound(sessionId: string): never {
   throw new Error(`session not found: ${sessionId}`);
 }
 
+/**
+ * Sessions without messages written straight into the backend's layout (session.json, an empty log, the agent's
+ * entry), as an import leaves them but without the agent's listing file (index.slots), which the backend builds from
+ * the entries on the agent's first listing or scan: an import takes milliseconds (locks, temporary directory,
+ * renames), too long for the 111,000 sessions of the scale rows. Untimed seeding only.
+ */
+function seedLayout(base: string, records: SessionRecord[]): void {
+  const agents = new Map<string, string>();
+  for (const r of records) {
+    let index = agents.get(r.agent_id);
+    if (index === undefined) {
+      index = join(base, "agents", agentKey(r.agent_id));
+      fs.mkdirSync(index, { recursive: true });
+      agents.set(r.agent_id, index);
+    }
+    const dir = join(base, "sessions", r.session_id);
+    fs.mkdirSync(dir, { recursive: true });
+    const { session_id, created_at, updated_at, agent_id, metadata } = r;
+    const record = { session_id, created_at, updated_at, agent_id, metadata };
+    fs.writeFileSync(join(dir, "session.json"), `${JSON.stringify(record, null, 2)}\n`, { flag: "wx" });
+    fs.writeFileSync(join(dir, "messages.jsonl"), "", { flag: "wx" });
+    fs.writeFileSync(join(index, session_id), "", { flag: "wx" });
+  }
+}
+
 export function fileTarget(): BenchTarget {
   return {
     name: "file",
     floor: false,
     probe: async () => null,
     versions: async () => ({}),
-    async open(side: Side): Promise<Namespace> {
-      const dir = fs.mkdtempSync(join(tmpdir(), "agentix-bench-"));
+    async open(side: Side, _count?: boolean, parent = tmpdir()): Promise<Namespace> {
+      const dir = fs.mkdtempSync(join(parent, "agentix-bench-"));
       const admin = new FileStorageBackend({ basePath: dir });
       // Without fsync, as the targets are stated (and as the backend defaults).
       const backend = side === "agentix" ? new FileStorageBackend({ basePath: dir, fsync: false }) : undefined;
@@ -269,7 +294,7 @@ export function fileTarget(): BenchTarget {
         ...(backend ? { backend } : {}),
         admin,
         async seedSessions(records: SessionRecord[]) {
-          for (const r of records) await admin.importSession(r, []);
+          seedLayout(dir, records);
         },
         async drop() {
           await backend?.close();

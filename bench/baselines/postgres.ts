@@ -246,6 +246,7 @@ export function postgresTarget(
       let backend: PostgresStorageBackend | undefined;
       let raw: Subject | undefined;
       let end: () => Promise<unknown>;
+      let store: Namespace["store"];
       if (driver === "pg") {
         const pool = new pg.Pool({ connectionString: url, max: POOL });
         // Every statement goes through the pool's query() (Drizzle's and the baseline's): one round trip each.
@@ -265,6 +266,7 @@ export function postgresTarget(
         if (side === "agentix") backend = new PostgresStorageBackend({ client, schema });
         else if (side === "floor" && floor) raw = floor(client, schema);
         else raw = new RawPostgres(postgresJsDriver(client, q));
+        store = { postgres: client, schema };
         end = () => client.end({ timeout: 5 });
       }
       return {
@@ -272,6 +274,7 @@ export function postgresTarget(
         ...(backend ? { backend } : {}),
         admin,
         ...(count ? { wire } : {}),
+        ...(store ? { store } : {}),
         async seedSessions(records: SessionRecord[]) {
           const rows = records.map((r) => ({
             id: r.session_id,

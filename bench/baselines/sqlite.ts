@@ -170,8 +170,8 @@ export function sqliteTarget(): BenchTarget {
       db.close();
       return { SQLite: version, "better-sqlite3": packageVersion("better-sqlite3") };
     },
-    async open(side: Side): Promise<Namespace> {
-      const dir = mkdtempSync(join(tmpdir(), "agentix-bench-"));
+    async open(side: Side, _count?: boolean, parent = tmpdir()): Promise<Namespace> {
+      const dir = mkdtempSync(join(parent, "agentix-bench-"));
       const path = join(dir, "bench.db");
       // The backend's migration, run once, makes the tables of both sides.
       const admin = new SqliteStorageBackend({ path });
@@ -182,6 +182,7 @@ export function sqliteTarget(): BenchTarget {
         subject: backend ? agentixSubject(backend) : (raw as RawSqlite),
         ...(backend ? { backend } : {}),
         admin,
+        store: { sqlite: path },
         async seedSessions(records: SessionRecord[]) {
           const db = open(path);
           const insert = db.prepare(

@@ -7,7 +7,17 @@ import { join } from "node:path";
 import { compareSessions, cwdOf } from "../core/records.js";
 import type { SessionQuery, SessionRecord } from "../core/types.js";
 import { errno, ifExists, readAt, writeAll } from "./io.js";
-import { appendSlot, encodeSlot, readSlots, SLOT_BYTES, type Slot, slotOf, slotsPath } from "./listing.js";
+import {
+  appendSlot,
+  encodeSlot,
+  type Newest,
+  newestSlots,
+  readSlots,
+  SLOT_BYTES,
+  type Slot,
+  slotOf,
+  slotsPath,
+} from "./listing.js";
 import { agentKey, sessionIds } from "./session.js";
 
 /** What the index needs of the backend. */
@@ -84,22 +94,23 @@ export class AgentIndex {
   /** The listing from the slots; `null` when they cannot be trusted (damaged, missing): read every session then. */
   list(agentId: string, query: SessionQuery, whole = false): SessionRecord[] | null {
     const dir = this.agentDir(agentId);
-    let index = readSlots(slotsPath(dir));
+    const before = query.before && `${query.before.updated_at} ${query.before.session_id}`;
+    const limit = query.limit ?? Number.POSITIVE_INFINITY;
+    // A page needs about its own number of candidates: the newest few are picked from the slots' bytes without
+    // sorting them all (when they run out, as records that move down or a cwd filter may make them, the listing
+    // is made again from all).
+    const want = whole || query.cwd !== undefined ? Number.POSITIVE_INFINITY : limit * 2 + 32;
+    const read = () =>
+      Number.isFinite(want) && (before === undefined || ASCII.test(before))
+        ? newestSlots(slotsPath(dir), want, before)
+        : allSlots(slotsPath(dir), before);
+    let index = read();
     if (index === null) {
       if (!fs.existsSync(dir)) return [];
-      index = this.#tryBuild(agentId) ? readSlots(slotsPath(dir)) : null;
+      index = this.#tryBuild(agentId) ? read() : null;
     }
     if (index === null || index.damaged) return null;
-    const before = query.before && `${query.before.updated_at} ${query.before.session_id}`;
-    const keys: string[] = [];
-    for (const s of index.slots) if (s.live && (before === undefined || s.key < before)) keys.push(s.key);
-    const limit = query.limit ?? Number.POSITIVE_INFINITY;
-    // A page needs about its own number of candidates: the newest few are picked without sorting them all (when
-    // they run out, as records that move down or a cwd filter may make them, the listing is made again from all).
-    const want = whole || query.cwd !== undefined ? Number.POSITIVE_INFINITY : limit * 2 + 32;
-    const cut = keys.length > want;
-    if (cut) keys.splice(0, keys.length, ...newest(keys, want));
-    else keys.sort();
+    const { keys, cut } = index;
     const page: SessionRecord[] = [];
     const seen = new Set<string>();
     /** Sessions read whose record says less than their slot, in listing order: they wait for their place. */
@@ -292,22 +303,15 @@ export function writeEntry(entry: string, bytes: Buffer, fsync: boolean): void {
   fs.renameSync(tmp, entry);
 }
 
-/** The `n` greatest of `keys`, in ascending order, without sorting the others. */
-function newest(keys: string[], n: number): string[] {
-  const top = keys.slice(0, n).sort();
-  for (let i = n; i < keys.length; i++) {
-    const key = keys[i] as string;
-    if (key <= (top[0] as string)) continue;
-    let lo = 0;
-    for (let hi = top.length; lo < hi; ) {
-      const mid = (lo + hi) >>> 1;
-      if ((top[mid] as string) < key) lo = mid + 1;
-      else hi = mid;
-    }
-    top.splice(lo, 0, key);
-    top.shift();
-  }
-  return top;
+const ASCII = /^[\x20-\x7e]*$/;
+
+/** Every live key below `before`, ascending: a whole listing's candidates. */
+function allSlots(path: string, before: string | undefined): Newest | null {
+  const index = readSlots(path);
+  if (index === null) return null;
+  const keys: string[] = [];
+  for (const s of index.slots) if (s.live && (before === undefined || s.key < before)) keys.push(s.key);
+  return { keys: keys.sort(), cut: false, damaged: index.damaged };
 }
 
 function lockName(agentId: string): string {

@@ -22,6 +22,8 @@ import { errno, ifExists, readAt, writeAll } from "./io.js";
 export const SLOTS = "index.slots";
 export const SLOT_BYTES = 80;
 const BODY = 24 + 1 + 36 + 1 + 1;
+/** `<updated_at> <session_id>`: the listing order is this part's, descending. */
+const KEY = 24 + 1 + 36;
 const CHUNK = SLOT_BYTES * 50_000;
 
 /** One slot as read. */
@@ -57,6 +59,87 @@ export function readSlots(path: string): { slots: Slot[]; damaged: boolean } | n
     }
     return { slots, damaged };
   });
+}
+
+/** What {@link newestSlots} found: the greatest keys in ascending order, and whether there were more. */
+export interface Newest {
+  keys: string[];
+  /** More live keys passed the cursor than `want`. */
+  cut: boolean;
+  damaged: boolean;
+}
+
+/**
+ * The `want` greatest keys of the live slots below `before` (all of them when fewer), `null` when there is no
+ * file: what a page of a listing needs. Every slot is checked as {@link readSlots} checks it, but on its bytes: a
+ * key becomes a string only when it beats the least of the keys kept so far, and the file is read from its end,
+ * where new sessions' slots are, so that in a store written in time order most slots are passed over at once.
+ * `before` must be ASCII (a cursor of a real session is: an ISO time and a UUID).
+ */
+export function newestSlots(path: string, want: number, before: string | undefined): Newest | null {
+  return withIndex(path, "r", (fd) => {
+    const size = fs.fstatSync(fd).size;
+    const whole = size - (size % SLOT_BYTES);
+    const below = before === undefined ? undefined : Buffer.from(before, "latin1");
+    /** The kept keys, ascending, and the least of them as bytes (once `want` are kept). */
+    const keys: string[] = [];
+    let least: Buffer | undefined;
+    let cut = false;
+    let damaged = size % SLOT_BYTES !== 0;
+    for (let end = whole; end > 0; end -= CHUNK) {
+      const from = Math.max(0, end - CHUNK);
+      const chunk = readAt(fd, from, end);
+      for (let i = chunk.length - SLOT_BYTES; i >= 0; i -= SLOT_BYTES) {
+        let buffer = chunk;
+        let at = i;
+        if (!slotChecks(buffer, at)) {
+          // A slot met while its writer rewrites it may be torn: it is read once more.
+          buffer = readAt(fd, from + i, from + i + SLOT_BYTES);
+          at = 0;
+          if (buffer.length < SLOT_BYTES || !slotChecks(buffer, at)) {
+            damaged = true;
+            continue;
+          }
+        }
+        if (buffer[at + BODY - 1] !== 0x6c) continue; // deleted
+        if (below && buffer.compare(below, 0, below.length, at, at + KEY) >= 0) continue;
+        const vs = least ? buffer.compare(least, 0, KEY, at, at + KEY) : 1;
+        if (vs === 0) continue; // the same session twice (a slot copied by hand): once is enough
+        if (vs < 0) {
+          cut = true;
+          continue;
+        }
+        const key = buffer.toString("latin1", at, at + KEY);
+        let lo = 0;
+        for (let hi = keys.length; lo < hi; ) {
+          const mid = (lo + hi) >>> 1;
+          if ((keys[mid] as string) < key) lo = mid + 1;
+          else hi = mid;
+        }
+        if (keys[lo] === key) continue;
+        keys.splice(lo, 0, key);
+        if (keys.length > want) {
+          keys.shift();
+          cut = true;
+        }
+        if (keys.length === want) least = Buffer.from(keys[0] as string, "latin1");
+      }
+    }
+    return { keys, cut, damaged };
+  });
+}
+
+/** Whether the slot at `i` is whole and its check is its body's: FNV-1a over the bytes, without a string. */
+function slotChecks(buffer: Buffer, i: number): boolean {
+  if (buffer[i + SLOT_BYTES - 1] !== 0x0a) return false;
+  let hash = 0x811c9dc5;
+  for (let k = i; k < i + BODY; k++) hash = Math.imul(hash ^ (buffer[k] as number), 0x01000193);
+  hash >>>= 0;
+  for (let d = 0; d < 8; d++) {
+    const nibble = (hash >>> (28 - 4 * d)) & 15;
+    if (buffer[i + BODY + 1 + d] !== (nibble < 10 ? 48 + nibble : 87 + nibble)) return false;
+  }
+  return true;
 }
 
 function parseSlot(buffer: Buffer, i: number, slot: number): Slot | null {

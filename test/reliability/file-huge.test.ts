@@ -6,6 +6,7 @@ import { closeSync, fstatSync, mkdtempSync, openSync, rmSync, statSync, writeSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import type { MessageRecord } from "../../src/core/types.js";
 import { bytesRead } from "../../src/file/io.js";
 import { COUNT, LOG, writeCount } from "../../src/file/log.js";
 import { FileStorageBackend } from "../../src/file.js";
@@ -52,7 +53,7 @@ describe(`a File log of ${FULL ? "5 GiB" : "128 MiB"}`, () => {
 
     const tail = await b.loadMessages(id, { last: 2 });
     expect(tail.map((m) => numberOf(m.content))).toEqual([MESSAGES - 2, MESSAGES - 1]);
-    expect((tail[1]?.content as string).length).toBe(`${MESSAGES - 1} `.length + MESSAGE);
+    expect((tail[1] as MessageRecord).content).toHaveLength(`${MESSAGES - 1} `.length + MESSAGE);
     expect(await b.countMessages(id)).toBe(MESSAGES);
     expect((await b.getSession(id))?.updated_at).toBe(TIMESTAMP);
     const offset = Math.floor(MESSAGES * 0.9);

@@ -98,10 +98,15 @@ const nodePostgres: PgDriver = {
   async open(url) {
     const sent: Sent[] = [];
     const pool = new pg.Pool({ connectionString: url as string, max: 10 });
-    // Drizzle sends every statement through the pool's query(config, values).
+    // Every statement goes through the pool's query(): the backend's as query({ text, values, ... }), Drizzle's
+    // (the migrations' check) as query(config, values).
     const query = pool.query.bind(pool) as (config: unknown, values?: unknown[]) => Promise<unknown>;
-    pool.query = ((config: { text?: string } | string, values?: unknown[]) => {
-      sent.push({ query: typeof config === "string" ? config : (config.text as string), parameters: values ?? [] });
+    pool.query = ((config: { text?: string; values?: unknown[] } | string, values?: unknown[]) => {
+      sent.push(
+        typeof config === "string"
+          ? { query: config, parameters: values ?? [] }
+          : { query: config.text as string, parameters: values ?? config.values ?? [] },
+      );
       return query(config, values);
     }) as typeof pool.query;
     const admin = new pg.Pool({ connectionString: url as string, max: 4 });
