@@ -120,6 +120,11 @@ export class MemoryStorageBackend extends SyncStorageBackend {
       stored.record.updated_at = latest(edit.at, stored.record.updated_at);
     }
     if (edit.messages.length > 0) append(stored, edit.messages);
+    if (edit.metadata !== undefined) {
+      stored.metadata = JSON.stringify(edit.metadata);
+      stored.cwd = cwdOf(edit.metadata);
+      stored.record.updated_at = latest(edit.at, stored.record.updated_at);
+    }
     if (edit.idempotency) {
       const write = { fingerprint: edit.idempotency.fingerprint, length: stored.messages.length, popped };
       stored.keys.set(edit.idempotency.key, write);

@@ -110,7 +110,8 @@ export abstract class StorageBackend implements AsyncDisposable {
    * `conflict` when `edit.expectedLength` is not the length; `out-of-range` when `edit.from` is beyond it; else
    * drops positions ≥ `from` (or, for `pop`, the last message), appends `edit.messages` as
    * {@link StorageBackend.appendMessages} does, moves `updated_at` to `edit.at` (never backwards) when the
-   * list changed, remembers the key with its fingerprint and outcome (keeping at least the session's 1,000
+   * list changed, replaces the metadata (and cwd) when `edit.metadata` is defined (then `updated_at` moves even
+   * when the list did not change), remembers the key with its fingerprint and outcome (keeping at least the session's 1,000
    * most recent keys, deleted with the session), and returns `written` with the new length and the popped message.
    */
   protected abstract editMessages(sessionId: string, edit: MessageEdit): MaybePromise<EditOutcome>;

@@ -44,6 +44,7 @@ import {
   scanQuery,
   schemas,
   sessionQuery,
+  type WriteShape,
   writeOptionsOf,
 } from "./validation.js";
 
@@ -193,7 +194,7 @@ export const ops = {
       return { id: existing(id, sessionId), batch, write };
     },
     (b, { id, batch, write }): MaybePromise<WriteResult> => {
-      if (write.expectedLength !== undefined || write.key !== undefined) {
+      if (write.expectedLength !== undefined || write.key !== undefined || write.metadata !== undefined) {
         const edit = newEdit("saveMessages", [], undefined, false, batch, write);
         return then(b.editMessages(id, edit), (outcome) => ({ length: settle(id, edit, outcome).length }));
       }
@@ -356,14 +357,13 @@ function newEdit(
   from: number | undefined,
   pop: boolean,
   messages: MessageRecord[],
-  write: { expectedLength: number | undefined; key: string | undefined },
+  write: WriteShape,
 ): MessageEdit {
-  const { expectedLength, key } = write;
-  const idempotency =
-    key === undefined
-      ? undefined
-      : { key, fingerprint: fingerprint(operation, [...args, expectedLength ?? null], messages) };
-  return { from, pop, messages, at: messages[0]?.timestamp ?? now(), expectedLength, idempotency };
+  const { expectedLength, key, metadata } = write;
+  // Metadata joins the fingerprint only when given: keys remembered before the option existed still match.
+  const shaped = [...args, expectedLength ?? null, ...(metadata === undefined ? [] : [{ metadata }])];
+  const idempotency = key === undefined ? undefined : { key, fingerprint: fingerprint(operation, shaped, messages) };
+  return { from, pop, messages, at: messages[0]?.timestamp ?? now(), expectedLength, metadata, idempotency };
 }
 
 /** An edit's outcome as the caller sees it: the result, or the error that says why nothing was written. */

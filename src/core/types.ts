@@ -92,6 +92,14 @@ export interface WriteOptions {
    * session remembers at least its 1,000 most recent keys.
    */
   idempotencyKey?: string;
+  /**
+   * Replaces the session's metadata (validated, and `cwd` re-indexed, as `updateSession` does) in the same atomic
+   * step as the write, and only when the write happens (not on a `ConflictError`, nor for a replayed key): state
+   * kept beside a history (a summary, a cursor) never disagrees with it. `updated_at` moves to the time of the
+   * write, also when the list does not change. Part of the arguments an idempotency key remembers.
+   * @default unchanged
+   */
+  metadata?: JsonObject | null;
 }
 
 /** Options of `forkSession`. */
@@ -166,6 +174,12 @@ export interface MessageEdit {
   at: string;
   /** Write only if the session has exactly this many messages now; else `conflict`. */
   expectedLength: number | undefined;
+  /**
+   * When defined, the session's new metadata (and so its cwd, which the cwd listing follows), replaced in the same
+   * atomic step when the edit is written; `updated_at` then moves to `at` (never backwards) even when the list does
+   * not change. `undefined`: the metadata is not touched.
+   */
+  metadata: JsonObject | null | undefined;
   /**
    * Remember the write under `key`, with `fingerprint` (of the arguments) and its outcome, in the same atomic
    * step. A key the session remembers already: nothing is written, and the remembered outcome comes back.

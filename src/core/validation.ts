@@ -175,6 +175,7 @@ const writeOptions = z.strictObject({
     .max(256, "must be at most 256 characters")
     .refine(indexText, "must be well-formed Unicode without NUL characters")
     .optional(),
+  metadata: schemas.metadata.optional(),
 });
 
 /** Parses `value` with `schema`, turning the first problem into a `ValidationError` that names the field. */
@@ -304,9 +305,21 @@ export function batchSizeOf(options: unknown): number {
 }
 
 /** The options of a history write, validated. */
-export function writeOptionsOf(options: unknown): { expectedLength: number | undefined; key: string | undefined } {
+export function writeOptionsOf(options: unknown): WriteShape {
   const o = parse(writeOptions, options ?? {}, "options");
-  return { expectedLength: o.expectedLength, key: o.idempotencyKey };
+  return {
+    expectedLength: o.expectedLength,
+    key: o.idempotencyKey,
+    metadata: o.metadata as JsonObject | null | undefined,
+  };
+}
+
+/** Write options after validation. */
+export interface WriteShape {
+  expectedLength: number | undefined;
+  key: string | undefined;
+  /** The metadata the write sets along (`undefined`: unchanged). */
+  metadata: JsonObject | null | undefined;
 }
 
 /** The start of a `replaceMessages`: a position (checked against the length by the store, atomically). */

@@ -27,6 +27,7 @@ import { v2MessageTests } from "./v2-messages.js";
 import { v2PagingSyncTests, v2PagingTests } from "./v2-paging.js";
 import { v2SessionTests } from "./v2-sessions.js";
 import { v2SyncTests } from "./v2-sync.js";
+import { v2WriteMetadataSyncTests, v2WriteMetadataTests } from "./v2-write-metadata.js";
 import { validationTests } from "./validation.js";
 
 export { trickyContents } from "./content.js";
@@ -54,11 +55,13 @@ export function runConformanceSuite(name: string, options: ConformanceOptions): 
     v2EditTests(ctx);
     v2KeyTests(ctx);
     v2ForkTests(ctx);
+    v2WriteMetadataTests(ctx);
     if (options.sync !== false) {
       syncTests(ctx);
       v2SyncTests(ctx);
       v2PagingSyncTests(ctx);
       v2EditSyncTests(ctx);
+      v2WriteMetadataSyncTests(ctx);
     }
     if (options.portable !== false) {
       portableTests(ctx);

@@ -11,7 +11,7 @@ import { badCounts, contents, expectConflict, numbered, say, sessionWith, state,
  * Another backend on the same store, as another process would be, when `create` shares one (a server, a
  * database file); `b` itself when each backend is a store of its own (Memory, a fresh directory).
  */
-async function otherWriter(ctx: SuiteContext, b: StorageBackend, id: string): Promise<StorageBackend> {
+export async function otherWriter(ctx: SuiteContext, b: StorageBackend, id: string): Promise<StorageBackend> {
   const other = await ctx.backend();
   return (await other.getSession(id)) ? other : b;
 }
