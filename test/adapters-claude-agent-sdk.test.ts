@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   deleteSession,
+  foldSessionSummary,
   forkSession,
   getSessionInfo,
   getSessionMessages,
@@ -79,6 +80,7 @@ describe.each(backends)("AgentixSessionStore on $name", (backend) => {
         }),
         fc.record({ kind: fc.constant("load" as const), key: keyArb }),
         fc.record({ kind: fc.constant("list" as const), project: fc.constantFrom(...projects) }),
+        fc.record({ kind: fc.constant("summaries" as const), project: fc.constantFrom(...projects) }),
         fc.record({ kind: fc.constant("subkeys" as const), key: keyArb }),
         fc.record({ kind: fc.constant("delete" as const), key: keyArb }),
       );
@@ -90,7 +92,10 @@ describe.each(backends)("AgentixSessionStore on $name", (backend) => {
           let n = 0;
           for (const o of ops) {
             if (o.kind === "append") {
-              const batch = Array.from({ length: o.size }, () => (o.uuids ? withUuid(++n) : entry({ n: ++n })));
+              // Titles and tags: what a summary folds (set-once and last-wins fields), so that their order shows.
+              const batch = Array.from({ length: o.size }, () =>
+                o.uuids ? { ...withUuid(++n), customTitle: `t${n}` } : entry({ type: "tag", tag: `g${++n}` }),
+              );
               await ours.append(o.key, batch);
               await reference.append(o.key, batch);
             } else if (o.kind === "load") {
@@ -99,6 +104,12 @@ describe.each(backends)("AgentixSessionStore on $name", (backend) => {
               const ids = async (s: typeof ours | InMemorySessionStore) =>
                 (await s.listSessions(o.project)).map((x) => x.sessionId).sort();
               expect(await ids(ours)).toEqual(await ids(reference));
+            } else if (o.kind === "summaries") {
+              const data = async (s: typeof ours | InMemorySessionStore) =>
+                (await s.listSessionSummaries(o.project))
+                  .map((x) => [x.sessionId, x.data] as const)
+                  .sort(([x], [y]) => x.localeCompare(y));
+              expect(await data(ours)).toEqual(await data(reference));
             } else if (o.kind === "subkeys") {
               expect((await ours.listSubkeys(o.key)).sort()).toEqual((await reference.listSubkeys(o.key)).sort());
             } else {
@@ -277,6 +288,55 @@ describe.each(backends)("AgentixSessionStore on $name", (backend) => {
         const mine = stored.filter((x) => x.by === by).map((x) => x.k);
         expect(mine).toEqual(windows(from).map((_, k) => k));
       }
+    });
+
+    it("keeps a main transcript's summary with its entries: two stores racing, mtime as listSessions', a first release's transcript", async () => {
+      const storage = backend.open();
+      const project = freshProject();
+      const key = { projectKey: project, sessionId: "summed" };
+      const a = store(storage);
+      const b = store(backend.open());
+      // Interleaved appends of two stores: last-wins fields (titles, tags) and set-once ones (the first prompt).
+      const turn = (by: string, k: number) => [
+        {
+          type: "user",
+          uuid: randomUUID(),
+          timestamp: new Date(Date.UTC(2026, 0, 1, 0, 0, k)).toISOString(),
+          cwd: `/w/${by}`,
+          message: { role: "user", content: `prompt ${by} ${k}` },
+        },
+        { type: "custom-title", customTitle: `${by}-${k}` },
+        { type: "tag", tag: k % 3 === 0 ? "" : `tag-${by}-${k}` },
+      ];
+      const sends = (s: AgentixSessionStore, by: string) =>
+        Array.from({ length: 12 }, (_, k) => s.append(key, turn(by, k)));
+      const subagent = { ...key, subpath: "subagents/agent-1" };
+      await Promise.all([...sends(a, "a"), ...sends(b, "b"), a.append(subagent, [entry({ customTitle: "sub" })])]);
+      const stored = (await storage.loadMessages(a.sessionIdOf(key))).map((m) => m.content as SessionStoreEntry);
+      expect(stored).toHaveLength(72);
+      const expected = foldSessionSummary(undefined, key, stored).data;
+      const [listed] = await store(backend.open()).listSessions(project);
+      for (const s of [a, b, store(backend.open())]) {
+        expect(await s.listSessionSummaries(project)).toEqual([
+          { sessionId: "summed", mtime: listed?.mtime, data: expected },
+        ]);
+      }
+      // A transcript of the first release (entries, no summary): left out, until an append folds all it holds.
+      const old = { projectKey: project, sessionId: "old" };
+      const id = a.sessionIdOf(old);
+      await storage.openSession("claude-agent-sdk", id, {
+        cwd: project,
+        claude_project_key: project,
+        claude_session_id: "old",
+      });
+      await storage.saveMessages(id, [{ role: "system", content: { type: "custom-title", customTitle: "before" } }]);
+      const fresh = store(backend.open());
+      expect((await fresh.listSessionSummaries(project)).map((x) => x.sessionId)).toEqual(["summed"]);
+      await fresh.append(old, [entry({ type: "tag", tag: "after" })]);
+      const summaries = await fresh.listSessionSummaries(project);
+      const oldSummary = summaries.find((x) => x.sessionId === "old");
+      expect(oldSummary?.data).toEqual(foldSessionSummary(undefined, old, (await fresh.load(old)) ?? []).data);
+      expect(oldSummary?.data).toMatchObject({ customTitle: "before", tag: "after" });
     });
 
     it("writes the entries of a transcript another process deleted and wrote anew, though this store knew them", async () => {

@@ -3,9 +3,10 @@
  * @module agentix/claude-agent-sdk
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import type { SessionKey, SessionStore, SessionStoreEntry } from "@anthropic-ai/claude-agent-sdk";
+import type { SessionKey, SessionStore, SessionStoreEntry, SessionSummaryEntry } from "@anthropic-ai/claude-agent-sdk";
 import { z } from "zod";
 import type { StorageBackend } from "../core/backend.js";
+import { requirePackages } from "../core/driver.js";
 import { SessionNotFoundError } from "../core/errors.js";
 import type { JsonObject, MessageRecord, NewMessage, Role, SessionRecord } from "../core/types.js";
 import { newBatch, parseOptions } from "../core/validation.js";
@@ -42,10 +43,29 @@ export interface ListedTranscript {
 
 const OPTIONS = z.strictObject({ storage: storageOption, agentId: agentIdOption.optional() });
 
+/** The SDK's summary state of a transcript: opaque to the store, kept verbatim. */
+type SummaryData = SessionSummaryEntry["data"];
+/** Folds entries into a summary's data: the SDK's `foldSessionSummary`, loaded on the store's first read or write. */
+type Fold = (data: SummaryData, key: SessionKey, entries: unknown[]) => SummaryData;
+
+let sdkFold: Promise<Fold> | undefined;
+/** The SDK's fold (the SDK is there: the store is handed to it); a missing SDK is named, as a missing driver is. */
+function loadFold(): Promise<Fold> {
+  sdkFold ??= (async () => {
+    await requirePackages("agentix/claude-agent-sdk", ["@anthropic-ai/claude-agent-sdk"]);
+    const { foldSessionSummary } = await import("@anthropic-ai/claude-agent-sdk");
+    return (data, key, entries) =>
+      foldSessionSummary({ sessionId: key.sessionId, mtime: 0, data }, key, entries as SessionStoreEntry[]).data;
+  })();
+  return sdkFold;
+}
+
 /** The metadata keys that hold the SDK's key of a session (beside `cwd`, which serves the listings). */
 const PROJECT = "claude_project_key";
 const SESSION = "claude_session_id";
 const SUBPATH = "claude_subpath";
+/** The metadata key of a main transcript's summary: the SDK's `data`, folded over all its entries. */
+const SUMMARY = "claude_summary";
 
 /**
  * A Claude Agent SDK `SessionStore` (`query({ options: { sessionStore } })`, `resume`, and the SDK's
@@ -73,9 +93,12 @@ const SUBPATH = "claude_subpath";
  *   re-send and writes nothing, its entries without a uuid included; a batch re-sent after a lost reply is written
  *   once too (an idempotency key of the write). `load` returns each uuid once, also for transcripts written by the
  *   first release of this store (which de-duplicated only whole batches).
- * - `listSessionSummaries` is not implemented: a summary kept fresh must be written in the same atomic step as the
- *   entries (agentix writes messages and session metadata in separate steps), or every append would cost a second
- *   round trip; without it the SDK lists with `listSessions` and reads only the sessions of the page it returns.
+ * - A main transcript's summary (the SDK's `foldSessionSummary` over its entries, for `listSessionSummaries`) is in
+ *   its session's metadata, written with the entries in one atomic step (the `metadata` option of `saveMessages`)
+ *   under the same compare-and-swap: a summary always covers exactly the entries stored, whichever process wrote
+ *   them, and costs no round trip of its own. Its `mtime` is the session's `updated_at`, the clock `listSessions`
+ *   reports. A transcript written before summaries were kept (the first releases of this store) has none until its
+ *   next append; the SDK reads such a transcript whole, as it does without summaries.
  */
 export class AgentixSessionStore implements SessionStore {
   /** The agentix agent the transcripts belong to. */
@@ -86,6 +109,8 @@ export class AgentixSessionStore implements SessionStore {
   readonly #known = new Map<string, Known>();
   /** Per transcript, the tail of this store's chain of steps on it (appends, loads, deletes): one at a time. */
   readonly #queues = new Map<string, Promise<unknown>>();
+  /** The SDK's summary fold, once loaded. */
+  #fold: Fold | undefined;
 
   /** @throws {ValidationError} on a missing or mistyped option (`storage` must be an agentix backend). */
   constructor(options: AgentixSessionStoreOptions) {
@@ -114,6 +139,7 @@ export class AgentixSessionStore implements SessionStore {
     if (entries.length === 0) return;
     const batch = JSON.parse(JSON.stringify(entries)) as JsonObject[];
     const id = this.sessionIdOf(key);
+    this.#fold ??= await loadFold();
     await this.#serially(id, async () => {
       let known = this.#recall(id) ?? (await this.#learn(id, key, batch));
       for (let attempt = 1; ; attempt++) {
@@ -124,14 +150,20 @@ export class AgentixSessionStore implements SessionStore {
           const length = await this.#lengthOf(id);
           if (length === known.length) return;
           if (length === null) await this.#storage.openSession(this.agentId, id, this.#metadata(key));
-          known = length === null ? empty() : await this.#catchUp(id, known, length);
+          known = length === null ? empty() : await this.#catchUp(id, key, known, length);
           continue;
         }
         // The key names this write exactly (where and what): a re-send after a lost reply is answered, not rewritten.
         const idempotencyKey = `claude:${digest(JSON.stringify([known.length, fresh]))}`;
+        const summary = this.#summarize(known, key, fresh);
+        const metadata = this.#metadata(key, summary);
         try {
-          await this.#storage.saveMessages(id, fresh.map(toMessage), { expectedLength: known.length, idempotencyKey });
-          this.#remember(id, advance(known, fresh));
+          await this.#storage.saveMessages(id, fresh.map(toMessage), {
+            expectedLength: known.length,
+            idempotencyKey,
+            metadata,
+          });
+          this.#remember(id, this.#advance(known, key, fresh, summary));
           return;
         } catch (error) {
           if (error instanceof SessionNotFoundError) {
@@ -144,7 +176,7 @@ export class AgentixSessionStore implements SessionStore {
           // A writer that keeps winning (a backlog of appends of its own) is let through for a while, by a random
           // and growing pause, up to 50 ms.
           if (attempt > 1) await sleep(Math.random() * Math.min(2 ** attempt, 50));
-          known = await this.#catchUp(id, known, error.actualLength ?? 0);
+          known = await this.#catchUp(id, key, known, error.actualLength ?? 0);
         }
       }
     });
@@ -156,10 +188,11 @@ export class AgentixSessionStore implements SessionStore {
    */
   async load(key: SessionKey): Promise<SessionStoreEntry[] | null> {
     const id = this.sessionIdOf(key);
+    this.#fold ??= await loadFold();
     const messages = await this.#serially(id, async () => {
       try {
         const records = await this.#storage.loadMessages(id);
-        this.#remember(id, advance(empty(), contents(records)));
+        this.#remember(id, this.#advance(empty(), key, contents(records)));
         return records;
       } catch (error) {
         if (!(error instanceof SessionNotFoundError)) throw error;
@@ -191,6 +224,21 @@ export class AgentixSessionStore implements SessionStore {
   }
 
   /**
+   * The summaries of the project's main transcripts (the SDK's `foldSessionSummary` over each one's entries), with
+   * the same `mtime` as {@link AgentixSessionStore.listSessions}: one listing. A transcript without a summary yet
+   * (written before this store kept them) is left out: the SDK reads it whole.
+   */
+  async listSessionSummaries(projectKey: string): Promise<SessionSummaryEntry[]> {
+    const records = await this.#storage.listSessions(this.agentId, { cwd: projectKey });
+    return records.flatMap((record) => {
+      const sessionId = String(record.metadata?.[SESSION]);
+      const data = record.metadata?.[SUMMARY];
+      if (!this.#isOwn(record, { projectKey, sessionId }) || !isObject(data)) return [];
+      return [{ sessionId, mtime: Date.parse(record.updated_at), data }];
+    });
+  }
+
+  /**
    * Deletes a transcript. The main transcript (no `subpath`) goes with its subagents' transcripts: they are
    * deleted first, then the main one, then any subagent transcript written meanwhile; each deletion is one atomic
    * step, the whole is not (after a crash midway the main transcript is still there, and deleting it again
@@ -218,7 +266,7 @@ export class AgentixSessionStore implements SessionStore {
   async #learn(id: string, key: SessionKey, batch: JsonObject[]): Promise<Known> {
     newBatch(batch.map(toMessage));
     const { created } = await this.#storage.openSession(this.agentId, id, this.#metadata(key));
-    return created ? empty() : this.#read(id);
+    return created ? empty() : this.#read(id, key);
   }
 
   /**
@@ -226,7 +274,7 @@ export class AgentixSessionStore implements SessionStore {
    * since, when the transcript still begins as this store knew it (its last known entry is still in place); the
    * whole transcript again when it does not (deleted and written anew by another process).
    */
-  async #catchUp(id: string, known: Known, actual: number): Promise<Known> {
+  async #catchUp(id: string, key: SessionKey, known: Known, actual: number): Promise<Known> {
     if (actual >= known.length) {
       let tail: MessageRecord[];
       try {
@@ -235,11 +283,13 @@ export class AgentixSessionStore implements SessionStore {
         if (error instanceof SessionNotFoundError) return empty();
         throw error;
       }
-      if (known.length === 0) return advance(known, contents(tail));
+      if (known.length === 0) return this.#advance(known, key, contents(tail));
       const [last, ...since] = tail;
-      if (last !== undefined && fingerprint(last.content) === known.last) return advance(known, contents(since));
+      if (last !== undefined && fingerprint(last.content) === known.last) {
+        return this.#advance(known, key, contents(since));
+      }
     }
-    return this.#read(id);
+    return this.#read(id, key);
   }
 
   /** The transcript's length, `null` when it does not exist. */
@@ -253,13 +303,31 @@ export class AgentixSessionStore implements SessionStore {
   }
 
   /** The whole transcript, as known entries (none when it does not exist). */
-  async #read(id: string): Promise<Known> {
+  async #read(id: string, key: SessionKey): Promise<Known> {
     try {
-      return advance(empty(), contents(await this.#storage.loadMessages(id)));
+      return this.#advance(empty(), key, contents(await this.#storage.loadMessages(id)));
     } catch (error) {
       if (error instanceof SessionNotFoundError) return empty();
       throw error;
     }
+  }
+
+  /** `known` (changed in place) after `entries` (read, or written) followed what it knew; its summary folded on. */
+  #advance(known: Known, key: SessionKey, entries: unknown[], summary = this.#summarize(known, key, entries)): Known {
+    for (const entry of entries) {
+      const uuid = (entry as { uuid?: unknown } | null)?.uuid;
+      if (typeof uuid === "string") known.uuids.add(uuid);
+    }
+    known.length += entries.length;
+    if (entries.length > 0) known.last = fingerprint(entries.at(-1));
+    known.summary = summary;
+    return known;
+  }
+
+  /** The summary of `known`'s entries followed by `entries`; subagent transcripts have none (the SDK lists main ones). */
+  #summarize(known: Known, key: SessionKey, entries: unknown[]): SummaryData {
+    if (key.subpath !== undefined || entries.length === 0) return known.summary;
+    return (this.#fold as Fold)(known.summary, key, entries);
   }
 
   #recall(id: string): Known | undefined {
@@ -321,10 +389,11 @@ export class AgentixSessionStore implements SessionStore {
     );
   }
 
-  #metadata(key: SessionKey): JsonObject {
+  /** A transcript's metadata: its key, and (main transcripts, when `known` is given) the summary of its entries. */
+  #metadata(key: SessionKey, summary?: SummaryData): JsonObject {
     const base = { [PROJECT]: key.projectKey, [SESSION]: key.sessionId };
     return key.subpath === undefined
-      ? { cwd: key.projectKey, ...base }
+      ? { cwd: key.projectKey, ...base, ...(summary === undefined ? {} : { [SUMMARY]: summary as JsonObject }) }
       : {
           cwd: this.sessionIdOf({ projectKey: key.projectKey, sessionId: key.sessionId }),
           ...base,
@@ -346,20 +415,14 @@ interface Known {
   uuids: Set<string>;
   /** The fingerprint of the last of them (`null` for none): tells a transcript that grew from one made anew. */
   last: string | null;
+  /** The SDK's summary of them (main transcripts; empty for none). */
+  summary: SummaryData;
 }
 
-const empty = (): Known => ({ length: 0, uuids: new Set(), last: null });
+const empty = (): Known => ({ length: 0, uuids: new Set(), last: null, summary: {} });
 
-/** `known` (changed in place) after `entries` (read, or written) followed what it knew. */
-function advance(known: Known, entries: unknown[]): Known {
-  for (const entry of entries) {
-    const uuid = (entry as { uuid?: unknown } | null)?.uuid;
-    if (typeof uuid === "string") known.uuids.add(uuid);
-  }
-  known.length += entries.length;
-  if (entries.length > 0) known.last = fingerprint(entries.at(-1));
-  return known;
-}
+const isObject = (value: unknown): value is SummaryData =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
 
 const contents = (records: MessageRecord[]): unknown[] => records.map((record) => record.content);
 
