@@ -255,7 +255,7 @@ describe("a user's project", () => {
       "agentix/ai-sdk": "AgentixStorageError: agentix/ai-sdk needs the package ai: npm install ai",
       "agentix/langchain":
         "AgentixStorageError: agentix/langchain needs the package @langchain/core: npm install @langchain/core",
-      // Only the SDK's types: the store runs without the SDK (which is what passes it to query()).
+      // The SDK is loaded on a store's first append or load (for its summary fold), not at import.
       "agentix/claude-agent-sdk": "ok",
     });
     const some = await importAll(await project("no-drizzle", ["better-sqlite3", "postgres"]));
