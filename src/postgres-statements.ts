@@ -195,6 +195,8 @@ export interface EditShape {
   key: boolean;
   /** Whether it appends messages. */
   appends: boolean;
+  /** Whether it replaces the metadata (and cwd) too. */
+  metadata: boolean;
 }
 
 /** The shape of `edit`'s statement. */
@@ -203,11 +205,13 @@ export const editShape = (edit: MessageEdit): EditShape => ({
   from: edit.from !== undefined,
   key: edit.idempotency !== undefined,
   appends: edit.messages.length > 0,
+  metadata: edit.metadata !== undefined,
 });
 
 /**
  * An edit of the history (see `StorageBackend.editMessages`), as one statement returning one {@link EditRow}.
- * Placeholders: `id`, `from`, `expected`, `at`, `count`, `batch`, `key`, `fingerprint`, `kept`.
+ * Placeholders: `id`, `from`, `expected`, `at`, `count`, `batch`, `key`, `fingerprint`, `kept`, and `metadata`
+ * and `cwd` (as {@link replaceMetadata} takes them) when the shape replaces the metadata.
  *
  * `locked` takes the session row's lock first (FOR UPDATE), so concurrent edits and appends of one session run
  * one after the other. Under READ COMMITTED a statement that waited for that lock gets the row's newest version
@@ -228,14 +232,15 @@ export const editShape = (edit: MessageEdit): EditShape => ({
  * the planner, which cannot know the bounds, prices it as a small range); `appended` inserts after `keep`,
  * and reads `dropped`'s count first, which makes the delete finish before the first insert (the order of
  * data-modifying CTEs is otherwise unspecified, and the unique (session_id, position) index requires this one);
- * the session row gets its new count, `updated_at` moves (never backwards) only when the list changed; the key
+ * the session row gets its new count, `updated_at` moves (never backwards) only when the list changed, or
+ * whenever it is written with metadata, which then replaces the metadata and cwd in the same UPDATE; the key
  * is remembered with its outcome, and keys that fell out of the newest 1,000 are deleted along (session_id, seq).
  */
 export function editMessages(t: PgTables, shape: EditShape): SQL {
   const S = names(t.sessions);
   const M = names(t.messages);
   const K = names(t.idempotencyKeys);
-  const { pop, key, appends } = shape;
+  const { pop, key, appends, metadata } = shape;
   const id = p("id");
   // What is kept: positions < keep. Beyond the length, `from` is out of range and never used.
   const keep = pop
@@ -302,15 +307,23 @@ export function editMessages(t: PgTables, shape: EditShape): SQL {
     )`
         : sql``
     } ${
-      !appends && !drops && !key
+      !appends && !drops && !key && !metadata
         ? sql``
         : sql`, updated as (
       update ${t.sessions} s
       set ${S.messageCount} = g.keep + ${p("count")}::int,
-        ${S.updatedAt} = case when ${changed} then greatest(s.${S.updatedAt}, ${p("at")}) else s.${S.updatedAt} end
-        ${key ? sql`, ${S.keySeq} = g.${S.keySeq} + 1` : sql``}
+        ${S.updatedAt} = ${
+          // With metadata, every written edit moves updated_at, whether the list changed or not.
+          metadata
+            ? sql`greatest(s.${S.updatedAt}, ${p("at")})`
+            : sql`case when ${changed} then greatest(s.${S.updatedAt}, ${p("at")}) else s.${S.updatedAt} end`
+        }
+        ${key ? sql`, ${S.keySeq} = g.${S.keySeq} + 1` : sql``}${
+          // On the line before: the text of the shapes without metadata stays as it was (prepared statements' keys).
+          metadata ? sql`, ${S.metadata} = ${p("metadata")}, ${S.cwd} = ${p("cwd")}` : sql``
+        }
       from gate g
-      where s.${S.id} = ${id} and g.status = 'written' ${key ? sql`` : sql`and ${changed}`}
+      where s.${S.id} = ${id} and g.status = 'written' ${key || metadata ? sql`` : sql`and ${changed}`}
     )`
     } ${
       key

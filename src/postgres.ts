@@ -257,7 +257,9 @@ export class PostgresStorageBackend extends StorageBackend {
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
     const shape = q.editShape(edit);
-    const key = `edit:${shape.pop}:${shape.from}:${shape.key}:${shape.appends}`;
+    // Without metadata, the key (and text) of the shapes before the option; with it, its own statements.
+    const key = `edit:${shape.pop}:${shape.from}:${shape.key}:${shape.appends}${shape.metadata ? ":metadata" : ""}`;
+    const { metadata } = edit;
     const values = {
       id: sessionId,
       from: edit.from ?? null,
@@ -268,6 +270,8 @@ export class PostgresStorageBackend extends StorageBackend {
       key: edit.idempotency?.key ?? null,
       fingerprint: edit.idempotency?.fingerprint ?? null,
       kept: q.KEYS_KEPT,
+      // As replaceMetadata binds them: JSON text (or null) and the cwd it holds (text or null).
+      ...(metadata === undefined ? {} : { metadata: json(metadata), cwd: cwdOf(metadata) }),
     };
     // Run again when writers of the session collided (see editMessages in postgres-statements.ts): nothing was
     // written, and the next run has a newer snapshot.

@@ -194,6 +194,24 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
       .where(sessionById),
     ["at", "count", "keySeq", "id"],
   );
+  // The same with the metadata option: the row's metadata and cwd replaced with the rest of the head.
+  const setHeadMetadata = direct<
+    [cwd: string | null, metadata: string | null, at: string, count: number, keySeq: number, id: string],
+    never
+  >(
+    client,
+    db
+      .update(sessions)
+      .set({
+        cwd: sql`${p("cwd")}`,
+        metadata: sql`${p("metadata")}`,
+        updatedAt: sql`${p("at")}`,
+        messageCount: sql`${p("count")}`,
+        keySeq: sql`${p("keySeq")}`,
+      })
+      .where(sessionById),
+    ["cwd", "metadata", "at", "count", "keySeq", "id"],
+  );
   const rememberKey = db
     .insert(idempotencyKeys)
     .values({
@@ -320,12 +338,17 @@ export function prepare(client: BetterSqlite3.Database, owned: boolean): Connect
         keep = edit.from;
         dropFrom.run(sessionId, keep);
       }
-      const changed = keep < length || edit.messages.length > 0;
+      const { metadata } = edit;
+      // With metadata, updated_at moves whether the list changed or not.
+      const changed = keep < length || edit.messages.length > 0 || metadata !== undefined;
       const at = changed ? latest(edit.at, updated) : updated;
       let position = keep;
       for (const m of edit.messages) insertMessage.run(sessionId, position++, m.role, JSON.stringify(m.content), at);
       const nextSeq = key ? seq + 1 : seq;
-      if (changed || key) setHead.run(at, position, nextSeq, sessionId);
+      if (metadata !== undefined) {
+        const json = metadata === null ? null : JSON.stringify(metadata);
+        setHeadMetadata.run(cwdOf(metadata), json, at, position, nextSeq, sessionId);
+      } else if (changed || key) setHead.run(at, position, nextSeq, sessionId);
       if (key) {
         const [role, content, poppedAt] = popped ?? [null, null, null];
         const { key: name, fingerprint } = key;

@@ -127,6 +127,30 @@ describe.each(pgDrivers(url))("PostgresStorageBackend round trips on $name", (dr
     ]);
   });
 
+  it("one statement for each write with metadata, written or not; the writes without it never touch the metadata", async () => {
+    const agent = `rt-${randomUUID()}`;
+    const id = await b.createSession(agent, { cwd: "/start" });
+    const say = (content: string) => ({ role: "user" as const, content });
+    const one = async (run: () => Promise<unknown>) => {
+      const [statement, ...more] = await statements(run);
+      expect(more).toEqual([]);
+      return statement?.query ?? "";
+    };
+    await one(() => b.saveMessages(id, [say("a"), say("b")], { metadata: { cwd: "/a" } }));
+    await one(() => b.saveMessages(id, [], { metadata: { n: 1 } }));
+    await one(() => b.replaceMessages(id, 1, [say("r")], { expectedLength: 2, metadata: { cwd: "/r" } }));
+    await one(() => b.replaceMessages(id, 2, [], { metadata: null }));
+    await one(() => b.popMessage(id, { idempotencyKey: "pop", metadata: { cwd: "/p" } }));
+    await one(() => b.popMessage(id, { idempotencyKey: "pop", metadata: { cwd: "/p" } })); // replayed
+    await one(() => b.saveMessages(id, [say("c")], { expectedLength: 9, metadata: { cwd: "/x" } }).catch(() => {}));
+    await one(() => b.popMessage(randomUUID(), { metadata: { cwd: "/x" } }).catch(() => {})); // not found
+    expect(await b.getSession(id)).toMatchObject({ metadata: { cwd: "/p" } });
+    expect((await b.listSessions(agent, { cwd: "/p" })).map((s) => s.session_id)).toEqual([id]);
+    const plain = await one(() => b.saveMessages(id, [say("d")], { expectedLength: 1 }));
+    expect(plain).not.toMatch(/"metadata"/);
+    expect(await one(() => b.saveMessages(id, [say("e")], { metadata: { cwd: "/e" } }))).toMatch(/"metadata" =/);
+  });
+
   // A statement waiting for another writer's lock: only with several connections (PGlite has one, and queues).
   if (driver.concurrent) {
     /**

@@ -242,7 +242,7 @@ export class MySqlStorageBackend extends StorageBackend {
 
   protected async editMessages(sessionId: string, edit: MessageEdit): Promise<EditOutcome> {
     await this.#ready();
-    const { idempotency, expectedLength, from, pop, messages } = edit;
+    const { idempotency, expectedLength, from, pop, messages, metadata } = edit;
     // SELECT ... FOR UPDATE locks the session row until COMMIT: appends, forks, deletes and other edits of the
     // session wait, so the checks below hold until the writes are committed. READ COMMITTED: every later read
     // sees what the writers before committed, and the DELETE locks the rows it drops, not the gaps after them.
@@ -274,13 +274,17 @@ export class MySqlStorageBackend extends StorageBackend {
         await run(db.delete(m).where(and(eq(m.sessionId, sessionId), sql`${m.position} >= ${keep}`)));
       }
       const written = keep + messages.length;
-      if (keep < length || messages.length > 0) {
+      // With metadata, a written edit moves updated_at even when the list stays as it was.
+      if (keep < length || messages.length > 0 || metadata !== undefined) {
         // The later of the two (ISO 8601 strings of one format compare as their times): updated_at never moves
         // back, and appended messages take it when the clock is behind.
         // biome-ignore lint/complexity/useMathMinMax: strings, which Math.max would turn into NaN
         const at = datetime(edit.at > updatedAt ? edit.at : updatedAt);
         await insertMessages(db, sessionId, messages, keep, at);
-        await run(db.update(sessions).set({ messageCount: written, updatedAt: at }).where(eq(sessions.id, sessionId)));
+        // The metadata and cwd as replaceMetadata sets them (cwd_hash follows cwd, a generated column).
+        const replaced = metadata === undefined ? {} : { metadata: json(metadata), cwd: cwdOf(metadata) };
+        const set = { messageCount: written, updatedAt: at, ...replaced };
+        await run(db.update(sessions).set(set).where(eq(sessions.id, sessionId)));
       }
       if (idempotency) {
         await remember(db, sessionId, idempotency.key, {
