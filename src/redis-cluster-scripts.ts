@@ -57,13 +57,16 @@ if not clamped then redis.call('HSET', KEYS[1], 'updated_at', ts) end
 return {length, s[1], cwd, ts, clamped and 0 or 1}`,
   ],
   // KEYS: session, messages, keys, keyorder, edits, op outcomes, cwd. ARGV: at, op number, expected length ('':
-  // none), from ('': none), pop ('1'), idempotency key ('': none), fingerprint, then each message's JSON up to the
-  // timestamp's value. nil (not found) or {status, value, agent, cwd, updated_at, moved}; status and value as in
-  // the standalone agentixEdit.
+  // none), from ('': none), pop ('1'), idempotency key ('': none), fingerprint, metadata given ('1'; then the
+  // metadata, has cwd, cwd), then each message's JSON up to the timestamp's value. nil (not found) or {status,
+  // value, agent, cwd, updated_at, moved}; status and value as in the standalone agentixEdit. An edit given
+  // metadata writes it (and the cwd, and updated_at as agentixMeta does) and, written, adds the old cwd: its index
+  // step is agentixMoveCwd's.
   agentixEdit: [
     7,
     `
 local at, op, name = ARGV[1], ARGV[2], ARGV[6]
+local meta = ARGV[8] == '1'
 local s = redis.call('HMGET', KEYS[1], 'agent_id', 'updated_at')
 local outcome = redis.call('HGET', KEYS[6], op)
 if outcome then return {'written', outcome, s[1], redis.call('GET', KEYS[7]), s[2], s[1] and 1 or 0} end
@@ -87,9 +90,21 @@ elseif from and from < length then
   length, changed = from, true
 end
 local clamped = at < s[2]
-if #ARGV > 7 then length, changed = push(KEYS[2], ARGV, 8, clamped and s[2] or at), true end
-local moved = changed and not clamped
-if moved then redis.call('HSET', KEYS[1], 'updated_at', at) end
+local first = meta and 12 or 9
+if #ARGV >= first then length, changed = push(KEYS[2], ARGV, first, clamped and s[2] or at), true end
+local moved = (changed or meta) and not clamped
+local old = cwd
+if meta then
+  if moved then
+    redis.call('HSET', KEYS[1], 'metadata', ARGV[9], 'updated_at', at)
+  else
+    redis.call('HSET', KEYS[1], 'metadata', ARGV[9])
+  end
+  if ARGV[10] == '1' then cwd = ARGV[11] else cwd = false end
+  if cwd then redis.call('SET', KEYS[7], cwd) else redis.call('DEL', KEYS[7]) end
+elseif moved then
+  redis.call('HSET', KEYS[1], 'updated_at', at)
+end
 outcome = '{"fingerprint":' .. (name ~= '' and cjson.encode(ARGV[7]) or 'null') .. ',"length":' .. length ..
   ',"popped":' .. (popped or 'null') .. '}'
 if name ~= '' then
@@ -98,7 +113,9 @@ if name ~= '' then
 end
 redis.call('HSET', KEYS[6], op, outcome)
 redis.call('PEXPIRE', KEYS[6], ${OP_TTL_MS})
-return {'written', outcome, s[1], cwd, moved and at or s[2], moved and 1 or 0}`,
+local reply = {'written', outcome, s[1], cwd, moved and at or s[2], moved and 1 or 0}
+if meta then reply[7] = old end
+return reply`,
   ],
   // KEYS: session, cwd. ARGV: metadata, has cwd, cwd, at. nil when not found, else the updated FIELDS, then the old
   // cwd and whether updated_at moved.

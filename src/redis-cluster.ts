@@ -31,6 +31,7 @@ import {
   type Fields,
   fieldsRecord,
   heads,
+  metaArgs,
   TEMP_TTL_MS,
   toRecord,
 } from "./redis-scripts.js";
@@ -175,7 +176,7 @@ export class ClusterStore {
   }
 
   async edit(id: string, edit: MessageEdit): Promise<EditOutcome> {
-    const { messages, at, expectedLength, from, pop, idempotency } = edit;
+    const { messages, at, expectedLength, from, pop, idempotency, metadata } = edit;
     const { key, bit } = this.#nextOp(id);
     const reply = (await this.redis.agentixEdit(
       ...this.keys.sessionKeys(id).slice(0, 5),
@@ -188,11 +189,14 @@ export class ClusterStore {
       pop ? 1 : 0,
       idempotency?.key ?? "",
       idempotency?.fingerprint ?? "",
+      metadata === undefined ? 0 : metaArgs(metadata),
       heads(messages),
-    )) as [EditOutcome["status"], string | number, string | null, string | null, string | null, number] | null;
+    )) as EditReply | null;
     if (reply === null) return { status: "not-found" };
     const [status, value, agent, cwd, updated, moved] = reply;
-    if (moved === 1 && agent && updated) await this.#indexed(id, agent, updated, cwd, false);
+    // Metadata written with the edit: the index step is a metadata update's (the old cwd's entry moves).
+    if (reply.length > 6 && agent && updated) await this.#movedCwd(id, agent, reply[6] ?? null, cwd, updated, moved);
+    else if (moved === 1 && agent && updated) await this.#indexed(id, agent, updated, cwd, false);
     return editOutcome(status, value);
   }
 
@@ -209,23 +213,24 @@ export class ClusterStore {
     if (reply === null) return null;
     const record = fieldsRecord(reply.slice(0, 5) as Fields);
     if (!record) return null;
-    const old = reply[5] as string | null;
-    const moved = reply[6] as number;
-    if (old !== cwd || moved === 1) {
-      const { agent_id: agent } = record;
-      const index = this.keys.index(agent);
-      await this.redis.agentixMoveCwd(
-        old === null ? index : this.keys.cwd(agent, old),
-        cwd === null ? index : this.keys.cwd(agent, cwd),
-        index,
-        id,
-        Date.parse(record.updated_at),
-        old === null ? 0 : 1,
-        cwd === null ? 0 : 1,
-        moved,
-      );
-    }
+    await this.#movedCwd(id, record.agent_id, reply[5] as string | null, cwd, record.updated_at, reply[6] as number);
     return record;
+  }
+
+  /** A metadata update's index step: the entry from the old cwd's index to the new one's, forward when moved. */
+  async #movedCwd(id: string, agent: string, old: string | null, cwd: string | null, updatedAt: string, moved: number) {
+    if (old === cwd && moved !== 1) return;
+    const index = this.keys.index(agent);
+    await this.redis.agentixMoveCwd(
+      old === null ? index : this.keys.cwd(agent, old),
+      cwd === null ? index : this.keys.cwd(agent, cwd),
+      index,
+      id,
+      Date.parse(updatedAt),
+      old === null ? 0 : 1,
+      cwd === null ? 0 : 1,
+      moved,
+    );
   }
 
   async length(id: string): Promise<number | null> {
@@ -490,6 +495,17 @@ export class ClusterStore {
     return { key: entry.key, bit: entry.count++ };
   }
 }
+
+/** agentixEdit's reply: status, value, agent, cwd, updated_at, moved, and the old cwd when given metadata. */
+type EditReply = [
+  EditOutcome["status"],
+  string | number,
+  string | null,
+  string | null,
+  string | null,
+  number,
+  old?: string | null,
+];
 
 /** `[id, score, id, score, ...]` as pairs. */
 function pairs(flat: string[]): Array<[string, number]> {

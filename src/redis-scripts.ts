@@ -3,7 +3,7 @@
  * the namespace in ARGV[1], so the scripts declare no KEYS (standalone Redis or Sentinel, never Cluster).
  * @internal
  */
-import { sessionRecord } from "./core/records.js";
+import { cwdOf, sessionRecord } from "./core/records.js";
 import type { CopyOutcome, EditOutcome, JsonObject, MessageRecord, SessionRecord } from "./core/types.js";
 
 /**
@@ -106,6 +106,25 @@ local function register(agent, to, at, score, metadata, cwd)
   index(agent, to, score, cwd)
   idSets(agent, 'ZADD', to)
 end
+-- Replaces a session's metadata and cwd (agentixMeta, and agentixEdit given metadata): the cwd hash entry and the
+-- cwd index follow; updated_at moves to at (its score) only when moved (never backwards).
+local function setMeta(id, agent, metadata, cwd, moved, at, score)
+  if moved then
+    redis.call('HSET', key('session', id), 'metadata', metadata, 'updated_at', at)
+  else
+    redis.call('HSET', key('session', id), 'metadata', metadata)
+  end
+  local old = redis.call('HGET', base .. ':cwds', id)
+  if old then redis.call('ZREM', cwdKey(agent, old), id) end
+  if cwd then redis.call('HSET', base .. ':cwds', id, cwd) else redis.call('HDEL', base .. ':cwds', id) end
+  if moved then
+    index(agent, id, score, cwd)
+  elseif cwd then
+    -- updated_at stays: so does the session's score, which the index holds.
+    local kept = redis.call('ZSCORE', key('index', agent), id)
+    if kept then redis.call('ZADD', cwdKey(agent, cwd), kept, id) end
+  end
+end
 `;
 
 /** The scripts, each one atomic call (EVALSHA, falling back to EVAL on NOSCRIPT: defineCommand). */
@@ -151,11 +170,13 @@ if not clamped then
 end
 return length`,
   // ARGV: base, id, at, at's score, op block, op number, expected length ('': none), from ('': none), pop ('1'),
-  // idempotency key ('': none), fingerprint, then each message's JSON up to the timestamp's value.
+  // idempotency key ('': none), fingerprint, metadata given ('1'; then the metadata, has cwd, cwd), then each
+  // message's JSON up to the timestamp's value. Given metadata is written with the edit (see setMeta).
   // Returns nil (not found), {'conflict' | 'out-of-range', length}, or {'written' | 'replayed', outcome}: the JSON
   // {"fingerprint", "length", "popped"} of the write (popped: the message's JSON as stored, or null).
   agentixEdit: `
 local id, at, op, name = ARGV[2], ARGV[3], ARGV[6], ARGV[10]
+local meta = ARGV[12] == '1'
 -- An edit is an op like an append (see agentixAppend), but a resent one must answer with what the first did (a
 -- pop, the message it popped): instead of a bit, its outcome is kept under its op number, and it is not applied
 -- again (a pop would pop twice).
@@ -184,8 +205,12 @@ elseif from and from < length then
   length, changed = from, true
 end
 local clamped = at < s[2]
-if #ARGV > 11 then length, changed = push(list, ARGV, 12, clamped and s[2] or at), true end
-if changed and not clamped then
+local first = meta and 16 or 13
+if #ARGV >= first then length, changed = push(list, ARGV, first, clamped and s[2] or at), true end
+if meta then
+  -- Written, even if the list did not change: updated_at moves too (never backwards).
+  setMeta(id, s[1], ARGV[13], ARGV[14] == '1' and ARGV[15] or nil, not clamped, at, ARGV[4])
+elseif changed and not clamped then
   redis.call('HSET', key('session', id), 'updated_at', at)
   index(s[1], id, ARGV[4], redis.call('HGET', base .. ':cwds', id) or nil)
 end
@@ -207,24 +232,7 @@ return {'written', outcome}`,
 local id, at = ARGV[2], ARGV[6]
 local s = redis.call('HMGET', key('session', id), 'agent_id', 'updated_at')
 if not s[1] then return false end
-local agent = s[1]
-local moved = s[2] < at
-if moved then
-  redis.call('HSET', key('session', id), 'metadata', ARGV[3], 'updated_at', at)
-else
-  redis.call('HSET', key('session', id), 'metadata', ARGV[3])
-end
-local old = redis.call('HGET', base .. ':cwds', id)
-if old then redis.call('ZREM', cwdKey(agent, old), id) end
-local cwd = ARGV[4] == '1' and ARGV[5] or nil
-if cwd then redis.call('HSET', base .. ':cwds', id, cwd) else redis.call('HDEL', base .. ':cwds', id) end
-if moved then
-  index(agent, id, ARGV[7], cwd)
-elseif cwd then
-  -- updated_at stays: so does the session's score, which the index holds.
-  local score = redis.call('ZSCORE', key('index', agent), id)
-  if score then redis.call('ZADD', cwdKey(agent, cwd), score, id) end
-end
+setMeta(id, s[1], ARGV[3], ARGV[4] == '1' and ARGV[5] or nil, s[2] < at, at, ARGV[7])
 return redis.call('HMGET', key('session', id), unpack(FIELDS))`,
   // ARGV: base, id. The list's length, nil when the session does not exist (an empty list is no key at all).
   agentixLength: `
@@ -382,6 +390,15 @@ export type Fields = Array<string | null>;
  */
 export function heads(messages: MessageRecord[]): string[] {
   return messages.map((m) => `${JSON.stringify({ role: m.role, content: m.content }).slice(0, -1)},"timestamp":"`);
+}
+
+/**
+ * An edit's metadata as the edit scripts take it after their flag (both modes): the metadata's JSON, has cwd ('1'),
+ * cwd. Only for an edit given metadata: one without passes the flag 0 alone.
+ */
+export function metaArgs(metadata: JsonObject | null): string[] {
+  const cwd = cwdOf(metadata);
+  return ["1", JSON.stringify(metadata), cwd === null ? "0" : "1", cwd ?? ""];
 }
 
 /** A copy script's reply as the core's outcome. */

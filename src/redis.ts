@@ -39,6 +39,7 @@ import {
   type Fields,
   fieldsRecord,
   heads,
+  metaArgs,
   OP_BLOCK_MS,
   OPS_PER_KEY,
   prelude,
@@ -235,7 +236,7 @@ export class RedisStorageBackend extends StorageBackend {
     const cluster = await this.#cluster();
     if (cluster) return cluster.edit(sessionId, edit);
     const redis = await this.#ready();
-    const { messages, at, expectedLength, from, pop, idempotency } = edit;
+    const { messages, at, expectedLength, from, pop, idempotency, metadata } = edit;
     const { key, bit } = this.#nextOp();
     const reply = (await redis.agentixEdit(
       this.#base(),
@@ -249,6 +250,7 @@ export class RedisStorageBackend extends StorageBackend {
       pop ? 1 : 0,
       idempotency?.key ?? "",
       idempotency?.fingerprint ?? "",
+      metadata === undefined ? 0 : metaArgs(metadata),
       heads(messages),
     )) as [EditOutcome["status"], string | number] | null;
     if (reply === null) return { status: "not-found" };
