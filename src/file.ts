@@ -249,10 +249,17 @@ export class FileStorageBackend extends SyncStorageBackend {
             fsync: this.#fs.fsync,
             tmpName: () => this.#fs.tmpName(sessionId),
             syncDir: (path) => this.#fs.syncDir(path),
-            raiseUpdatedAt: (at) => {
+            writeMeta: (at, metadata, commitIno) => {
               const current = readStored(dir, sessionId) as SessionRecord;
-              this.#fs.writeMeta(sessionId, { ...current, updated_at: latest(current.updated_at, at) });
+              const record = {
+                ...current,
+                updated_at: latest(current.updated_at, at),
+                metadata: metadata === undefined ? current.metadata : metadata,
+              };
+              const pending = commitIno === undefined ? undefined : { commitIno, priorMetadata: current.metadata };
+              this.#fs.writeMeta(sessionId, record, pending);
             },
+            settle: () => this.#fs.settle(sessionId),
             replaceLog: (log, end) => this.#fs.replaceLog(sessionId, log, end),
             raiseIndex: (at) => this.#index.raise(sessionId, () => this.#agentOf(dir, sessionId), at),
           },

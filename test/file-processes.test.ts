@@ -20,6 +20,7 @@ import { FileStorageBackend } from "../src/file.js";
 const root = mkdtempSync(join(tmpdir(), "agentix-file-processes-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 const fixture = fileURLToPath(new URL("./fixtures/file-writer.ts", import.meta.url));
+const metaFixture = fileURLToPath(new URL("./fixtures/file-meta-killed.ts", import.meta.url));
 
 interface Job {
   basePath: string;
@@ -233,5 +234,56 @@ describe("FileStorageBackend with several processes", () => {
     expect(JSON.parse(lines.at(-1) as string).content).toBe("after the crash");
     expect((await b.loadMessages(source)).slice(0, -1)).toStrictEqual(survived);
     await b.close();
+  });
+
+  // An edit with metadata renames two files (src/file/session.ts): killed before each of the three renames, the
+  // session comes back as all old or all new, and stays so through the edits after it.
+  const killedAt = ["pending", "log", "plain"] as const;
+  const ops = { save: ["a", "b", "new"], replace: ["a", "new"], pop: ["a"] } as const;
+  describe.each(killedAt)("a writer killed with SIGKILL before the %s rename of an edit with metadata", (at) => {
+    it.each(Object.keys(ops) as Array<keyof typeof ops>)("%s: no torn state, also after the next edits", async (op) => {
+      const basePath = mkdtempSync(join(root, `meta-${at}-${op}-`));
+      const b = new FileStorageBackend({ basePath });
+      const id = await b.createSession("agent", { cwd: "/old", step: "old" });
+      await b.saveMessages(id, [
+        { role: "user", content: "a" },
+        { role: "user", content: "b" },
+      ]);
+      const child = spawn(
+        process.execPath,
+        ["--import", "tsx", metaFixture, JSON.stringify({ basePath, sessionId: id, op, at })],
+        {
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      const signal = await new Promise((resolve) => child.on("exit", (_code, sig) => resolve(sig)));
+      expect(signal, stderr).toBe("SIGKILL");
+
+      const committed = at === "plain";
+      const expected = committed ? ops[op] : ["a", "b"];
+      const metadata = committed ? { cwd: "/new", step: "new" } : { cwd: "/old", step: "old" };
+      const fresh = new FileStorageBackend({ basePath });
+      expect((await fresh.loadMessages(id)).map((m) => m.content)).toEqual(expected);
+      expect((await fresh.getSession(id))?.metadata).toStrictEqual(metadata);
+      expect((await fresh.listSessions("agent", { cwd: metadata.cwd })).map((s) => s.session_id)).toEqual([id]);
+      expect(await fresh.listSessions("agent", { cwd: committed ? "/old" : "/new" })).toEqual([]);
+
+      // The killed writer's lock is taken over once stale (here: made stale).
+      const lock = join(basePath, "locks", `${id}.lock`);
+      if (existsSync(lock)) utimesSync(lock, new Date(0), new Date(0));
+      // An append keeps the log's inode; a replace writes a new log: the pending record is settled before it.
+      await fresh.saveMessage(id, "user", "after");
+      expect((await fresh.getSession(id))?.metadata).toStrictEqual(metadata);
+      await fresh.replaceMessages(id, 0, [{ role: "user", content: "replaced" }]);
+      expect((await fresh.loadMessages(id)).map((m) => m.content)).toEqual(["replaced"]);
+      expect((await fresh.getSession(id))?.metadata).toStrictEqual(metadata);
+      expect(readFileSync(join(basePath, "sessions", id, "session.json"), "utf8")).not.toContain("commit_ino");
+      await fresh.close();
+      await b.close();
+    });
   });
 });

@@ -8,7 +8,7 @@ import type { SessionRecord } from "../core/types.js";
 import { errno, withFile, writeAll } from "./io.js";
 import { withLock } from "./lock.js";
 import { carryOver } from "./positions.js";
-import { agentKey, META, metaJson } from "./session.js";
+import { agentKey, META, metaJson, type Pending, settledRecord } from "./session.js";
 
 const TMP_MAX_AGE_MS = 3_600_000;
 
@@ -60,10 +60,10 @@ export class Layout {
     return true;
   }
 
-  /** Rewrites session.json (temp file, rename) and returns the record written. */
-  writeMeta(sessionId: string, record: SessionRecord): SessionRecord {
+  /** Rewrites session.json (temp file, rename; pending when told: see src/file/session.ts) and returns the record. */
+  writeMeta(sessionId: string, record: SessionRecord, pending?: Pending): SessionRecord {
     const dir = this.dir(sessionId);
-    const json = metaJson(record);
+    const json = metaJson(record, pending);
     const tmp = this.tmpName(sessionId);
     this.writeNew(tmp, [json]);
     try {
@@ -79,6 +79,7 @@ export class Layout {
 
   /** Replaces the log by its first `end` bytes (with a rename, never truncated: readers may have it open). */
   replaceLog(sessionId: string, log: string, end: number): void {
+    this.settle(sessionId);
     const fixed = this.tmpName(sessionId);
     fs.copyFileSync(log, fixed, fs.constants.COPYFILE_FICLONE);
     const ino = withFile(fixed, "r+", (fd) => {
@@ -92,6 +93,12 @@ export class Layout {
     );
     fs.renameSync(fixed, log);
     this.syncDir(dirname(log));
+  }
+
+  /** Writes a pending session.json plain, as it resolves, before the log is replaced (see src/file/session.ts). */
+  settle(sessionId: string): void {
+    const record = settledRecord(this.dir(sessionId), sessionId);
+    if (record) this.writeMeta(sessionId, record);
   }
 
   /** Runs `run` holding the session's lock (see src/file/lock.ts). */

@@ -10,7 +10,7 @@ import { LineReader } from "../../file/lines.js";
 import { withLock } from "../../file/lock.js";
 import { COUNT, committedEnd, LOG } from "../../file/log.js";
 import { INDEX, indexProblem } from "../../file/positions.js";
-import { agentKey, readStored } from "../../file/session.js";
+import { agentKey, META, metaJson, readStored, settledRecord } from "../../file/session.js";
 import type { Finding } from "./report.js";
 
 const LOCK_STALE_MS = 60_000;
@@ -207,6 +207,12 @@ function checkLog(
       });
       // The position index of the old log goes first: it is made again for the new one when needed.
       fs.rmSync(join(dir, INDEX), { force: true });
+      // A session.json pending on the old log's inode is written plain first (see src/file/session.ts).
+      const settled = settledRecord(dir, id);
+      if (settled) {
+        fs.writeFileSync(`${tmp}.meta`, metaJson(settled));
+        fs.renameSync(`${tmp}.meta`, join(dir, META));
+      }
       fs.renameSync(tmp, log);
       // The count record is a cache of the old log's: it is not trusted for a new log, and is written again.
       fs.rmSync(join(dir, COUNT), { force: true });
