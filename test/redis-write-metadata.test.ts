@@ -141,6 +141,8 @@ describe.skipIf(!clusterUrl)("RedisStorageBackend: writes with metadata (cluster
     const id = await b.createSession(agent, { cwd: "/old" });
     const other = await b.createSession(agent, { cwd: "/old" });
     const before = await scoreOf(index, id);
+    // A later millisecond than the creates: the listing's order below is by time, not by the tie-break on ids.
+    await new Promise((resolve) => setTimeout(resolve, 5));
     await b.saveMessages(id, [{ role: "user", content: "moved" }], { metadata: { cwd: "/new", n: 1 } });
     // The index step undone: the entries as they were before the edit, as if the backend stopped after its script.
     await raw.zadd(cwdKeyOf(agent, "/old"), before, id);
