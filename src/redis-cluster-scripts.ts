@@ -5,6 +5,7 @@
  * fork's source and target) is several scripts, in an order documented in the README ("Redis Cluster").
  * @internal
  */
+import type { EditOutcome } from "./core/types.js";
 import { luaLess, luaPush } from "./redis-scripts.js";
 
 /** A session's op bitmap and edit outcomes expire this long after its writer's last op on it. */
@@ -307,3 +308,14 @@ export function clusterCommands(): Array<[string, { numberOfKeys: number; lua: s
     { numberOfKeys, lua: prelude + lua },
   ]);
 }
+
+/** agentixEdit's reply: status, value, agent, cwd, updated_at, moved, and the old cwd when given metadata. */
+export type EditReply = [
+  EditOutcome["status"],
+  string | number,
+  string | null,
+  string | null,
+  string | null,
+  number,
+  old?: string | null,
+];

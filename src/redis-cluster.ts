@@ -21,7 +21,7 @@ import type {
   SessionRecord,
   StagedImport,
 } from "./core/types.js";
-import { clusterCommands, type clusterScripts } from "./redis-cluster-scripts.js";
+import { clusterCommands, type clusterScripts, type EditReply } from "./redis-cluster-scripts.js";
 import { Chunks, copyChunks } from "./redis-fork.js";
 import { exec } from "./redis-reads.js";
 import {
@@ -495,17 +495,6 @@ export class ClusterStore {
     return { key: entry.key, bit: entry.count++ };
   }
 }
-
-/** agentixEdit's reply: status, value, agent, cwd, updated_at, moved, and the old cwd when given metadata. */
-type EditReply = [
-  EditOutcome["status"],
-  string | number,
-  string | null,
-  string | null,
-  string | null,
-  number,
-  old?: string | null,
-];
 
 /** `[id, score, id, score, ...]` as pairs. */
 function pairs(flat: string[]): Array<[string, number]> {
